@@ -1,0 +1,274 @@
+//! The file format: serde structs that mirror the YAML exactly.
+//!
+//! Every struct denies unknown keys; every default is a named constant. Scalars that
+//! can be checked on their own are newtypes (`scalars`, `units`) checked inside
+//! `Deserialize`, so their errors carry the scalar's line and column. Checks that need
+//! more than one value (duplicates, limits that contradict each other) live in
+//! `validate`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::scalars::{
+    CustomerName, EnvName, ErrorStatus, HostHeader, HostName, ListenAddr, ServerAddr, StatusTtl,
+    UrlPath, UrlText,
+};
+use super::units::{Dur, InstantText, Size};
+
+pub(super) const DEFAULT_MEMORY: usize = 256 << 20;
+pub(super) const DEFAULT_MAX_OBJECT: usize = 16 << 20;
+pub(super) const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_CP_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_CP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_MAX_DOCUMENT: usize = 4 << 20;
+pub(super) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_MAX_CONFIG_AGE: Duration = Duration::from_secs(86_400);
+pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const DEFAULT_TTL: Duration = Duration::ZERO;
+pub(super) const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::ZERO;
+pub(super) const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
+pub(super) const DEFAULT_STALE_IF_ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
+
+fn default_memory() -> Size {
+    Size(DEFAULT_MEMORY)
+}
+fn default_max_object() -> Size {
+    Size(DEFAULT_MAX_OBJECT)
+}
+fn default_lock_timeout() -> Dur {
+    Dur(DEFAULT_LOCK_TIMEOUT)
+}
+fn default_cp_interval() -> Dur {
+    Dur(DEFAULT_CP_INTERVAL)
+}
+fn default_cp_timeout() -> Dur {
+    Dur(DEFAULT_CP_TIMEOUT)
+}
+fn default_max_document() -> Size {
+    Size(DEFAULT_MAX_DOCUMENT)
+}
+fn default_shutdown_grace() -> Dur {
+    Dur(DEFAULT_SHUTDOWN_GRACE)
+}
+fn default_max_config_age() -> Dur {
+    Dur(DEFAULT_MAX_CONFIG_AGE)
+}
+fn default_connect_timeout() -> Dur {
+    Dur(DEFAULT_CONNECT_TIMEOUT)
+}
+fn default_read_timeout() -> Dur {
+    Dur(DEFAULT_READ_TIMEOUT)
+}
+fn default_ttl() -> Dur {
+    Dur(DEFAULT_TTL)
+}
+fn default_stale_while_revalidate() -> Dur {
+    Dur(DEFAULT_STALE_WHILE_REVALIDATE)
+}
+fn default_stale_if_error() -> Dur {
+    Dur(DEFAULT_STALE_IF_ERROR)
+}
+fn default_stale_if_error_statuses() -> Vec<ErrorStatus> {
+    DEFAULT_STALE_IF_ERROR_STATUSES
+        .iter()
+        .map(|&s| ErrorStatus(s))
+        .collect()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// The node file (`conf/holdfast.yaml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NodeFile {
+    /// Pingora `ServerConf` keys; checked against `ServerConf` in `validate`.
+    #[serde(default)]
+    pub server: Option<serde_yaml::Mapping>,
+    pub listen: Vec<ListenAddr>,
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+    #[serde(default)]
+    pub cache: StoreFile,
+    #[serde(default)]
+    pub control_plane: Option<ControlPlaneFile>,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Dur,
+    #[serde(default = "default_max_config_age")]
+    pub max_config_age: Dur,
+    #[serde(default)]
+    pub demo_origin: Option<DemoOriginFile>,
+    #[serde(default)]
+    pub customers: Option<Vec<CustomerFile>>,
+}
+
+/// The synced customer document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CustomerDocumentFile {
+    pub version: u64,
+    pub customers: Vec<CustomerFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AdminFile {
+    pub listen: ListenAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StoreFile {
+    #[serde(default = "default_memory")]
+    pub memory: Size,
+    #[serde(default = "default_max_object")]
+    pub max_object: Size,
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: Dur,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        StoreFile {
+            memory: default_memory(),
+            max_object: default_max_object(),
+            lock_timeout: default_lock_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ControlPlaneFile {
+    pub urls: Vec<UrlText>,
+    #[serde(default = "default_cp_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_cp_timeout")]
+    pub timeout: Dur,
+    pub cache_file: String,
+    #[serde(default)]
+    pub token_env: Option<EnvName>,
+    #[serde(default = "default_max_document")]
+    pub max_document: Size,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DemoOriginFile {
+    pub listen: ListenAddr,
+    pub root: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CustomerFile {
+    pub name: CustomerName,
+    pub hosts: Vec<HostName>,
+    pub origin: OriginFile,
+    #[serde(default)]
+    pub cache: CachePolicyFile,
+    #[serde(default)]
+    pub rules: Option<Vec<RuleFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OriginFile {
+    pub servers: Vec<ServerAddr>,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub sni: Option<HostName>,
+    #[serde(default)]
+    pub host_header: Option<HostHeader>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CachePolicyFile {
+    #[serde(default = "default_ttl")]
+    pub default_ttl: Dur,
+    #[serde(default)]
+    pub override_origin: bool,
+    #[serde(default = "default_stale_while_revalidate")]
+    pub stale_while_revalidate: Dur,
+    #[serde(default = "default_stale_if_error")]
+    pub stale_if_error: Dur,
+    #[serde(default = "default_stale_if_error_statuses")]
+    pub stale_if_error_statuses: Vec<ErrorStatus>,
+    #[serde(default)]
+    pub status_ttl: StatusTtl,
+    #[serde(default)]
+    pub cache_set_cookie: bool,
+    #[serde(default)]
+    pub query: QueryFile,
+}
+
+impl Default for CachePolicyFile {
+    fn default() -> Self {
+        CachePolicyFile {
+            default_ttl: default_ttl(),
+            override_origin: false,
+            stale_while_revalidate: default_stale_while_revalidate(),
+            stale_if_error: default_stale_if_error(),
+            stale_if_error_statuses: default_stale_if_error_statuses(),
+            status_ttl: StatusTtl::default(),
+            cache_set_cookie: false,
+            query: QueryFile::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum QueryFile {
+    #[default]
+    Keep,
+    Sort,
+    Drop,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RuleFile {
+    #[serde(rename = "match")]
+    pub matcher: MatchFile,
+    #[serde(default = "default_true")]
+    pub cache: bool,
+    #[serde(default)]
+    pub ttl: Option<Dur>,
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Dur>,
+    #[serde(default)]
+    pub stale_if_error: Option<Dur>,
+    #[serde(default)]
+    pub expires_at: Option<InstantText>,
+    #[serde(default)]
+    pub stale_after_expiry: Option<bool>,
+    #[serde(default)]
+    pub active: Option<ActiveFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MatchFile {
+    #[serde(default)]
+    pub path: Option<UrlPath>,
+    #[serde(default)]
+    pub path_prefix: Option<UrlPath>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ActiveFile {
+    #[serde(default)]
+    pub from: Option<InstantText>,
+    #[serde(default)]
+    pub until: Option<InstantText>,
+}

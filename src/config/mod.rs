@@ -1,0 +1,81 @@
+//! Configuration: the YAML file format → a validated runtime model.
+//!
+//! The pipeline is `text → file::* (serde, deny_unknown_fields) → validate → model::*`.
+//! Every error names the file, line and column and says how to fix it; nothing here
+//! panics on user input. A failed load or reload never touches the running state:
+//! callers only swap in a fully built value.
+
+mod error;
+mod file;
+mod locate;
+pub mod model;
+mod scalars;
+mod server_conf;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ConfigError;
+pub use model::*;
+pub use units::{parse_duration, parse_instant, parse_size};
+
+use std::path::Path;
+
+use validate::Ctx;
+
+/// A synced customer document: `{ version, customers }`.
+#[derive(Debug)]
+pub struct CustomerDocument {
+    pub version: u64,
+    pub customers: Customers,
+}
+
+/// Read and validate the node configuration file.
+pub fn load_node_file(path: &Path) -> Result<NodeConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        file: path.display().to_string(),
+        source: e,
+    })?;
+    check_node_text(path, &text)
+}
+
+/// Validate node configuration text; `path` is used in error messages and to
+/// resolve relative paths.
+pub fn check_node_text(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
+    let name = path.display().to_string();
+    let parsed: file::NodeFile =
+        serde_yaml::from_str(text).map_err(|e| ConfigError::from_yaml(&name, &e))?;
+    let ctx = Ctx { file: &name, text };
+    validate::node(&ctx, path, parsed)
+}
+
+/// Parse and validate a customer document (from the control plane or the cache file).
+/// `origin` names where it came from in error messages (a URL or a path).
+pub fn parse_customer_document(origin: &str, text: &str) -> Result<CustomerDocument, ConfigError> {
+    let parsed: file::CustomerDocumentFile = serde_yaml::from_str(text).map_err(|e| {
+        let err = ConfigError::from_yaml(origin, &e);
+        match err {
+            ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            } if message.contains("missing field `version`") => ConfigError::invalid(
+                origin,
+                (line, column),
+                "the customer document has no version; add `version: <integer>` \
+                     next to customers: and raise it on every change"
+                    .into(),
+            ),
+            other => other,
+        }
+    })?;
+    let ctx = Ctx { file: origin, text };
+    let customers = validate::customers(&ctx, parsed.version, parsed.customers)?;
+    Ok(CustomerDocument {
+        version: parsed.version,
+        customers,
+    })
+}

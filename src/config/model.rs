@@ -1,0 +1,295 @@
+//! The validated runtime model of Holdfast's configuration.
+//!
+//! Everything here has already been checked: the proxy, the policy and the sync code
+//! read these values and never re-validate them. Values are built only by
+//! [`super::load_node_file`], [`super::check_node_text`] and [`super::parse_customer_document`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::server::configuration::ServerConf;
+
+/// The node configuration: what one Holdfast process runs with.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Pingora's own server settings, passed through from `server:`.
+    pub server: ServerConf,
+    /// Data-plane listen addresses (`listen:`), e.g. `0.0.0.0:8080`.
+    pub listen: Vec<String>,
+    /// The admin listener, if configured.
+    pub admin: Option<AdminConfig>,
+    /// Store bounds and lock behaviour.
+    pub cache: StoreConfig,
+    /// The control plane to sync customers from, if any.
+    pub control_plane: Option<ControlPlaneConfig>,
+    /// Inline customers: the embedded default (may be empty when a control plane is set).
+    pub customers: Arc<Customers>,
+    /// How long SIGTERM waits for in-flight requests before the process exits.
+    pub shutdown_grace: Duration,
+    /// A built-in static-file origin, for demos and quick starts.
+    pub demo_origin: Option<DemoOriginConfig>,
+    /// Warn when a customer config older than this acts on a schedule (see `max_config_age`).
+    pub max_config_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Upper bound of the in-memory store, in bytes (`cache.memory`).
+    pub memory: usize,
+    /// Largest object stored, in bytes (`cache.max_object`); larger ones are proxied only.
+    pub max_object: usize,
+    /// How long a request waits for another request that is filling the same key
+    /// (`cache.lock_timeout`) before it goes to the origin itself.
+    pub lock_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneConfig {
+    /// Replica URLs serving the customer document (`http://` or `https://`).
+    pub urls: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Where the last applied document is kept (last known good).
+    pub cache_file: PathBuf,
+    /// Name of the environment variable that holds a bearer token, if any.
+    pub token_env: Option<String>,
+    /// Largest document accepted, in bytes.
+    pub max_document: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoOriginConfig {
+    pub listen: String,
+    pub root: PathBuf,
+}
+
+/// Where a set of customers came from; shown by the admin `/config` endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    Inline,
+    CacheFile,
+    ControlPlane,
+}
+
+impl ConfigSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigSource::Inline => "inline",
+            ConfigSource::CacheFile => "cache-file",
+            ConfigSource::ControlPlane => "control-plane",
+        }
+    }
+}
+
+/// A validated set of customers with its host routing table.
+#[derive(Debug)]
+pub struct Customers {
+    /// Document version (0 for inline customers).
+    pub version: u64,
+    pub list: Vec<Arc<Customer>>,
+    /// Lower-cased exact host → index into `list`.
+    pub(crate) exact: HashMap<String, usize>,
+    /// Lower-cased suffix including the leading dot (`.shop.example.com`) → index,
+    /// longest suffix first.
+    pub(crate) wildcard: Vec<(String, usize)>,
+}
+
+impl Customers {
+    /// Build the routing table. Hosts must already be lower-cased and unique
+    /// (validation guarantees both).
+    pub fn new(version: u64, list: Vec<Customer>) -> Customers {
+        let list: Vec<Arc<Customer>> = list.into_iter().map(Arc::new).collect();
+        let mut exact = HashMap::new();
+        let mut wildcard = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            for h in &c.hosts {
+                match h.strip_prefix('*') {
+                    Some(suffix) => wildcard.push((suffix.to_string(), i)),
+                    None => {
+                        exact.insert(h.clone(), i);
+                    }
+                }
+            }
+        }
+        wildcard.sort_by_key(|w: &(String, usize)| std::cmp::Reverse(w.0.len()));
+        Customers {
+            version,
+            list,
+            exact,
+            wildcard,
+        }
+    }
+
+    pub fn empty() -> Customers {
+        Customers::new(0, Vec::new())
+    }
+
+    /// The customer serving `host` (a Host header value: port stripped here, case-folded).
+    /// Exact names win over wildcards; `*.example.com` matches `a.example.com` and
+    /// `a.b.example.com`, not `example.com`.
+    pub fn route(&self, host: &str) -> Option<&Arc<Customer>> {
+        let host = strip_port(host);
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        if let Some(&i) = self.exact.get(host) {
+            return Some(&self.list[i]);
+        }
+        self.wildcard
+            .iter()
+            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
+            .map(|&(_, i)| &self.list[i])
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Customer>> {
+        self.list.iter().find(|c| c.name == name)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// One customer: its hosts, origin and cache policy.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub name: String,
+    /// Lower-cased host names; a leading `*.` marks a wildcard.
+    pub hosts: Vec<String>,
+    pub origin: Origin,
+    pub cache: CachePolicy,
+    /// Ordered rules: the first whose match (and active window) applies wins.
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `host:port` of each origin server; requests are balanced round-robin.
+    pub servers: Vec<String>,
+    pub tls: bool,
+    /// SNI and certificate name for TLS origins; defaults to the request host.
+    pub sni: Option<String>,
+    /// Host header sent to the origin; defaults to the request's Host.
+    pub host_header: Option<String>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Freshness when the origin gives none; zero means such responses are not stored.
+    pub default_ttl: Duration,
+    /// When true, the policy TTL wins over origin Cache-Control/Expires.
+    pub override_origin: bool,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// Origin statuses that count as errors for stale-if-error (default 500, 502, 503, 504).
+    pub stale_if_error_statuses: Vec<u16>,
+    /// Per-status TTLs (negative caching), e.g. 404 → 30s. Statuses listed here are cacheable.
+    pub status_ttl: BTreeMap<u16, Duration>,
+    /// Store responses carrying Set-Cookie (default false).
+    pub cache_set_cookie: bool,
+    /// What the cache key does with the query string.
+    pub query: QueryKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryKey {
+    /// The query string is part of the key as sent.
+    #[default]
+    Keep,
+    /// Parameters are sorted so `?a=1&b=2` and `?b=2&a=1` share an entry.
+    Sort,
+    /// The query string is ignored by the cache key (still sent to the origin).
+    Drop,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// An absolute instant, kept with the zone the customer wrote it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instant {
+    /// As written in the config.
+    pub text: String,
+    /// The instant in the customer's zone (a fixed offset when no IANA zone was named).
+    pub zoned: jiff::ZonedDateTime,
+}
+
+impl Instant {
+    pub fn timestamp(&self) -> jiff::Timestamp {
+        self.zoned.timestamp()
+    }
+}
+
+/// `active: { from, until }`: the rule applies only when `from <= now < until`.
+/// Either side may be open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveWindow {
+    pub from: Option<Instant>,
+    pub until: Option<Instant>,
+}
+
+impl ActiveWindow {
+    pub fn contains(&self, now: jiff::Timestamp) -> bool {
+        self.from.as_ref().is_none_or(|f| f.timestamp() <= now)
+            && self.until.as_ref().is_none_or(|u| now < u.timestamp())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Position in the customer's `rules` list, for logs and `explain`.
+    pub index: usize,
+    pub matcher: PathMatch,
+    /// `cache: false` bypasses the cache for matching requests.
+    pub cache: bool,
+    /// TTL that applies to matching responses (wins over origin headers when
+    /// `override_origin`, or when the origin gives no freshness).
+    pub ttl: Option<Duration>,
+    pub stale_while_revalidate: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+    pub expires_at: Option<Instant>,
+    /// Serve stale copies past `expires_at` (default false: an ended sale must not show).
+    pub stale_after_expiry: bool,
+    pub active: Option<ActiveWindow>,
+}
+
+impl Rule {
+    pub fn applies(&self, path: &str, now: jiff::Timestamp) -> bool {
+        self.matcher.matches(path) && self.active.as_ref().is_none_or(|w| w.contains(now))
+    }
+}

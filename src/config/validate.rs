@@ -1,0 +1,492 @@
+//! Validation: file structs → runtime model, with the checks that need more than one
+//! value (duplicates, empty lists, limits that contradict each other).
+//!
+//! Errors point at the offending key or value in the text (found with `locate`); when
+//! a value was defaulted, at the nearest enclosing key that is written.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::error::ConfigError;
+use super::file::{
+    ActiveFile, CachePolicyFile, ControlPlaneFile, CustomerFile, NodeFile, OriginFile, QueryFile,
+    RuleFile,
+};
+use super::locate::{locate, locate_near, Seg, Target};
+use super::model::*;
+use super::units::Dur;
+
+use Seg::{Index, Key};
+
+/// Where errors go: the file name shown and the text to locate keys in.
+pub(super) struct Ctx<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
+}
+
+impl Ctx<'_> {
+    pub(super) fn err(&self, path: &[Seg], target: Target, message: String) -> ConfigError {
+        ConfigError::invalid(self.file, locate_near(self.text, path, target), message)
+    }
+
+    /// The line of a value, for "already used on line N" messages.
+    fn line_of(&self, path: &[Seg]) -> String {
+        match locate(self.text, path, Target::Value) {
+            Some((line, _)) => format!(" (line {line})"),
+            None => String::new(),
+        }
+    }
+}
+
+pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, ConfigError> {
+    let base = source.parent().unwrap_or(Path::new(""));
+    let server = super::server_conf::check(ctx, f.server)?;
+    if f.listen.is_empty() {
+        return Err(ctx.err(
+            &[Key("listen")],
+            Target::Key,
+            "listen is empty; add at least one address, e.g. listen: [\"0.0.0.0:8080\"]".into(),
+        ));
+    }
+    let mut listeners: Vec<(String, Vec<Seg>)> = f
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.0.clone(), vec![Key("listen"), Index(i)]))
+        .collect();
+    if let Some(a) = &f.admin {
+        listeners.push((a.listen.0.clone(), vec![Key("admin"), Key("listen")]));
+    }
+    if let Some(d) = &f.demo_origin {
+        listeners.push((d.listen.0.clone(), vec![Key("demo_origin"), Key("listen")]));
+    }
+    distinct_listeners(ctx, &listeners)?;
+
+    let cache = store(ctx, &f.cache)?;
+    let control_plane = match f.control_plane {
+        Some(cp) => Some(control_plane(ctx, base, cp)?),
+        None => None,
+    };
+    let demo_origin = match f.demo_origin {
+        Some(d) => {
+            if d.root.is_empty() {
+                return Err(ctx.err(
+                    &[Key("demo_origin"), Key("root")],
+                    Target::Value,
+                    "demo_origin.root is empty; name the directory to serve, e.g. root: demo"
+                        .into(),
+                ));
+            }
+            Some(DemoOriginConfig {
+                listen: d.listen.0,
+                root: base.join(d.root),
+            })
+        }
+        None => None,
+    };
+    let inline = f.customers.unwrap_or_default();
+    if inline.is_empty() && control_plane.is_none() {
+        return Err(ctx.err(
+            &[Key("customers")],
+            Target::Key,
+            "nothing to serve: the file has no customers and no control_plane; \
+             add customers: or control_plane:"
+                .into(),
+        ));
+    }
+    let customers = customers(ctx, 0, inline)?;
+    Ok(NodeConfig {
+        source: source.to_path_buf(),
+        server,
+        listen: f.listen.into_iter().map(|a| a.0).collect(),
+        admin: f.admin.map(|a| AdminConfig { listen: a.listen.0 }),
+        cache,
+        control_plane,
+        customers: Arc::new(customers),
+        shutdown_grace: f.shutdown_grace.0,
+        demo_origin,
+        max_config_age: f.max_config_age.0,
+    })
+}
+
+fn distinct_listeners(ctx: &Ctx, listeners: &[(String, Vec<Seg>)]) -> Result<(), ConfigError> {
+    let mut seen: HashMap<SocketAddr, &[Seg]> = HashMap::new();
+    for (addr, path) in listeners {
+        let Ok(sa) = addr.parse::<SocketAddr>() else {
+            continue; // already checked when parsed
+        };
+        if let Some(first) = seen.insert(sa, path) {
+            return Err(ctx.err(
+                path,
+                Target::Value,
+                format!(
+                    "address {addr} is already used by another listener{}; \
+                     give each listener its own address or port",
+                    ctx.line_of(first)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn store(ctx: &Ctx, f: &super::file::StoreFile) -> Result<StoreConfig, ConfigError> {
+    let at = |key| [Key("cache"), Key(key)];
+    if f.memory.0 == 0 {
+        return Err(ctx.err(
+            &at("memory"),
+            Target::Value,
+            "cache.memory is 0; give the store some room, e.g. memory: 256MiB".into(),
+        ));
+    }
+    if f.max_object.0 == 0 {
+        return Err(ctx.err(
+            &at("max_object"),
+            Target::Value,
+            "cache.max_object is 0; set the largest object to store, e.g. max_object: 16MiB".into(),
+        ));
+    }
+    if f.max_object.0 > f.memory.0 {
+        // Point at whichever of the two is written (max_object first).
+        let path = if locate(ctx.text, &at("max_object"), Target::Value).is_some() {
+            at("max_object")
+        } else {
+            at("memory")
+        };
+        return Err(ctx.err(
+            &path,
+            Target::Value,
+            format!(
+                "cache.max_object ({} bytes) is larger than cache.memory ({} bytes); \
+                 lower max_object or raise memory",
+                f.max_object.0, f.memory.0
+            ),
+        ));
+    }
+    Ok(StoreConfig {
+        memory: f.memory.0,
+        max_object: f.max_object.0,
+        lock_timeout: f.lock_timeout.0,
+    })
+}
+
+fn control_plane(
+    ctx: &Ctx,
+    base: &Path,
+    f: ControlPlaneFile,
+) -> Result<ControlPlaneConfig, ConfigError> {
+    let at = |key| [Key("control_plane"), Key(key)];
+    if f.urls.is_empty() {
+        return Err(ctx.err(
+            &at("urls"),
+            Target::Key,
+            "control_plane.urls is empty; list at least one URL serving the customer document"
+                .into(),
+        ));
+    }
+    positive(
+        ctx,
+        &at("interval"),
+        f.interval,
+        "control_plane.interval",
+        "30s",
+    )?;
+    positive(
+        ctx,
+        &at("timeout"),
+        f.timeout,
+        "control_plane.timeout",
+        "5s",
+    )?;
+    if f.cache_file.is_empty() {
+        return Err(ctx.err(
+            &at("cache_file"),
+            Target::Value,
+            "control_plane.cache_file is empty; name the file that keeps the last good \
+             document, e.g. /var/lib/holdfast/customers.yaml"
+                .into(),
+        ));
+    }
+    if f.max_document.0 == 0 {
+        return Err(ctx.err(
+            &at("max_document"),
+            Target::Value,
+            "control_plane.max_document is 0; set the largest document accepted, e.g. 4MiB".into(),
+        ));
+    }
+    Ok(ControlPlaneConfig {
+        urls: f.urls.into_iter().map(|u| u.0).collect(),
+        interval: f.interval.0,
+        timeout: f.timeout.0,
+        cache_file: resolve(base, &f.cache_file),
+        token_env: f.token_env.map(|t| t.0),
+        max_document: f.max_document.0,
+    })
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn positive(ctx: &Ctx, path: &[Seg], d: Dur, name: &str, example: &str) -> Result<(), ConfigError> {
+    if d.0.is_zero() {
+        Err(ctx.err(
+            path,
+            Target::Value,
+            format!("{name} must be greater than 0; e.g. {example}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Validate a customers list found under the top-level `customers:` key.
+pub(super) fn customers(
+    ctx: &Ctx,
+    version: u64,
+    list: Vec<CustomerFile>,
+) -> Result<Customers, ConfigError> {
+    // host → (customer index, host index); name → customer index
+    let mut hosts: HashMap<String, (usize, usize)> = HashMap::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(list.len());
+    for (i, c) in list.into_iter().enumerate() {
+        let at = |rest: &[Seg<'static>]| {
+            let mut p = vec![Key("customers"), Index(i)];
+            p.extend_from_slice(rest);
+            p
+        };
+        let name = c.name.0;
+        if let Some(&first) = names.get(&name) {
+            return Err(ctx.err(
+                &at(&[Key("name")]),
+                Target::Value,
+                format!(
+                    "customer name {name:?} is already used{}; give each customer a unique name",
+                    ctx.line_of(&[Key("customers"), Index(first), Key("name")])
+                ),
+            ));
+        }
+        names.insert(name.clone(), i);
+        if c.hosts.is_empty() {
+            return Err(ctx.err(
+                &at(&[Key("hosts")]),
+                Target::Key,
+                format!(
+                    "customer {name:?} has no hosts; list the names it serves, \
+                     e.g. hosts: [\"shop.example.com\"]"
+                ),
+            ));
+        }
+        for (j, h) in c.hosts.iter().enumerate() {
+            if let Some(&(fc, fh)) = hosts.get(&h.0) {
+                let first_line =
+                    ctx.line_of(&[Key("customers"), Index(fc), Key("hosts"), Index(fh)]);
+                let message = if fc == i {
+                    format!(
+                        "host {:?} is listed twice for customer {name:?}{first_line}; \
+                         remove one (host names are case-insensitive)",
+                        h.0
+                    )
+                } else {
+                    format!(
+                        "host {:?} is already served by customer {:?}{first_line}; \
+                         each host may belong to one customer only",
+                        h.0,
+                        out_name(&out, fc)
+                    )
+                };
+                return Err(ctx.err(&at(&[Key("hosts"), Index(j)]), Target::Value, message));
+            }
+            hosts.insert(h.0.clone(), (i, j));
+        }
+        let origin = origin(ctx, &at(&[Key("origin")]), &name, c.origin)?;
+        let cache = cache_policy(c.cache);
+        let rules = rules(ctx, &at(&[Key("rules")]), c.rules.unwrap_or_default())?;
+        out.push(Customer {
+            name,
+            hosts: c.hosts.into_iter().map(|h| h.0).collect(),
+            origin,
+            cache,
+            rules,
+        });
+    }
+    Ok(Customers::new(version, out))
+}
+
+fn out_name(out: &[Customer], i: usize) -> &str {
+    out.get(i).map(|c| c.name.as_str()).unwrap_or("?")
+}
+
+fn child<'a>(base: &[Seg<'a>], key: &'a str) -> Vec<Seg<'a>> {
+    let mut p = base.to_vec();
+    p.push(Key(key));
+    p
+}
+
+fn origin(ctx: &Ctx, at: &[Seg], customer: &str, f: OriginFile) -> Result<Origin, ConfigError> {
+    if f.servers.is_empty() {
+        return Err(ctx.err(
+            &child(at, "servers"),
+            Target::Key,
+            format!(
+                "customer {customer:?} has no origin servers; list at least one host:port, \
+                 e.g. servers: [\"127.0.0.1:8000\"]"
+            ),
+        ));
+    }
+    positive(
+        ctx,
+        &child(at, "connect_timeout"),
+        f.connect_timeout,
+        "origin.connect_timeout",
+        "2s",
+    )?;
+    positive(
+        ctx,
+        &child(at, "read_timeout"),
+        f.read_timeout,
+        "origin.read_timeout",
+        "15s",
+    )?;
+    if f.sni.is_some() && !f.tls {
+        return Err(ctx.err(
+            &child(at, "sni"),
+            Target::Key,
+            format!(
+                "customer {customer:?} sets origin.sni but not tls: true; \
+                 add tls: true or remove sni"
+            ),
+        ));
+    }
+    Ok(Origin {
+        servers: f.servers.into_iter().map(|s| s.0).collect(),
+        tls: f.tls,
+        sni: f.sni.map(|s| s.0),
+        host_header: f.host_header.map(|h| h.0),
+        connect_timeout: f.connect_timeout.0,
+        read_timeout: f.read_timeout.0,
+    })
+}
+
+fn cache_policy(f: CachePolicyFile) -> CachePolicy {
+    CachePolicy {
+        default_ttl: f.default_ttl.0,
+        override_origin: f.override_origin,
+        stale_while_revalidate: f.stale_while_revalidate.0,
+        stale_if_error: f.stale_if_error.0,
+        stale_if_error_statuses: f.stale_if_error_statuses.into_iter().map(|s| s.0).collect(),
+        status_ttl: f.status_ttl.0,
+        cache_set_cookie: f.cache_set_cookie,
+        query: match f.query {
+            QueryFile::Keep => QueryKey::Keep,
+            QueryFile::Sort => QueryKey::Sort,
+            QueryFile::Drop => QueryKey::Drop,
+        },
+    }
+}
+
+fn rules(ctx: &Ctx, at: &[Seg], list: Vec<RuleFile>) -> Result<Vec<Rule>, ConfigError> {
+    list.into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            let mut here = at.to_vec();
+            here.push(Index(index));
+            rule(ctx, &here, index, r)
+        })
+        .collect()
+}
+
+fn rule(ctx: &Ctx, at: &[Seg], index: usize, r: RuleFile) -> Result<Rule, ConfigError> {
+    let matcher = match (r.matcher.path, r.matcher.path_prefix) {
+        (Some(p), None) => PathMatch::Exact(p.0),
+        (None, Some(p)) => PathMatch::Prefix(p.0),
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(
+                &child(at, "match"),
+                Target::Key,
+                "a rule matches on path or on path_prefix, not both; keep one".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(ctx.err(
+                &child(at, "match"),
+                Target::Key,
+                "a rule's match is empty; add path: /exact or path_prefix: /dir/".into(),
+            ))
+        }
+    };
+    if !r.cache {
+        let set = [
+            ("ttl", r.ttl.is_some()),
+            ("expires_at", r.expires_at.is_some()),
+            ("stale_while_revalidate", r.stale_while_revalidate.is_some()),
+            ("stale_if_error", r.stale_if_error.is_some()),
+            ("stale_after_expiry", r.stale_after_expiry.is_some()),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, is_set)| *is_set) {
+            return Err(ctx.err(
+                &child(at, key),
+                Target::Key,
+                format!("{key} has no effect with cache: false; remove one of the two"),
+            ));
+        }
+    }
+    if r.stale_after_expiry.is_some() && r.expires_at.is_none() {
+        return Err(ctx.err(
+            &child(at, "stale_after_expiry"),
+            Target::Key,
+            "stale_after_expiry has no effect without expires_at; add expires_at or remove it"
+                .into(),
+        ));
+    }
+    let active = match r.active {
+        Some(a) => Some(active(ctx, &child(at, "active"), a)?),
+        None => None,
+    };
+    Ok(Rule {
+        index,
+        matcher,
+        cache: r.cache,
+        ttl: r.ttl.map(|d| d.0),
+        stale_while_revalidate: r.stale_while_revalidate.map(|d| d.0),
+        stale_if_error: r.stale_if_error.map(|d| d.0),
+        expires_at: r.expires_at.map(|i| i.0),
+        stale_after_expiry: r.stale_after_expiry.unwrap_or(false),
+        active,
+    })
+}
+
+fn active(ctx: &Ctx, at: &[Seg], a: ActiveFile) -> Result<ActiveWindow, ConfigError> {
+    let from = a.from.map(|i| i.0);
+    let until = a.until.map(|i| i.0);
+    match (&from, &until) {
+        (None, None) => {
+            return Err(ctx.err(
+                at,
+                Target::Key,
+                "active is empty; give it from:, until: or both".into(),
+            ))
+        }
+        (Some(f), Some(u)) if f.timestamp() >= u.timestamp() => {
+            return Err(ctx.err(
+                &child(at, "until"),
+                Target::Value,
+                format!(
+                    "active.until ({}) is not after active.from ({}); \
+                     the window must end after it starts",
+                    u.text, f.text
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(ActiveWindow { from, until })
+}

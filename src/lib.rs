@@ -1,0 +1,15 @@
+//! Holdfast: a CDN edge cache on Pingora that keeps serving when everything behind it fails.
+//!
+//! `config` turns YAML into a validated model, `policy` makes every cache decision as a
+//! pure function, `storage` is the bounded cache store, `proxy` is the Pingora glue,
+//! `admin` serves operators, and `server` assembles them.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod demo_origin;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod storage;
