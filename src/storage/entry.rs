@@ -1,0 +1,201 @@
+//! One stored response, what it weighs, and how evictions are counted.
+//!
+//! An entry keeps the body as one exact-size `Bytes` and the parts of the `CacheMeta` as plain
+//! fields, so a hit clones a refcount and a header instead of decoding pingora's serialized meta.
+
+use bytes::Bytes;
+use pingora_cache::key::HashBinary;
+use pingora_cache::CacheMeta;
+use pingora_http::ResponseHeader;
+use quick_cache::{Lifecycle, Weighter};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Bytes charged to every entry on top of its body and headers.
+///
+/// An estimate of what an entry costs beyond its payload: the `Arc<Entry>` allocation with its two
+/// counters, the cache's slot for it (key, pointer and quick_cache's 21 bytes of bookkeeping,
+/// doubled for its ghost ring and power-of-two table growth), the shared header `Bytes` allocates
+/// once the body is first cloned, and allocator rounding.
+pub(super) const PER_ENTRY_OVERHEAD: usize = size_of::<Entry>()
+    + 2 * size_of::<usize>()
+    + 2 * (size_of::<HashBinary>() + size_of::<Arc<Entry>>() + 21)
+    + 32
+    + 64;
+
+/// Bytes charged per header field on top of its name and value: the `HeaderMap` bucket and index
+/// slot, the name's second copy in pingora's case-preserving map, and that map's own slot.
+const HEADER_FIELD_OVERHEAD: usize = 128;
+
+/// The parts of a [`CacheMeta`] an entry keeps, enough to rebuild an equivalent one on each hit.
+#[derive(Clone)]
+pub(super) struct MetaParts {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    updated: SystemTime,
+    epoch_override: Option<SystemTime>,
+    stale_while_revalidate_sec: u32,
+    stale_if_error_sec: u32,
+    variance: Option<HashBinary>,
+    header: ResponseHeader,
+}
+
+impl MetaParts {
+    pub(super) fn from_meta(meta: &CacheMeta) -> MetaParts {
+        MetaParts {
+            fresh_until: meta.fresh_until(),
+            created: meta.created(),
+            updated: meta.updated(),
+            epoch_override: meta.epoch_override(),
+            stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
+            stale_if_error_sec: meta.stale_if_error_sec(),
+            variance: meta.variance(),
+            header: meta.response_header_copy(),
+        }
+    }
+
+    /// Rebuild the meta handed out on a hit.
+    ///
+    /// `CacheMeta::new` sets `updated` to `created` and offers no setter for `updated`, yet age
+    /// and freshness count from `epoch()`, which is the epoch override or else `updated`. So a
+    /// revalidated entry (updated later than created) gets its `updated` as the epoch override:
+    /// `age()` and `fresh_sec()` then count from the revalidation while `created()` stays the
+    /// admission time, which pingora carries into the next `update_meta` and which identifies
+    /// the admission there. `provenance()` comes back as `created` (pingora keeps the setter
+    /// crate-private); that can only make variants of a Vary'd response look older than the
+    /// primary, i.e. refetched, never served when they should not be.
+    pub(super) fn to_meta(&self) -> CacheMeta {
+        let mut meta = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate_sec,
+            self.stale_if_error_sec,
+            self.header.clone(),
+        );
+        match self.epoch_override {
+            Some(epoch) => meta.set_epoch_override(epoch),
+            None if self.updated != self.created => meta.set_epoch_override(self.updated),
+            None => {}
+        }
+        if let Some(variance) = self.variance {
+            meta.set_variance(variance);
+        }
+        meta
+    }
+
+    /// When the entry was admitted; the same admission keeps it across revalidations.
+    pub(super) fn created(&self) -> SystemTime {
+        self.created
+    }
+
+    /// Make the entry stale as of `instant` (never fresher than it was); stale windows untouched.
+    pub(super) fn expire_at(&mut self, instant: SystemTime) {
+        self.fresh_until = self.fresh_until.min(instant);
+    }
+
+    /// Estimated heap and inline bytes of the response header.
+    fn header_weight(&self) -> usize {
+        let reason = self.header.get_reason_phrase().map_or(0, str::len);
+        self.header
+            .headers
+            .iter()
+            .fold(reason, |acc, (name, value)| {
+                acc.saturating_add(2 * name.as_str().len() + value.len() + HEADER_FIELD_OVERHEAD)
+            })
+    }
+}
+
+/// One stored response: the whole body and its meta.
+#[derive(Clone)]
+pub(super) struct Entry {
+    pub(super) body: Bytes,
+    pub(super) meta: MetaParts,
+    weight: u64,
+}
+
+impl Entry {
+    /// `body` should own an exact-size buffer: its length is what gets charged.
+    pub(super) fn new(body: Bytes, meta: MetaParts) -> Entry {
+        let weight = body
+            .len()
+            .saturating_add(meta.header_weight())
+            .saturating_add(PER_ENTRY_OVERHEAD);
+        Entry {
+            body,
+            meta,
+            weight: u64::try_from(weight).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Body + header estimate + [`PER_ENTRY_OVERHEAD`]; never zero, so every entry is evictable.
+    pub(super) fn weight(&self) -> u64 {
+        self.weight
+    }
+}
+
+/// Weighs entries by their precomputed weight (quick_cache calls this during eviction).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct EntryWeighter;
+
+impl Weighter<HashBinary, Arc<Entry>> for EntryWeighter {
+    fn weight(&self, _key: &HashBinary, entry: &Arc<Entry>) -> u64 {
+        entry.weight
+    }
+}
+
+/// Counts entries the cache pushed out to make room.
+///
+/// quick_cache reports a value replaced by a write to the same key, and a value too heavy to be
+/// admitted at all, through the same hook as a real eviction; [`Displaced`] tells them apart.
+#[derive(Clone, Debug, Default)]
+pub(super) struct EvictionCounter(Arc<AtomicU64>);
+
+impl EvictionCounter {
+    pub(super) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What one cache operation pushed out, released only after the shard lock is dropped.
+#[derive(Default)]
+pub(super) struct Displaced {
+    /// The key and value this operation writes, if any.
+    writing: Option<(HashBinary, Arc<Entry>)>,
+    rejected: bool,
+    released: Vec<Arc<Entry>>,
+}
+
+impl Displaced {
+    pub(super) fn writing(key: HashBinary, entry: &Arc<Entry>) -> Displaced {
+        Displaced {
+            writing: Some((key, Arc::clone(entry))),
+            ..Displaced::default()
+        }
+    }
+
+    /// The value being written was turned away (heavier than its shard admits).
+    pub(super) fn rejected(&self) -> bool {
+        self.rejected
+    }
+}
+
+impl Lifecycle<HashBinary, Arc<Entry>> for EvictionCounter {
+    type RequestState = Displaced;
+
+    fn on_evict(&self, state: &mut Displaced, key: HashBinary, entry: Arc<Entry>) {
+        match &state.writing {
+            Some((writing, new)) if *writing == key => {
+                // Either the old value this write replaces, or the new one turned away.
+                if Arc::ptr_eq(new, &entry) {
+                    state.rejected = true;
+                }
+            }
+            _ => {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        state.released.push(entry);
+    }
+}

@@ -1,0 +1,374 @@
+//! The bounded in-memory cache store.
+//!
+//! [`MemoryStore`] is the pingora-cache [`Storage`] behind Holdfast: whole responses (body and
+//! meta) kept in memory under a byte bound, evicting on its own (quick_cache's S3-FIFO-like
+//! policy, sharded, concurrent) so that a PoP never grows without limit. Hits hand out refcounted
+//! views of the stored body and a `CacheMeta` rebuilt from plain fields, never a decoded copy.
+//!
+//! What it must never do:
+//! - hold more than its `memory` bound, as weighed by body + header estimate + a fixed
+//!   per-entry overhead (see [`MemoryStore::per_entry_overhead`]);
+//! - store a body larger than `max_object`, or fail a response because it is too large to keep:
+//!   such a response streams to the client and is simply not stored;
+//! - store a response whose miss handler was dropped unfinished, or a fill that was already
+//!   under way when its key was purged;
+//! - pair a body with another admission's headers: `update_meta` only touches the admission its
+//!   meta came from;
+//! - panic on a missing, evicted or purged entry: lookups miss and updates report `false`.
+//!
+//! Bodies being written are buffered outside the bound until the miss handler finishes (at most
+//! `max_object` each), and readers do not see partial bodies: they wait on pingora's cache lock.
+
+mod entry;
+mod handlers;
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use entry::{Displaced, Entry, EntryWeighter, EvictionCounter, MetaParts, PER_ENTRY_OVERHEAD};
+use handlers::{hex, MemoryHit, MemoryMiss};
+use http::header::CONTENT_LENGTH;
+use pingora_cache::eviction::CacheEntryKey;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta, Storage};
+use pingora_error::{Error, ErrorType, Result};
+use quick_cache::sync::{Cache, EntryAction, EntryResult};
+use quick_cache::{DefaultHashBuilder, OptionsBuilder};
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+type Entries = Cache<HashBinary, Arc<Entry>, EntryWeighter, DefaultHashBuilder, EvictionCounter>;
+
+/// Share of each shard quick_cache keeps for its main ("hot") queue; its default. An entry
+/// heavier than this share of a shard is never admitted, so it also bounds the largest entry.
+const HOT_ALLOCATION: f64 = 0.97;
+/// Header bytes assumed for the largest response when sizing shards.
+const HEADER_ALLOWANCE: usize = 64 * 1024;
+/// Each shard can hold at least this many responses of `max_object` size.
+const LARGEST_PER_SHARD: usize = 4;
+/// Upper bound on shards, whatever the core count.
+const MAX_SHARDS: usize = 64;
+/// Average entry weight assumed to size the tables; a guess within an order of magnitude will do.
+const TYPICAL_ENTRY: usize = 16 * 1024;
+/// Recently purged keys remembered to cancel fills that were under way at the purge.
+const PURGE_MEMORY: usize = 4096;
+/// How long `update_meta`/`expire` wait for another update of the same key to land.
+const BUSY_WAIT: Duration = Duration::from_millis(10);
+
+/// A size-bounded in-memory pingora-cache [`Storage`].
+///
+/// Pingora wants storage as `&'static`: build it once (`Box::leak`, a `static` `Lazy`) and hand
+/// out that reference.
+pub struct MemoryStore {
+    entries: Entries,
+    evictions: EvictionCounter,
+    /// Key → write sequence number of its last invalidation purge.
+    purged: Cache<HashBinary, u64>,
+    /// Orders fills against purges.
+    sequence: AtomicU64,
+    capacity: usize,
+    max_entry_weight: u64,
+    /// Largest body buffered: `max_object`, or less when a shard could not admit that much.
+    body_limit: usize,
+}
+
+impl MemoryStore {
+    /// `memory`: upper bound in bytes for everything stored (bodies + headers + per-entry
+    /// overhead estimate). `max_object`: largest body stored; bigger responses are silently not
+    /// stored (the proxy still streams them to the client).
+    pub fn new(memory: usize, max_object: usize) -> MemoryStore {
+        let shards = shard_count(memory, max_object);
+        // A multiple of the shard count, so the shards' equal shares add up to no more than `memory`.
+        let capacity = memory / shards * shards;
+        let options = OptionsBuilder::new()
+            .shards(shards)
+            .estimated_items_capacity((capacity / TYPICAL_ENTRY).max(1))
+            .weight_capacity(u64::try_from(capacity).unwrap_or(u64::MAX))
+            .hot_allocation(HOT_ALLOCATION)
+            .build()
+            .expect("both required options (weight and item capacity) are set");
+        let evictions = EvictionCounter::default();
+        let entries = Cache::with_options(
+            options,
+            EntryWeighter,
+            DefaultHashBuilder::default(),
+            evictions.clone(),
+        );
+        // quick_cache's own admission limit, computed the same way it does.
+        let shard_capacity = entries.shard_capacity();
+        let max_entry_weight = ((shard_capacity as f64 * HOT_ALLOCATION) as u64)
+            .clamp(shard_capacity.min(1), shard_capacity);
+        let admissible = usize::try_from(max_entry_weight)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(PER_ENTRY_OVERHEAD);
+        MemoryStore {
+            entries,
+            evictions,
+            purged: Cache::new(PURGE_MEMORY),
+            sequence: AtomicU64::new(0),
+            capacity,
+            max_entry_weight,
+            body_limit: max_object.min(admissible),
+        }
+    }
+
+    /// Current weight of everything stored, in bytes; never above [`Self::capacity`].
+    pub fn used_bytes(&self) -> usize {
+        usize::try_from(self.entries.weight()).unwrap_or(usize::MAX)
+    }
+
+    /// The bound actually enforced: `memory` rounded down to a multiple of the shard count.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of stored responses.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries evicted to make room so far (not counting purges, replacements or `clear`).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.get()
+    }
+
+    /// The fixed estimate added to each entry's weight, on top of its body length and an
+    /// estimate of its headers (name twice + value + 128 bytes per field): the entry's
+    /// allocation, its cache slot, the body's shared header and allocator rounding.
+    pub fn per_entry_overhead() -> usize {
+        PER_ENTRY_OVERHEAD
+    }
+
+    /// Drop every stored response (fills under way still store when they finish).
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
+    fn body_limit(&self) -> usize {
+        self.body_limit
+    }
+
+    /// Store a finished fill unless it is too heavy or its key was purged since it began.
+    /// Returns the stored weight.
+    fn admit(&self, key: HashBinary, entry: Entry, started: u64) -> Option<usize> {
+        let weight = entry.weight();
+        if weight > self.max_entry_weight {
+            log::debug!(
+                "not storing {weight} byte entry for key {}: over the {} bytes one shard admits",
+                hex(&key),
+                self.max_entry_weight
+            );
+            return None;
+        }
+        if self.purged_since(&key, started) {
+            return None;
+        }
+        let entry = Arc::new(entry);
+        let mut displaced = Displaced::writing(key, &entry);
+        self.entries
+            .insert_with_lifecycle(key, Arc::clone(&entry), &mut displaced);
+        if displaced.rejected() {
+            return None;
+        }
+        if self.purged_since(&key, started) {
+            // A purge landed between the check above and the insert: take this fill back out,
+            // unless a newer one already replaced it.
+            self.entries
+                .remove_if(&key, |stored| Arc::ptr_eq(stored, &entry));
+            return None;
+        }
+        usize::try_from(weight).ok()
+    }
+
+    fn purged_since(&self, key: &HashBinary, started: u64) -> bool {
+        self.purged
+            .get(key)
+            .is_some_and(|purged_at| purged_at > started)
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("capacity", &self.capacity)
+            .field("used_bytes", &self.used_bytes())
+            .field("len", &self.len())
+            .field("evictions", &self.evictions())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shards for quick_cache: a power of two, up to four per core (its default), fewer when that
+/// would leave a shard too small for [`LARGEST_PER_SHARD`] of the largest responses.
+fn shard_count(memory: usize, max_object: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let largest = max_object
+        .saturating_add(HEADER_ALLOWANCE)
+        .saturating_add(PER_ENTRY_OVERHEAD)
+        .saturating_mul(LARGEST_PER_SHARD);
+    let mut shards = cores
+        .saturating_mul(4)
+        .clamp(1, MAX_SHARDS)
+        .next_power_of_two();
+    while shards > 1 && memory / shards < largest {
+        shards /= 2;
+    }
+    shards
+}
+
+/// Content-Length of a response, when it is there and a number.
+fn content_length(meta: &CacheMeta) -> Option<usize> {
+    meta.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Purges aimed at an identified generation: this store never hands out entry IDs.
+fn targets_identified(target: PurgeTarget<'_>) -> bool {
+    matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. }))
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(entry) = self.entries.get(&key.combined_bin()) else {
+            return Ok(None);
+        };
+        let hit = MemoryHit::new(entry.body.clone(), entry.weight());
+        Ok(Some((entry.meta.to_meta(), Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let started = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let oversized = content_length(meta).is_some_and(|len| len > self.body_limit);
+        Ok(Box::new(MemoryMiss::new(
+            self,
+            key.combined_bin(),
+            MetaParts::from_meta(meta),
+            started,
+            oversized,
+        )))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if targets_identified(target) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        // Same bytes as the CacheKey's combined_bin(): primary hash, mixed with the variance if any.
+        let key = target.key().combined_bin();
+        if matches!(purge_type, PurgeType::Invalidation) {
+            let purged_at = self.sequence.fetch_add(1, Ordering::Relaxed);
+            self.purged.insert(key, purged_at);
+        }
+        Ok(match self.entries.remove(&key) {
+            Some(_) => PurgeOutcome::Purged(None),
+            None => PurgeOutcome::NotFound,
+        })
+    }
+
+    /// Keep the entry and its body but make it stale now, so the next read revalidates it
+    /// (or serves it stale within its windows).
+    async fn expire(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if targets_identified(target) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        let key = target.key().combined_bin();
+        let now = SystemTime::now();
+        // The weight does not change, so the entry can be rewritten in place.
+        let result = self.entries.entry(&key, Some(BUSY_WAIT), |_, stored| {
+            Arc::make_mut(stored).meta.expire_at(now);
+            EntryAction::Retain(())
+        });
+        match result {
+            EntryResult::Retained(()) => Ok(PurgeOutcome::Expired),
+            EntryResult::Timeout => Error::e_explain(
+                ErrorType::InternalError,
+                format!("cache entry {} is busy, not expired", hex(&key)),
+            ),
+            _ => Ok(PurgeOutcome::NotFound),
+        }
+    }
+
+    /// Replace the stored meta after a revalidation, keeping the body.
+    ///
+    /// Only the admission `meta` describes is updated: its `created()` must equal the stored
+    /// one's (pingora's `revalidate_cache_meta` carries it over from the hit). If the entry is
+    /// gone, or a newer fill replaced it, nothing changes and this returns `Ok(false)`.
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let key = key.combined_bin();
+        let created = meta.created();
+        let parts = MetaParts::from_meta(meta);
+        let mut grown = None;
+        let grown_slot = &mut grown;
+        let result = self.entries.entry(&key, Some(BUSY_WAIT), move |_, stored| {
+            if stored.meta.created() != created {
+                log::debug!("not updating cache entry {}: replaced since", hex(&key));
+                return EntryAction::Retain(false);
+            }
+            let updated = Entry::new(stored.body.clone(), parts);
+            if updated.weight() <= stored.weight() {
+                *stored = Arc::new(updated);
+                EntryAction::Retain(true)
+            } else {
+                // Heavier: reinsert through the cache so it evicts to stay under the bound.
+                *grown_slot = Some(Arc::new(updated));
+                EntryAction::ReplaceWithGuard
+            }
+        });
+        match result {
+            EntryResult::Retained(updated) => Ok(updated),
+            EntryResult::Replaced(guard, _old) => {
+                let Some(updated) = grown else {
+                    return Ok(false);
+                };
+                let mut displaced = Displaced::writing(key, &updated);
+                let stored = guard.insert_with_lifecycle(updated, &mut displaced).is_ok();
+                Ok(stored && !displaced.rejected())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}

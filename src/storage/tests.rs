@@ -1,0 +1,621 @@
+use super::handlers::MemoryHit;
+use super::*;
+use bytes::Bytes;
+use pingora_cache::storage::MissFinishType;
+use pingora_cache::trace::Span;
+use pingora_http::ResponseHeader;
+use proptest::prelude::*;
+
+const KIB: usize = 1024;
+
+fn store(memory: usize, max_object: usize) -> &'static MemoryStore {
+    Box::leak(Box::new(MemoryStore::new(memory, max_object)))
+}
+
+fn span() -> SpanHandle {
+    Span::inactive().handle()
+}
+
+fn header() -> ResponseHeader {
+    let mut header = ResponseHeader::build(200, None).expect("status");
+    header
+        .append_header("Content-Type", "text/plain")
+        .expect("header");
+    header.append_header("ETag", "\"v1\"").expect("header");
+    header
+}
+
+/// A meta admitted `age` ago, fresh for `ttl` from then.
+fn meta_aged(ttl: Duration, age: Duration) -> CacheMeta {
+    let created = SystemTime::now() - age;
+    CacheMeta::new(created + ttl, created, 30, 600, header())
+}
+
+fn meta() -> CacheMeta {
+    meta_aged(Duration::from_secs(300), Duration::ZERO)
+}
+
+fn key(path: &str) -> CacheKey {
+    CacheKey::new(path, "test")
+}
+
+/// Write `body` through a miss handler and finish it; returns the size `finish` reported.
+async fn put(store: &'static MemoryStore, key: &CacheKey, meta: &CacheMeta, body: &[u8]) -> usize {
+    let mut miss = store
+        .get_miss_handler(key, meta, &span())
+        .await
+        .expect("miss handler");
+    // Two chunks, to exercise buffering.
+    let (a, b) = body.split_at(body.len() / 2);
+    miss.write_body(Bytes::copy_from_slice(a), false)
+        .await
+        .expect("write");
+    miss.write_body(Bytes::copy_from_slice(b), true)
+        .await
+        .expect("write");
+    match miss.finish().await.expect("finish") {
+        MissFinishType::Created(size) => size,
+        MissFinishType::Appended(..) => panic!("a fill creates, it never appends"),
+    }
+}
+
+/// Look up and read the whole body.
+async fn get(store: &'static MemoryStore, key: &CacheKey) -> Option<(CacheMeta, Bytes)> {
+    let (meta, mut hit) = store.lookup(key, &span()).await.expect("lookup")?;
+    let mut body = Vec::new();
+    while let Some(chunk) = hit.read_body().await.expect("read") {
+        body.extend_from_slice(&chunk);
+    }
+    Some((meta, Bytes::from(body)))
+}
+
+/// Present, without touching the entry's eviction state.
+fn stored(store: &MemoryStore, key: &CacheKey) -> bool {
+    store.entries.peek(&key.combined_bin()).is_some()
+}
+
+fn header_estimate(header: &ResponseHeader) -> usize {
+    let reason = header.get_reason_phrase().map_or(0, str::len);
+    header
+        .headers
+        .iter()
+        .map(|(name, value)| 2 * name.as_str().len() + value.len() + 128)
+        .sum::<usize>()
+        + reason
+}
+
+#[tokio::test]
+async fn lookup_of_an_unknown_key_misses() {
+    let store = store(64 * KIB, KIB);
+    assert!(store
+        .lookup(&key("/none"), &span())
+        .await
+        .expect("lookup")
+        .is_none());
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn a_finished_fill_is_served_with_its_body_and_meta() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/a");
+    let mut stored_meta = meta_aged(Duration::from_secs(300), Duration::from_secs(20));
+    let variance = [7u8; 16];
+    stored_meta.set_variance(variance);
+    put(store, &k, &stored_meta, b"hello world").await;
+
+    let (meta, body) = get(store, &k).await.expect("hit");
+    assert_eq!(body, Bytes::from_static(b"hello world"));
+    assert_eq!(meta.fresh_until(), stored_meta.fresh_until());
+    assert_eq!(meta.created(), stored_meta.created());
+    assert!(meta.age().abs_diff(stored_meta.age()) <= Duration::from_secs(1));
+    assert_eq!(meta.fresh_sec(), stored_meta.fresh_sec());
+    assert_eq!(meta.stale_while_revalidate_sec(), 30);
+    assert_eq!(meta.stale_if_error_sec(), 600);
+    assert_eq!(meta.variance(), Some(variance));
+    assert_eq!(meta.epoch_override(), None);
+    assert_eq!(meta.response_header().status, 200);
+    assert_eq!(meta.headers(), stored_meta.headers());
+    assert_eq!(store.len(), 1);
+}
+
+#[tokio::test]
+async fn hits_share_the_stored_body_instead_of_copying_it() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/shared");
+    put(store, &k, &meta(), &[42u8; 2048]).await;
+    let (_, mut first) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    let (_, mut second) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    let a = first.read_body().await.expect("read").expect("body");
+    let b = second.read_body().await.expect("read").expect("body");
+    assert_eq!(a.len(), 2048);
+    assert_eq!(a.as_ptr(), b.as_ptr());
+    assert!(first.read_body().await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn weight_is_body_plus_header_estimate_plus_overhead() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/weighed");
+    let size = put(store, &k, &meta(), &[1u8; 1000]).await;
+    let expected = 1000 + header_estimate(&header()) + MemoryStore::per_entry_overhead();
+    assert_eq!(size, expected);
+    assert_eq!(store.used_bytes(), expected);
+    let (_, hit) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    assert_eq!(hit.get_eviction_weight(), expected);
+}
+
+#[tokio::test]
+async fn streaming_ten_times_the_bound_through_evicts_and_never_exceeds_it() {
+    let memory = 64 * KIB;
+    let store = store(memory, 1024 * KIB);
+    let m = meta();
+    let mut last = Vec::new();
+    for i in 0..640 {
+        let k = key(&format!("/obj/{i}"));
+        let size = put(store, &k, &m, &[(i % 251) as u8; KIB]).await;
+        assert!(size > KIB, "entry {i} was not stored");
+        assert!(
+            store.used_bytes() <= memory,
+            "over the bound after entry {i}"
+        );
+        assert!(
+            stored(store, &k),
+            "entry {i} missing right after its insert"
+        );
+        last.push(k);
+    }
+    assert!(store.evictions() > 0);
+    // Nothing was purged, replaced or turned away: every entry is either here or evicted.
+    assert_eq!(store.len() as u64 + store.evictions(), 640);
+    assert!(store.len() > 16, "only {} entries left", store.len());
+    let (_, body) = get(store, &last[639])
+        .await
+        .expect("the newest entry is served");
+    assert_eq!(body, Bytes::from(vec![(639 % 251) as u8; KIB]));
+}
+
+#[tokio::test]
+async fn a_body_over_max_object_is_not_stored_and_not_an_error() {
+    let store = store(64 * KIB, 100);
+    let k = key("/big");
+    assert_eq!(put(store, &k, &meta(), &[0u8; 101]).await, 0);
+    assert!(get(store, &k).await.is_none());
+    assert!(store.is_empty());
+
+    let at_limit = key("/at-limit");
+    assert!(put(store, &at_limit, &meta(), &[0u8; 100]).await > 0);
+    assert!(get(store, &at_limit).await.is_some());
+}
+
+#[tokio::test]
+async fn a_content_length_over_max_object_is_not_buffered() {
+    let store = store(64 * KIB, 100);
+    let k = key("/declared-big");
+    let mut m = meta();
+    m.response_header_mut()
+        .insert_header("Content-Length", "5000")
+        .expect("header");
+    assert_eq!(put(store, &k, &m, b"short").await, 0);
+    assert!(get(store, &k).await.is_none());
+}
+
+#[tokio::test]
+async fn an_oversized_refill_leaves_the_stored_version_alone() {
+    let store = store(64 * KIB, 100);
+    let k = key("/grew");
+    put(store, &k, &meta(), b"small").await;
+    assert_eq!(put(store, &k, &meta(), &[0u8; 500]).await, 0);
+    let (_, body) = get(store, &k).await.expect("old version");
+    assert_eq!(body, Bytes::from_static(b"small"));
+}
+
+#[tokio::test]
+async fn an_entry_heavier_than_a_shard_admits_is_skipped_without_evicting() {
+    let store = store(8 * KIB, 1024 * KIB);
+    let small = key("/small");
+    put(store, &small, &meta(), b"keep me").await;
+    assert_eq!(
+        put(store, &key("/huge"), &meta(), &[0u8; 10 * KIB]).await,
+        0
+    );
+    assert!(stored(store, &small));
+    assert_eq!(store.evictions(), 0);
+}
+
+#[tokio::test]
+async fn a_zero_byte_store_stores_nothing() {
+    let store = store(0, KIB);
+    let k = key("/nothing");
+    assert_eq!(put(store, &k, &meta(), b"x").await, 0);
+    assert!(get(store, &k).await.is_none());
+    assert_eq!(store.used_bytes(), 0);
+}
+
+#[tokio::test]
+async fn an_empty_body_is_stored_and_reads_as_eof() {
+    let store = store(64 * KIB, KIB);
+    let k = key("/empty");
+    assert!(put(store, &k, &meta(), b"").await > 0);
+    let (_, mut hit) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    assert!(hit.read_body().await.expect("read").is_none());
+}
+
+#[tokio::test]
+async fn a_dropped_miss_handler_stores_nothing() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/abandoned");
+    let mut miss = store
+        .get_miss_handler(&k, &meta(), &span())
+        .await
+        .expect("miss handler");
+    miss.write_body(Bytes::from_static(b"partial"), false)
+        .await
+        .expect("write");
+    drop(miss);
+    assert!(get(store, &k).await.is_none());
+    assert!(store.is_empty());
+    assert_eq!(store.used_bytes(), 0);
+}
+
+#[tokio::test]
+async fn update_meta_without_an_entry_reports_false() {
+    let store = store(64 * KIB, 64 * KIB);
+    let never = key("/never");
+    assert!(!store
+        .update_meta(&never, &meta(), &span())
+        .await
+        .expect("update"));
+
+    let purged = key("/purged");
+    put(store, &purged, &meta(), b"x").await;
+    let (m, _) = get(store, &purged).await.expect("hit");
+    let compact = purged.to_compact();
+    store
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span(),
+        )
+        .await
+        .expect("purge");
+    assert!(!store
+        .update_meta(&purged, &m, &span())
+        .await
+        .expect("update"));
+
+    let evicted = key("/evicted");
+    put(store, &evicted, &meta(), b"x").await;
+    let (m, _) = get(store, &evicted).await.expect("hit");
+    for i in 0..1000 {
+        if !stored(store, &evicted) {
+            break;
+        }
+        // Fillers read back right away are promoted over the untouched entry.
+        let filler = key(&format!("/filler/{i}"));
+        put(store, &filler, &meta(), &[0u8; 20 * KIB]).await;
+        get(store, &filler).await;
+    }
+    assert!(!stored(store, &evicted), "never evicted");
+    assert!(!store
+        .update_meta(&evicted, &m, &span())
+        .await
+        .expect("update"));
+    assert!(get(store, &evicted).await.is_none());
+}
+
+#[tokio::test]
+async fn update_meta_after_revalidation_refreshes_freshness_and_age() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/revalidated");
+    let admitted = meta_aged(Duration::from_secs(60), Duration::from_secs(100));
+    put(store, &k, &admitted, b"body").await;
+    let (_, mut hit) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    let before = hit.read_body().await.expect("read").expect("body");
+
+    // What pingora's revalidate_cache_meta hands over: a new freshness, the same admission.
+    let (mut m, _) = get(store, &k).await.expect("hit");
+    assert!(m.age() >= Duration::from_secs(99));
+    let fresh_until = SystemTime::now() + Duration::from_secs(3600);
+    m.update_freshness(fresh_until, 5, 7);
+    assert!(store.update_meta(&k, &m, &span()).await.expect("update"));
+
+    let (seen, _) = get(store, &k).await.expect("hit");
+    assert_eq!(seen.fresh_until(), fresh_until);
+    assert_eq!(seen.stale_while_revalidate_sec(), 5);
+    assert_eq!(seen.stale_if_error_sec(), 7);
+    assert_eq!(seen.created(), admitted.created());
+    assert!(seen.age() <= Duration::from_secs(1), "age {:?}", seen.age());
+    assert_eq!(seen.fresh_sec(), m.fresh_sec());
+
+    let (_, mut hit) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    let after = hit.read_body().await.expect("read").expect("body");
+    assert_eq!(
+        after.as_ptr(),
+        before.as_ptr(),
+        "the body is kept, not copied"
+    );
+}
+
+#[tokio::test]
+async fn update_meta_from_a_replaced_admission_changes_nothing() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/raced");
+    put(
+        store,
+        &k,
+        &meta_aged(Duration::from_secs(60), Duration::from_secs(10)),
+        b"old",
+    )
+    .await;
+    let (mut old, _) = get(store, &k).await.expect("hit");
+    put(store, &k, &meta(), b"new").await;
+
+    old.update_freshness(SystemTime::now() + Duration::from_secs(3600), 0, 0);
+    assert!(!store.update_meta(&k, &old, &span()).await.expect("update"));
+    let (seen, body) = get(store, &k).await.expect("hit");
+    assert_eq!(body, Bytes::from_static(b"new"));
+    assert_eq!(seen.stale_if_error_sec(), 600);
+}
+
+#[tokio::test]
+async fn update_meta_with_heavier_headers_stays_under_the_bound() {
+    let memory = 16 * KIB;
+    let store = store(memory, 4 * KIB);
+    for i in 0..12 {
+        put(store, &key(&format!("/n/{i}")), &meta(), &[0u8; KIB]).await;
+    }
+    let k = key("/n/11");
+    let (mut m, _) = get(store, &k).await.expect("hit");
+    let weight = |store: &MemoryStore| store.entries.peek(&k.combined_bin()).map(|e| e.weight());
+    let before = weight(store).expect("stored");
+    for i in 0..20 {
+        m.response_header_mut()
+            .append_header(format!("X-Extra-{i}"), "a fairly long header value")
+            .expect("header");
+    }
+    assert!(store.update_meta(&k, &m, &span()).await.expect("update"));
+    assert!(store.used_bytes() <= memory);
+    let (seen, body) = get(store, &k).await.expect("still stored");
+    assert_eq!(body.len(), KIB);
+    assert!(seen.headers().contains_key("x-extra-19"));
+    assert!(weight(store).expect("stored") > before);
+}
+
+#[tokio::test]
+async fn purge_removes_the_entry() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/p");
+    put(store, &k, &meta(), b"x").await;
+    let compact = k.to_compact();
+    let target = PurgeTarget::Active(&compact);
+    let outcome = store.purge(target, PurgeType::Invalidation, &span()).await;
+    assert_eq!(outcome.expect("purge"), PurgeOutcome::Purged(None));
+    assert!(get(store, &k).await.is_none());
+    let again = store.purge(target, PurgeType::Invalidation, &span()).await;
+    assert_eq!(again.expect("purge"), PurgeOutcome::NotFound);
+    assert_eq!(store.used_bytes(), 0);
+}
+
+#[tokio::test]
+async fn purge_reaches_exactly_the_variant_it_names() {
+    let store = store(64 * KIB, 4 * KIB);
+    let primary = key("/v");
+    let mut variant = key("/v");
+    variant.set_variance_key([9u8; 16]);
+    put(store, &primary, &meta(), b"primary").await;
+    put(store, &variant, &meta(), b"variant").await;
+
+    let exact = CacheEntryKey::KeyOnly(variant.to_compact());
+    let outcome = store
+        .purge(PurgeTarget::Exact(&exact), PurgeType::Invalidation, &span())
+        .await;
+    assert_eq!(outcome.expect("purge"), PurgeOutcome::Purged(None));
+    assert!(get(store, &variant).await.is_none());
+    assert!(get(store, &primary).await.is_some());
+
+    let identified = CacheEntryKey::identified(
+        primary.to_compact(),
+        pingora_cache::eviction::CacheEntryId::new(1),
+    );
+    let outcome = store
+        .purge(
+            PurgeTarget::Exact(&identified),
+            PurgeType::Invalidation,
+            &span(),
+        )
+        .await;
+    assert_eq!(outcome.expect("purge"), PurgeOutcome::NotFound);
+    assert!(get(store, &primary).await.is_some());
+}
+
+#[tokio::test]
+async fn a_fill_under_way_at_a_purge_is_not_stored() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/inflight");
+    let mut miss = store
+        .get_miss_handler(&k, &meta(), &span())
+        .await
+        .expect("miss handler");
+    miss.write_body(Bytes::from_static(b"pre-purge"), true)
+        .await
+        .expect("write");
+    let compact = k.to_compact();
+    store
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span(),
+        )
+        .await
+        .expect("purge");
+    assert!(matches!(
+        miss.finish().await.expect("finish"),
+        MissFinishType::Created(0)
+    ));
+    assert!(get(store, &k).await.is_none());
+
+    // A fill that starts after the purge is stored as usual.
+    put(store, &k, &meta(), b"post-purge").await;
+    let (_, body) = get(store, &k).await.expect("hit");
+    assert_eq!(body, Bytes::from_static(b"post-purge"));
+}
+
+#[tokio::test]
+async fn expire_keeps_the_body_but_makes_it_stale() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/expire");
+    put(store, &k, &meta(), b"body").await;
+    let used = store.used_bytes();
+    let compact = k.to_compact();
+    let outcome = store.expire(PurgeTarget::Active(&compact), &span()).await;
+    assert_eq!(outcome.expect("expire"), PurgeOutcome::Expired);
+
+    let (m, body) = get(store, &k).await.expect("still stored");
+    assert_eq!(body, Bytes::from_static(b"body"));
+    assert!(!m.is_fresh(SystemTime::now() + Duration::from_millis(1)));
+    assert!(m.serve_stale_while_revalidate(SystemTime::now()));
+    assert_eq!(store.used_bytes(), used);
+
+    let missing = key("/expire/none").to_compact();
+    let outcome = store.expire(PurgeTarget::Active(&missing), &span()).await;
+    assert_eq!(outcome.expect("expire"), PurgeOutcome::NotFound);
+}
+
+#[tokio::test]
+async fn seek_selects_a_range_and_rejects_one_out_of_range() {
+    let store = store(64 * KIB, 4 * KIB);
+    let k = key("/range");
+    put(store, &k, &meta(), b"0123456789").await;
+    let (_, mut hit) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    assert!(hit.can_seek());
+
+    hit.seek(5, None).expect("seek");
+    assert_eq!(
+        hit.read_body().await.expect("read"),
+        Some(Bytes::from_static(b"56789"))
+    );
+    assert_eq!(hit.read_body().await.expect("read"), None);
+
+    hit.seek(4, Some(5)).expect("seek");
+    assert_eq!(
+        hit.read_body().await.expect("read"),
+        Some(Bytes::from_static(b"4"))
+    );
+
+    hit.seek(2, Some(100)).expect("end is clamped");
+    assert_eq!(
+        hit.read_body().await.expect("read"),
+        Some(Bytes::from_static(b"23456789"))
+    );
+
+    assert!(hit.seek(10, None).is_err());
+    assert!(hit.seek(100, Some(200)).is_err());
+    assert!(hit.seek(6, Some(3)).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_fills_and_hits_hold_the_bound() {
+    let memory = 2 * 1024 * KIB;
+    let store = store(memory, 16 * KIB);
+    let tasks = (0..8u64).map(|task| {
+        tokio::spawn(async move {
+            let m = meta();
+            for i in 0..200u64 {
+                let id = (task * 37 + i * 11) % 600;
+                let len = 512 + ((task * 7919 + i * 104_729) % (12 * KIB as u64)) as usize;
+                put(
+                    store,
+                    &key(&format!("/c/{id}")),
+                    &m,
+                    &vec![(id % 251) as u8; len],
+                )
+                .await;
+                assert!(store.used_bytes() <= memory);
+
+                let other = (id + 13) % 600;
+                if let Some((_, body)) = get(store, &key(&format!("/c/{other}"))).await {
+                    assert!(
+                        body.iter().all(|&b| b == (other % 251) as u8),
+                        "mixed bodies"
+                    );
+                }
+                if i % 50 == 0 {
+                    let compact = key(&format!("/c/{other}")).to_compact();
+                    store
+                        .purge(
+                            PurgeTarget::Active(&compact),
+                            PurgeType::Invalidation,
+                            &span(),
+                        )
+                        .await
+                        .expect("purge");
+                }
+            }
+        })
+    });
+    for task in tasks.collect::<Vec<_>>() {
+        task.await.expect("task panicked");
+    }
+    assert!(store.used_bytes() <= memory);
+    assert!(store.evictions() > 0);
+    assert!(!store.is_empty());
+}
+
+#[test]
+fn the_bound_is_memory_rounded_to_whole_shards() {
+    let store = MemoryStore::new(256 * 1024 * KIB + 3, 16 * 1024 * KIB);
+    assert!(store.capacity() <= 256 * 1024 * KIB + 3);
+    assert_eq!(store.capacity() % store.entries.num_shards(), 0);
+    assert!(store.max_entry_weight > 16 * 1024 * KIB as u64);
+}
+
+proptest! {
+    #[test]
+    fn any_range_is_a_slice_or_an_error(
+        len in 0usize..64,
+        start in 0usize..80,
+        end in proptest::option::of(0usize..100),
+    ) {
+        let body = Bytes::from((0..len).map(|b| b as u8).collect::<Vec<u8>>());
+        let mut hit = MemoryHit::new(body.clone(), 1);
+        match hit.select(start, end) {
+            Ok(()) => {
+                let stop = end.map_or(len, |end| end.min(len));
+                prop_assert!(start < len && start <= stop);
+                let expected = (stop > start).then(|| body.slice(start..stop));
+                prop_assert_eq!(hit.next_chunk(), expected);
+                prop_assert_eq!(hit.next_chunk(), None);
+            }
+            Err(_) => prop_assert!(start >= len || end.is_some_and(|end| end.min(len) < start)),
+        }
+    }
+}
