@@ -1,0 +1,410 @@
+//! Pure cache decisions: from (customer, request, origin response, now) to a decision.
+//!
+//! This is where the product lives. Nothing here does I/O, reads a clock or touches
+//! global state: the caller passes `now`, so every rule is unit-testable without a
+//! server. The proxy glue only calls these functions and moves data.
+//!
+//! Origin headers are honoured per RFC 9111 unless the customer sets
+//! `override_origin`, which replaces the origin's *freshness* (max-age, s-maxage,
+//! Expires, no-cache, must-revalidate) with the policy's; `no-store`, `private`,
+//! `Set-Cookie` and `Authorization` still keep a response out of the shared cache,
+//! because storing those can leak one user's data to another.
+
+use std::time::{Duration, SystemTime};
+
+use http::{header, Method, StatusCode};
+use pingora_cache::cache_control::CacheControl;
+use pingora_http::ResponseHeader;
+
+use crate::config::{CachePolicy, Customer, QueryKey, Rule};
+
+/// What to do with a request before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestPlan<'c> {
+    /// Look up and fill the cache; `rule` is the first rule that applies, if any.
+    Cache { rule: Option<&'c Rule> },
+    /// Go straight to the origin; the reason ends up in `Cache-Status: detail=`.
+    Bypass {
+        rule: Option<&'c Rule>,
+        reason: &'static str,
+    },
+}
+
+impl<'c> RequestPlan<'c> {
+    pub fn rule(&self) -> Option<&'c Rule> {
+        match *self {
+            RequestPlan::Cache { rule } | RequestPlan::Bypass { rule, .. } => rule,
+        }
+    }
+}
+
+/// Methods that change the resource: passed through, and they invalidate the stored URL
+/// (RFC 9111 §4.4).
+pub fn is_unsafe(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The first rule of `customer` that applies to `path` at `now`.
+pub fn matching_rule<'c>(customer: &'c Customer, path: &str, now: SystemTime) -> Option<&'c Rule> {
+    let now = to_timestamp(now);
+    customer.rules.iter().find(|r| r.applies(path, now))
+}
+
+/// Decide whether a request may use the cache at all.
+pub fn plan_request<'c>(
+    customer: &'c Customer,
+    method: &Method,
+    path: &str,
+    now: SystemTime,
+) -> RequestPlan<'c> {
+    let rule = matching_rule(customer, path, now);
+    if *method != Method::GET && *method != Method::HEAD {
+        return RequestPlan::Bypass {
+            rule,
+            reason: "method",
+        };
+    }
+    match rule {
+        Some(r) if !r.cache => RequestPlan::Bypass {
+            rule,
+            reason: "rule",
+        },
+        _ => RequestPlan::Cache { rule },
+    }
+}
+
+/// The primary cache key: customer, scheme, host, path and query (per the customer's
+/// `query` mode). Components are length-prefixed so no two distinct tuples collide and
+/// no customer can read or poison another's entries.
+pub fn cache_key(
+    customer: &Customer,
+    scheme: &str,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let query = match (customer.cache.query, query) {
+        (_, None) | (QueryKey::Drop, _) => String::new(),
+        (QueryKey::Keep, Some(q)) => q.to_string(),
+        (QueryKey::Sort, Some(q)) => {
+            let mut parts: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
+            parts.sort_unstable();
+            parts.join("&")
+        }
+    };
+    let host = host.to_ascii_lowercase();
+    let mut key = String::with_capacity(customer.name.len() + host.len() + path.len() + 32);
+    for part in [customer.name.as_str(), scheme, host.as_str(), path, &query] {
+        key.push_str(&part.len().to_string());
+        key.push(':');
+        key.push_str(part);
+    }
+    key
+}
+
+/// How long a stored response stays fresh and may be served stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// When the response was generated at the origin (now minus its `Age`): the epoch
+    /// from which the edge's `Age` header counts.
+    pub created: SystemTime,
+    pub fresh_until: SystemTime,
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// Freshness was cut short by the rule's `expires_at`.
+    pub capped_by_expiry: bool,
+}
+
+/// The response-time decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseDecision {
+    Store(Freshness),
+    /// Not stored; the reason goes to logs and `Cache-Status`.
+    DontStore(&'static str),
+}
+
+/// Statuses a cache may store without explicit freshness (RFC 9110 §15.1), which
+/// `default_ttl` applies to.
+fn heuristically_cacheable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308)
+}
+
+/// Error statuses a cache may store when the origin or `status_ttl` gives freshness.
+fn cacheable_with_freshness(status: StatusCode) -> bool {
+    heuristically_cacheable(status) || matches!(status.as_u16(), 404 | 405 | 410 | 414 | 501)
+}
+
+/// Decide whether and for how long to store an origin response.
+///
+/// `rule` is the rule chosen at request time; `req_authorized` is whether the request
+/// carried `Authorization`.
+pub fn decide_response(
+    customer: &Customer,
+    rule: Option<&Rule>,
+    req_authorized: bool,
+    resp: &ResponseHeader,
+    now: SystemTime,
+) -> ResponseDecision {
+    use ResponseDecision::DontStore;
+    let policy = &customer.cache;
+    let status = resp.status;
+    let cc = CacheControl::from_resp_headers(resp);
+    let cc = cc.as_ref();
+
+    if cc.is_some_and(|c| c.no_store()) {
+        return DontStore("no-store");
+    }
+    if cc.is_some_and(|c| c.private()) {
+        return DontStore("private");
+    }
+    if req_authorized
+        && !cc.is_some_and(|c| {
+            c.public() || c.must_revalidate() || c.s_maxage().ok().flatten().is_some()
+        })
+    {
+        return DontStore("authorization");
+    }
+    if !policy.cache_set_cookie && resp.headers.contains_key(header::SET_COOKIE) {
+        return DontStore("set-cookie");
+    }
+    if resp.headers.get_all(header::VARY).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii() == b"*")
+    }) {
+        return DontStore("vary-star");
+    }
+    if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return DontStore("status");
+    }
+
+    let age = origin_age(resp, now);
+    let created = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+    let status_ttl = policy.status_ttl.get(&status.as_u16()).copied();
+
+    let origin = if policy.override_origin {
+        None
+    } else {
+        origin_freshness(cc, resp, now)
+    };
+    let mut revalidate_only = false;
+    let lifetime = match origin {
+        Some(OriginFreshness::Lifetime(l)) => {
+            if !cacheable_with_freshness(status) && status_ttl.is_none() {
+                return DontStore("status");
+            }
+            l
+        }
+        Some(OriginFreshness::NoCache) => {
+            revalidate_only = true;
+            Duration::ZERO
+        }
+        None => {
+            // status_ttl names its status explicitly; rule and default TTLs only ever
+            // apply to statuses that are cacheable by default, so an outage page never
+            // replaces good content for a rule's TTL.
+            let ttl = match (status_ttl, rule.and_then(|r| r.ttl)) {
+                (Some(ttl), _) => ttl,
+                (None, Some(ttl)) if heuristically_cacheable(status) => ttl,
+                (None, None) if heuristically_cacheable(status) => policy.default_ttl,
+                _ => return DontStore("status"),
+            };
+            if ttl.is_zero() {
+                return DontStore("no-ttl");
+            }
+            ttl
+        }
+    };
+    if lifetime.saturating_sub(age).is_zero() && !has_validator(resp) {
+        // Stale on arrival and nothing to revalidate with: storing it buys nothing.
+        return DontStore("stale-on-arrival");
+    }
+
+    let mut fresh_until = created + lifetime;
+    let (mut swr, mut sie) = stale_windows(policy, rule, cc);
+    if revalidate_only
+        || (!policy.override_origin
+            && cc.is_some_and(|c| c.must_revalidate() || c.proxy_revalidate()))
+    {
+        // RFC 9111 §5.2.2.2: must-revalidate forbids serving stale, even on error.
+        swr = Duration::ZERO;
+        sie = Duration::ZERO;
+    }
+
+    let mut capped_by_expiry = false;
+    if let Some(expiry) = rule.and_then(|r| r.expires_at.as_ref()) {
+        let expires = to_system_time(expiry.timestamp());
+        if expires <= now {
+            return DontStore("expired");
+        }
+        if expires < fresh_until {
+            fresh_until = expires;
+            capped_by_expiry = true;
+        }
+        if !rule.is_some_and(|r| r.stale_after_expiry) {
+            // Stale windows are measured from fresh_until; never let them cross the expiry.
+            let room = expires.duration_since(fresh_until).unwrap_or_default();
+            swr = swr.min(room);
+            sie = sie.min(room);
+        }
+    }
+
+    ResponseDecision::Store(Freshness {
+        created,
+        fresh_until,
+        stale_while_revalidate: swr,
+        stale_if_error: sie,
+        capped_by_expiry,
+    })
+}
+
+/// What to do with a stored object at hit time, given the rule that applies now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitCheck {
+    /// Use the object's own freshness.
+    AsStored,
+    /// The rule's `expires_at` has passed: treat as expired from that instant; stale
+    /// serving only if the rule allows it.
+    ExpiredAt { at: SystemTime, serve_stale: bool },
+}
+
+/// An object stored before a rule's `expires_at` (or before the rule existed) must
+/// not be served fresh after it.
+pub fn check_hit(rule: Option<&Rule>, fresh_until: SystemTime, now: SystemTime) -> HitCheck {
+    let Some(rule) = rule else {
+        return HitCheck::AsStored;
+    };
+    let Some(expiry) = rule.expires_at.as_ref() else {
+        return HitCheck::AsStored;
+    };
+    let at = to_system_time(expiry.timestamp());
+    let still_claims_fresh = fresh_until > at;
+    if at <= now && (still_claims_fresh || !rule.stale_after_expiry) {
+        HitCheck::ExpiredAt {
+            at,
+            serve_stale: rule.stale_after_expiry,
+        }
+    } else {
+        HitCheck::AsStored
+    }
+}
+
+/// Whether an origin answer with this status counts as an error for stale-if-error.
+pub fn is_stale_if_error_status(policy: &CachePolicy, status: u16) -> bool {
+    policy.stale_if_error_statuses.contains(&status)
+}
+
+enum OriginFreshness {
+    Lifetime(Duration),
+    /// `no-cache` (or `max-age=0` style): store, but revalidate on every use.
+    NoCache,
+}
+
+fn origin_freshness(
+    cc: Option<&CacheControl>,
+    resp: &ResponseHeader,
+    now: SystemTime,
+) -> Option<OriginFreshness> {
+    if let Some(cc) = cc {
+        if cc.no_cache() {
+            return Some(OriginFreshness::NoCache);
+        }
+        // s-maxage is for shared caches and wins over max-age (RFC 9111 §5.2.2.10).
+        if let Ok(Some(s)) = cc.s_maxage() {
+            return Some(OriginFreshness::Lifetime(Duration::from_secs(s.into())));
+        }
+        if let Ok(Some(m)) = cc.max_age() {
+            return Some(OriginFreshness::Lifetime(Duration::from_secs(m.into())));
+        }
+    }
+    let expires = resp.headers.get(header::EXPIRES)?;
+    // An invalid Expires (e.g. "0") means already expired (RFC 9111 §5.3).
+    let Some(expires) = expires.to_str().ok().and_then(parse_http_date) else {
+        return Some(OriginFreshness::Lifetime(Duration::ZERO));
+    };
+    let date = resp
+        .headers
+        .get(header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(parse_http_date)
+        .unwrap_or(now);
+    Some(OriginFreshness::Lifetime(
+        expires.duration_since(date).unwrap_or_default(),
+    ))
+}
+
+/// The stale windows: origin directives win where given (unless the customer overrides
+/// the origin), then the rule's, then the customer's.
+fn stale_windows(
+    policy: &CachePolicy,
+    rule: Option<&Rule>,
+    cc: Option<&CacheControl>,
+) -> (Duration, Duration) {
+    let origin = |f: fn(&CacheControl) -> pingora_error::Result<Option<u32>>| {
+        if policy.override_origin {
+            return None;
+        }
+        cc.and_then(|c| f(c).ok().flatten())
+            .map(|s| Duration::from_secs(s.into()))
+    };
+    let swr = origin(CacheControl::stale_while_revalidate)
+        .or_else(|| rule.and_then(|r| r.stale_while_revalidate))
+        .unwrap_or(policy.stale_while_revalidate);
+    let sie = origin(CacheControl::stale_if_error)
+        .or_else(|| rule.and_then(|r| r.stale_if_error))
+        .unwrap_or(policy.stale_if_error);
+    (swr, sie)
+}
+
+/// The response's age on arrival: the larger of its `Age` header and the apparent
+/// age from `Date` (RFC 9111 §4.2.3).
+fn origin_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
+    // RFC 9111 §1.2.2: a delta-seconds too large to hold counts as 2^31.
+    const AGE_CAP: u64 = 1 << 31;
+    let age_value = resp
+        .headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .map(|v| v.parse::<u64>().unwrap_or(AGE_CAP).min(AGE_CAP))
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    let apparent = resp
+        .headers
+        .get(header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(parse_http_date)
+        .and_then(|date| now.duration_since(date).ok())
+        .unwrap_or_default();
+    age_value.max(apparent)
+}
+
+fn has_validator(resp: &ResponseHeader) -> bool {
+    resp.headers.contains_key(header::ETAG) || resp.headers.contains_key(header::LAST_MODIFIED)
+}
+
+/// Parse an HTTP-date in any of the three forms RFC 9110 §5.6.7 requires recipients
+/// to accept (IMF-fixdate, RFC 850, asctime).
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(s.trim()).ok()
+}
+
+pub fn to_system_time(ts: jiff::Timestamp) -> SystemTime {
+    // Only instants far outside the platform's range fail; clamp to the epoch's side.
+    SystemTime::try_from(ts).unwrap_or(if ts > jiff::Timestamp::UNIX_EPOCH {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 64)
+    } else {
+        SystemTime::UNIX_EPOCH
+    })
+}
+
+pub fn to_timestamp(t: SystemTime) -> jiff::Timestamp {
+    jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::MAX)
+}
+
+#[cfg(test)]
+mod tests;
