@@ -1,0 +1,666 @@
+//! Pingora glue: the `ProxyHttp` implementation of the edge.
+//!
+//! This module only routes, calls the pure [`crate::policy`] functions and moves data
+//! between Pingora's phases. It must never make a cache decision of its own: every
+//! "store or not", "how long", "serve stale or not" lives in the policy.
+
+mod status;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use log::{info, warn};
+use once_cell::sync::Lazy;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{
+    key::HashBinary, CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness,
+    HitHandler, NoCacheReason, PurgeTarget, PurgeType, RespCacheable, Storage, VarianceBuilder,
+};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::config::{Customer, Customers, Rule};
+use crate::metrics::Metrics;
+use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
+use crate::storage::MemoryStore;
+pub use status::CacheStatus;
+
+/// The cache lock shared by every request: N concurrent misses for one key reach the
+/// origin once. The age timeout frees a lock whose writer died.
+static CACHE_LOCK: Lazy<Box<CacheKeyLockImpl>> =
+    Lazy::new(|| CacheLock::new_boxed(Duration::from_secs(30)));
+
+/// The edge: routes by Host, applies the customer's policy, fills and serves the cache.
+pub struct Edge {
+    customers: Arc<ArcSwap<Customers>>,
+    store: &'static MemoryStore,
+    lock_timeout: Duration,
+    max_object: usize,
+    metrics: Arc<Metrics>,
+    next_server: AtomicUsize,
+}
+
+impl Edge {
+    pub fn new(
+        customers: Arc<ArcSwap<Customers>>,
+        store: &'static MemoryStore,
+        lock_timeout: Duration,
+        max_object: usize,
+        metrics: Arc<Metrics>,
+    ) -> Edge {
+        Edge {
+            customers,
+            store,
+            lock_timeout,
+            max_object,
+            metrics,
+            next_server: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Per-request state. The customer is an `Arc` taken once from the current snapshot, so
+/// a request finishes on the config it started with even if a reload swaps it.
+pub struct Ctx {
+    customer: Option<Arc<Customer>>,
+    config_version: u64,
+    rule: Option<usize>,
+    bypass: Option<&'static str>,
+    no_store: Option<&'static str>,
+    stored: bool,
+    stale_detail: Option<&'static str>,
+    stale_fwd_status: Option<u16>,
+    expired_by_rule: bool,
+    origin_status: Option<u16>,
+    edge_detail: Option<&'static str>,
+    started: Instant,
+    _inflight: InflightGuard,
+}
+
+/// Counts requests in flight, so shutdown can drain them.
+struct InflightGuard(Arc<Metrics>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ctx {
+    fn customer(&self) -> Option<&Customer> {
+        self.customer.as_deref()
+    }
+
+    fn rule(&self) -> Option<&Rule> {
+        let customer = self.customer.as_deref()?;
+        customer.rules.get(self.rule?)
+    }
+}
+
+/// The request's host: the Host header, else the URI authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host())
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') || name.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }
+        _ => host,
+    }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+/// The status the edge answers with when it has nothing better to give.
+fn edge_status_for(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ if is_timeout(e) => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => 400,
+            _ => 500,
+        },
+    }
+}
+
+fn unix_secs_diff(later: SystemTime, earlier: SystemTime) -> i64 {
+    match later.duration_since(earlier) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+async fn respond_text(
+    session: &mut Session,
+    code: u16,
+    body: String,
+    status: &CacheStatus,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(code, Some(4))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header("Cache-Status", status.render())?;
+    resp.insert_header("Via", "1.1 holdfast")?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        self.metrics.inflight.fetch_add(1, Ordering::AcqRel);
+        Ctx {
+            customer: None,
+            config_version: 0,
+            rule: None,
+            bypass: None,
+            no_store: None,
+            stored: false,
+            stale_detail: None,
+            stale_fwd_status: None,
+            expired_by_rule: false,
+            origin_status: None,
+            edge_detail: None,
+            started: Instant::now(),
+            _inflight: InflightGuard(self.metrics.clone()),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snapshot = self.customers.load();
+        ctx.config_version = snapshot.version;
+        let host = request_host(session.req_header()).unwrap_or("");
+        let Some(customer) = snapshot.route(host) else {
+            // Never an open proxy: an unknown host is refused here, before any origin.
+            self.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
+            let host = host.to_string();
+            ctx.edge_detail = Some("unknown-host");
+            let status = CacheStatus {
+                fwd: Some("bypass"),
+                detail: Some("unknown-host"),
+                ..Default::default()
+            };
+            let body = if host.is_empty() {
+                "holdfast: the request has no Host header\n".to_string()
+            } else {
+                format!("holdfast: no customer is configured for host {host:?} on this edge\n")
+            };
+            let code = if host.is_empty() { 400 } else { 421 };
+            respond_text(session, code, body, &status).await?;
+            return Ok(true);
+        };
+        ctx.customer = Some(customer.clone());
+        Ok(false)
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let Some(customer) = ctx.customer.clone() else {
+            return Ok(());
+        };
+        let req = session.req_header();
+        let plan = policy::plan_request(&customer, &req.method, req.uri.path(), SystemTime::now());
+        ctx.rule = plan.rule().map(|r| r.index);
+        match plan {
+            RequestPlan::Bypass { reason, .. } => ctx.bypass = Some(reason),
+            RequestPlan::Cache { .. } => {
+                session.cache.enable(
+                    self.store,
+                    None,
+                    None,
+                    Some(CACHE_LOCK.as_ref()),
+                    Some(lock_overrides(self.lock_timeout)),
+                );
+                session.cache.set_max_file_size_bytes(self.max_object);
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        let customer = ctx.customer().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "cache key without customer")
+        })?;
+        Ok(key_for(customer, session.req_header()))
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        _session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        match policy::check_hit(ctx.rule(), meta.fresh_until(), SystemTime::now()) {
+            HitCheck::AsStored => Ok(None),
+            HitCheck::ExpiredAt { at, serve_stale } => {
+                ctx.expired_by_rule = true;
+                Ok(Some(if serve_stale {
+                    ForcedFreshness::ForceExpiredServeStale {
+                        expired_at: Some(at),
+                    }
+                } else {
+                    ForcedFreshness::ForceExpired
+                }))
+            }
+        }
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        let Some(customer) = ctx.customer() else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        let authorized = session
+            .req_header()
+            .headers
+            .contains_key(header::AUTHORIZATION);
+        let decision =
+            policy::decide_response(customer, ctx.rule(), authorized, resp, SystemTime::now());
+        Ok(match decision {
+            ResponseDecision::Store(f) => {
+                ctx.stored = true;
+                RespCacheable::Cacheable(CacheMeta::new(
+                    f.fresh_until,
+                    f.created,
+                    secs_u32(f.stale_while_revalidate),
+                    secs_u32(f.stale_if_error),
+                    resp.clone(),
+                ))
+            }
+            ResponseDecision::DontStore(reason) => {
+                ctx.no_store = Some(reason);
+                RespCacheable::Uncacheable(NoCacheReason::Custom(reason))
+            }
+        })
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        let mut names: Vec<String> = meta
+            .headers()
+            .get_all(header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return None;
+        }
+        names.sort_unstable();
+        names.dedup();
+        let mut variance = VarianceBuilder::new();
+        for name in names {
+            let value = req
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            variance.add_owned_name_value(name, value);
+        }
+        variance.finalize()
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        let Some(customer) = ctx.customer() else {
+            return false;
+        };
+        let Some(e) = error else {
+            // Within stale-while-revalidate: serve now, one background refresh.
+            ctx.stale_detail = Some("stale-while-revalidate");
+            return true;
+        };
+        let serve = match e.etype() {
+            ErrorType::HTTPStatus(code) => policy::is_stale_if_error_status(&customer.cache, *code),
+            _ => e.esource() == &ErrorSource::Upstream,
+        };
+        if serve {
+            ctx.stale_detail = Some("stale-if-error");
+            ctx.stale_fwd_status = Some(edge_status_for(e));
+            self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+        }
+        serve
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let customer = ctx
+            .customer()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no customer for request"))?;
+        let origin = &customer.origin;
+        let i = self.next_server.fetch_add(1, Ordering::Relaxed) % origin.servers.len().max(1);
+        let server = origin.servers.get(i).ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "customer has no origin servers")
+        })?;
+        let addr = resolve(server).await?;
+        let host = request_host(session.req_header())
+            .map(strip_port)
+            .unwrap_or("");
+        let sni = origin.sni.clone().unwrap_or_else(|| host.to_string());
+        let mut peer = HttpPeer::new(addr, origin.tls, sni);
+        peer.options.connection_timeout = Some(origin.connect_timeout);
+        peer.options.total_connection_timeout = Some(origin.connect_timeout);
+        peer.options.read_timeout = Some(origin.read_timeout);
+        peer.options.write_timeout = Some(origin.read_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(host) = ctx.customer().and_then(|c| c.origin.host_header.clone()) {
+            upstream_request.insert_header(header::HOST, host)?;
+        }
+        upstream_request.append_header("Via", "1.1 holdfast")?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.origin_status = Some(upstream_response.status.as_u16());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if policy::is_unsafe(&session.req_header().method) && resp.status.as_u16() < 400 {
+            // RFC 9111 §4.4: a successful unsafe request invalidates the stored URL.
+            if let Some(customer) = ctx.customer() {
+                let key = key_for(customer, session.req_header());
+                let span = pingora_cache::trace::Span::inactive();
+                if let Err(e) = self
+                    .store
+                    .purge(
+                        PurgeTarget::Active(&key.to_compact()),
+                        PurgeType::Invalidation,
+                        &span.handle(),
+                    )
+                    .await
+                {
+                    warn!("customer={} invalidation failed: {e}", customer.name);
+                }
+            }
+        }
+        let status = cache_status(session, ctx);
+        resp.insert_header("Cache-Status", status.render())?;
+        resp.append_header("Via", "1.1 holdfast")?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
+    where
+        Ctx: Send + Sync,
+    {
+        let code = edge_status_for(e);
+        if matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(
+                e.etype(),
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+            )
+        {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        ctx.edge_detail = Some(if is_timeout(e) {
+            "origin-timeout"
+        } else if e.esource() == &ErrorSource::Upstream {
+            "origin-unreachable"
+        } else {
+            "edge-error"
+        });
+        let status = CacheStatus {
+            fwd: Some(if ctx.bypass.is_some() {
+                "bypass"
+            } else {
+                "miss"
+            }),
+            detail: ctx.edge_detail,
+            ..Default::default()
+        };
+        let body = match ctx.customer() {
+            Some(c) => format!(
+                "holdfast: the origin of {:?} did not answer ({}) and no stale copy may be served\n",
+                c.name,
+                e.etype().as_str()
+            ),
+            None => format!("holdfast: {}\n", e.etype().as_str()),
+        };
+        if session.response_written().is_none() {
+            if let Err(write_err) = respond_text(session, code, body, &status).await {
+                warn!("could not send the error response: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let cache = cache_status(session, ctx).render();
+        let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("-");
+        let host = request_host(req).unwrap_or("-");
+        info!(
+            target: "holdfast::access",
+            "customer={customer} host={host} method={} path={} status={status} cache=\"{cache}\" bytes={} ms={} config_version={}{}",
+            req.method,
+            req.uri.path(),
+            session.body_bytes_sent(),
+            ctx.started.elapsed().as_millis(),
+            ctx.config_version,
+            e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),
+        );
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn lock_overrides(wait: Duration) -> CacheOptionOverrides {
+    let mut o = CacheOptionOverrides::default();
+    o.wait_timeout = Some(wait);
+    o
+}
+
+fn secs_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// The cache key of a request for `customer`.
+fn key_for(customer: &Customer, req: &RequestHeader) -> CacheKey {
+    let host = request_host(req).map(strip_port).unwrap_or("");
+    let scheme = req.uri.scheme_str().unwrap_or("http");
+    let primary = policy::cache_key(customer, scheme, host, req.uri.path(), req.uri.query());
+    CacheKey::new(primary, "")
+}
+
+/// Resolve `host:port` without blocking the runtime; an unresolvable origin is an
+/// upstream error (so stale-if-error applies), never a panic.
+async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
+    if let Ok(addr) = server.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| {
+        Error::because(
+            ErrorType::ConnectNoRoute,
+            format!("cannot resolve origin {server}"),
+            e,
+        )
+        .into_up()
+    })?;
+    addrs.next().ok_or_else(|| {
+        Error::explain(
+            ErrorType::ConnectNoRoute,
+            format!("origin {server} resolves to no address"),
+        )
+        .into_up()
+    })
+}
+
+/// Derive the `Cache-Status` of this request from the cache phase and what the policy
+/// decided.
+fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
+    let now = SystemTime::now();
+    let ttl = || {
+        session
+            .cache
+            .maybe_cache_meta()
+            .map(|m| unix_secs_diff(m.fresh_until(), now))
+    };
+    let mut s = CacheStatus::default();
+    if let Some(detail) = ctx.edge_detail {
+        s.fwd = Some(if detail == "unknown-host" || ctx.bypass.is_some() {
+            "bypass"
+        } else {
+            "miss"
+        });
+        s.detail = Some(detail);
+        return s;
+    }
+    if let Some(reason) = ctx.bypass {
+        s.fwd = Some(if reason == "method" {
+            "method"
+        } else {
+            "bypass"
+        });
+        s.detail = Some(reason);
+        return s;
+    }
+    if ctx.stale_detail == Some("stale-if-error") {
+        s.fwd = Some("stale");
+        s.fwd_status = ctx.stale_fwd_status;
+        s.ttl = ttl();
+        s.detail = ctx.stale_detail;
+        return s;
+    }
+    match session.cache.phase() {
+        CachePhase::Hit => {
+            s.hit = true;
+            s.ttl = ttl();
+        }
+        CachePhase::StaleUpdating | CachePhase::Stale => {
+            s.hit = true;
+            s.ttl = ttl();
+            s.detail = ctx.stale_detail;
+        }
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
+            s.fwd = Some("stale");
+            s.fwd_status = Some(304);
+            s.ttl = ttl();
+        }
+        CachePhase::Expired => {
+            s.fwd = Some("stale");
+            s.stored = ctx.stored;
+            if ctx.stored {
+                s.ttl = ttl();
+            }
+            s.detail = if ctx.expired_by_rule {
+                Some("expires-at")
+            } else {
+                ctx.no_store
+            };
+        }
+        CachePhase::Miss => {
+            s.fwd = Some("miss");
+            s.stored = ctx.stored;
+            if ctx.stored {
+                s.ttl = ttl();
+            }
+            s.detail = ctx.no_store;
+        }
+        CachePhase::Disabled(reason) => {
+            s.fwd = Some(if ctx.expired_by_rule { "stale" } else { "miss" });
+            s.detail = Some(no_store_detail(ctx, reason));
+        }
+        _ => {
+            s.fwd = Some("miss");
+            s.detail = ctx.no_store;
+        }
+    }
+    s
+}
+
+fn no_store_detail(ctx: &Ctx, reason: NoCacheReason) -> &'static str {
+    if ctx.expired_by_rule {
+        return "expires-at";
+    }
+    if let Some(r) = ctx.no_store {
+        return r;
+    }
+    match reason {
+        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
+        NoCacheReason::CacheLockTimeout => "lock-timeout",
+        NoCacheReason::UpstreamError => "origin-error",
+        NoCacheReason::Custom(s) => s,
+        _ => "uncacheable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports_but_not_ipv6_colons() {
+        assert_eq!(strip_port("shop.example.com:8080"), "shop.example.com");
+        assert_eq!(strip_port("shop.example.com"), "shop.example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+    }
+}

@@ -1,0 +1,77 @@
+//! The RFC 9211 `Cache-Status` value Holdfast puts on every response.
+
+use std::fmt::Write;
+
+/// What happened to one request, as far as the cache is concerned.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CacheStatus {
+    /// Served from the cache without going to the origin.
+    pub hit: bool,
+    /// Why the request went forward (`bypass`, `method`, `miss`, `stale`, `uri-miss`...).
+    pub fwd: Option<&'static str>,
+    /// The status the origin answered with, when it answered with an error or a 304.
+    pub fwd_status: Option<u16>,
+    /// Remaining freshness in seconds (negative: stale by that much).
+    pub ttl: Option<i64>,
+    /// The response was stored.
+    pub stored: bool,
+    /// Free-form reason (`stale-if-error`, `stale-while-revalidate`, `rule`, ...).
+    pub detail: Option<&'static str>,
+}
+
+impl CacheStatus {
+    pub fn render(&self) -> String {
+        let mut s = String::from("holdfast");
+        if self.hit {
+            s.push_str("; hit");
+        }
+        if let Some(fwd) = self.fwd {
+            let _ = write!(s, "; fwd={fwd}");
+        }
+        if let Some(code) = self.fwd_status {
+            let _ = write!(s, "; fwd-status={code}");
+        }
+        if let Some(ttl) = self.ttl {
+            let _ = write!(s, "; ttl={ttl}");
+        }
+        if self.stored {
+            s.push_str("; stored");
+        }
+        if let Some(detail) = self.detail {
+            let _ = write!(s, "; detail={detail}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rfc9211_parameters_in_order() {
+        let hit = CacheStatus {
+            hit: true,
+            ttl: Some(42),
+            ..Default::default()
+        };
+        assert_eq!(hit.render(), "holdfast; hit; ttl=42");
+        let stale = CacheStatus {
+            fwd: Some("stale"),
+            fwd_status: Some(503),
+            ttl: Some(-12),
+            detail: Some("stale-if-error"),
+            ..Default::default()
+        };
+        assert_eq!(
+            stale.render(),
+            "holdfast; fwd=stale; fwd-status=503; ttl=-12; detail=stale-if-error"
+        );
+        let miss = CacheStatus {
+            fwd: Some("miss"),
+            stored: true,
+            ..Default::default()
+        };
+        assert_eq!(miss.render(), "holdfast; fwd=miss; stored");
+    }
+}

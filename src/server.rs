@@ -1,0 +1,130 @@
+//! Assemble the Pingora server from a validated node config and run it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use log::info;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::Admin;
+use crate::config::NodeConfig;
+use crate::demo_origin::DemoOrigin;
+use crate::metrics::Metrics;
+use crate::proxy::Edge;
+use crate::storage::MemoryStore;
+
+/// Build every service of the node and run until a signal stops it.
+pub fn run(node: NodeConfig) {
+    let mut conf = node.server;
+    // SIGTERM drains in DrainOnTerm below; Pingora's own grace period would only add a
+    // fixed sleep on top of it.
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
+        node.cache.memory,
+        node.cache.max_object,
+    )));
+    let customers = Arc::new(ArcSwap::new(node.customers.clone()));
+    let metrics = Arc::new(Metrics::default());
+
+    let edge = Edge::new(
+        customers.clone(),
+        store,
+        node.cache.lock_timeout,
+        node.cache.max_object,
+        metrics.clone(),
+    );
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "holdfast edge");
+    for addr in &node.listen {
+        proxy.add_tcp(addr);
+    }
+    server.add_service(proxy);
+
+    if let Some(admin) = &node.admin {
+        let mut svc = Service::new(
+            "holdfast admin".to_string(),
+            Admin {
+                customers: customers.clone(),
+                metrics: metrics.clone(),
+                store,
+            },
+        );
+        svc.add_tcp(&admin.listen);
+        server.add_service(svc);
+    }
+    if let Some(demo) = &node.demo_origin {
+        let mut svc = Service::new(
+            "holdfast demo origin".to_string(),
+            DemoOrigin {
+                root: demo.root.clone(),
+            },
+        );
+        svc.add_tcp(&demo.listen);
+        server.add_service(svc);
+    }
+
+    info!(
+        "holdfast starting: listen={:?} admin={:?} customers={} config_version={}",
+        node.listen,
+        node.admin.as_ref().map(|a| a.listen.as_str()),
+        customers.load().list.len(),
+        customers.load().version
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(DrainOnTerm {
+            metrics,
+            grace: node.shutdown_grace,
+        }),
+    });
+}
+
+/// SIGTERM: wait until requests in flight finish (at most `grace`), then let Pingora
+/// stop. SIGINT stops at once; SIGQUIT hands the listeners to a new process.
+struct DrainOnTerm {
+    metrics: Arc<Metrics>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainOnTerm {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            log::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => {
+                let deadline = Instant::now() + self.grace;
+                info!("SIGTERM: draining requests in flight (grace {:?})", self.grace);
+                loop {
+                    let n = self.metrics.inflight.load(Ordering::Acquire);
+                    if n == 0 {
+                        info!("SIGTERM: drained, exiting");
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        log::warn!("SIGTERM: grace over with {n} requests in flight, exiting");
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                ShutdownSignal::GracefulTerminate
+            }
+        }
+    }
+}
