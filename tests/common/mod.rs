@@ -1,0 +1,545 @@
+//! Test harness: a real origin server on a loopback port that counts requests and can
+//! be told to fail, stall or reset; the real `holdfast` binary started on free ports;
+//! and a small HTTP/1.1 client that sends exactly the headers a test gives it.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the origin answers one path.
+#[derive(Clone, Debug)]
+pub enum Behavior {
+    /// Answer with this status, headers and body.
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Accept, read the request, then never answer.
+    Stall,
+    /// Accept, read the request, then reset the connection.
+    Reset,
+}
+
+impl Behavior {
+    pub fn ok(cache_control: &str, body: &str) -> Behavior {
+        Behavior::Respond {
+            status: 200,
+            headers: vec![("Cache-Control".into(), cache_control.into())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    pub fn status(status: u16, headers: &[(&str, &str)], body: &str) -> Behavior {
+        Behavior::Respond {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// A request as the origin saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct OriginState {
+    routes: HashMap<String, Behavior>,
+    fallback: Option<Behavior>,
+    seen: Vec<Seen>,
+    delay: Duration,
+}
+
+/// A real HTTP/1.1 origin on 127.0.0.1:0.
+#[derive(Clone)]
+pub struct Origin {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<OriginState>>,
+    hits: Arc<AtomicUsize>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Origin {
+    pub async fn start() -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let state = Arc::new(Mutex::new(OriginState::default()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (st, h, c) = (state.clone(), hits.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (st, h) = (st.clone(), h.clone());
+                let handle = tokio::spawn(async move {
+                    serve_conn(conn, st, h).await;
+                });
+                c.lock().unwrap().push(handle);
+            }
+        });
+        Origin {
+            addr,
+            state,
+            hits,
+            task: Arc::new(task),
+            conns,
+        }
+    }
+
+    /// Set how `path` (path and query as sent) is answered.
+    pub fn route(&self, path: &str, b: Behavior) {
+        self.state
+            .lock()
+            .unwrap()
+            .routes
+            .insert(path.to_string(), b);
+    }
+
+    /// How paths without a route are answered (default: 404).
+    pub fn fallback(&self, b: Behavior) {
+        self.state.lock().unwrap().fallback = Some(b);
+    }
+
+    /// Delay every answer by `d`.
+    pub fn delay(&self, d: Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+
+    /// Requests received in total.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests received for `path`.
+    pub fn hits_for(&self, path: &str) -> usize {
+        self.seen().iter().filter(|s| s.path == path).count()
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Stop: open connections are closed and later ones refused.
+    pub fn stop(&self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<AtomicUsize>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(head_end) = read_head(&mut conn, &mut buf).await else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or("").split(' ');
+        let method = first.next().unwrap_or("").to_string();
+        let path = first.next().unwrap_or("").to_string();
+        let headers: HashMap<String, String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let body_len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        buf.drain(..head_end + 4);
+        while buf.len() < body_len {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..body_len);
+        hits.fetch_add(1, Ordering::SeqCst);
+        let (behavior, delay) = {
+            let mut s = st.lock().unwrap();
+            s.seen.push(Seen {
+                method: method.clone(),
+                path: path.clone(),
+                headers: headers.clone(),
+            });
+            let b = s
+                .routes
+                .get(&path)
+                .cloned()
+                .or_else(|| s.fallback.clone())
+                .unwrap_or_else(|| Behavior::status(404, &[], "no such route"));
+            (b, s.delay)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        match behavior {
+            Behavior::Stall => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            Behavior::Reset => {
+                let _ = conn.set_zero_linger();
+                drop(conn);
+                return;
+            }
+            Behavior::Respond {
+                status,
+                headers: extra,
+                body,
+            } => {
+                let mut out = format!("HTTP/1.1 {status} X\r\n");
+                let mut has_date = false;
+                for (k, v) in &extra {
+                    has_date |= k.eq_ignore_ascii_case("date");
+                    out.push_str(&format!("{k}: {v}\r\n"));
+                }
+                let _ = has_date;
+                let body: &[u8] = if method == "HEAD" || status == 304 {
+                    &[]
+                } else {
+                    &body
+                };
+                if status != 304 {
+                    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                }
+                out.push_str("\r\n");
+                let mut bytes = out.into_bytes();
+                bytes.extend_from_slice(body);
+                if conn.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Read until the end of a request head; returns the index of "\r\n\r\n".
+async fn read_head(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            return Some(i);
+        }
+        let mut chunk = [0u8; 4096];
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A free loopback port (bound to 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 0")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The real `holdfast` binary, running on free loopback ports.
+pub struct Holdfast {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl Holdfast {
+    /// Start holdfast with `body` as the node config after the generated
+    /// `listen:` and `admin:` lines. Waits until the data port accepts.
+    pub async fn start(body: &str) -> Holdfast {
+        for _ in 0..5 {
+            if let Some(h) = Self::try_start(body).await {
+                return h;
+            }
+        }
+        panic!("holdfast did not start after 5 tries");
+    }
+
+    async fn try_start(body: &str) -> Option<Holdfast> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, admin_port) = (free_port(), free_port());
+        let conf = dir.path().join("holdfast.yaml");
+        let text = format!(
+            "listen: [\"127.0.0.1:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nserver: {{ threads: 2 }}\n{body}"
+        );
+        std::fs::write(&conf, text).expect("write conf");
+        let child = spawn(&conf, dir.path());
+        let mut h = Holdfast {
+            addr: ([127, 0, 0, 1], port).into(),
+            admin: ([127, 0, 0, 1], admin_port).into(),
+            dir,
+            conf,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = h.child.as_mut().map(|c| c.try_wait()) {
+                eprintln!("holdfast exited early:\n{}", h.log());
+                return None;
+            }
+            let data = TcpStream::connect(h.addr).await.is_ok();
+            let admin = TcpStream::connect(h.admin).await.is_ok();
+            if data && admin {
+                return Some(h);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        h.kill();
+        None
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("holdfast.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Send a signal (e.g. "TERM") and wait up to `timeout` for the process to exit.
+    /// Returns how long the exit took, or None if it did not exit.
+    pub fn signal_and_wait(&mut self, sig: &str, timeout: Duration) -> Option<Duration> {
+        let pid = self.pid();
+        let start = Instant::now();
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        let child = self.child.as_mut()?;
+        while start.elapsed() < timeout {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// GET `path` with `Host: host` on the data port.
+    pub async fn get(&self, host: &str, path: &str) -> Resp {
+        request(self.addr, "GET", host, path, &[], b"").await
+    }
+}
+
+impl Drop for Holdfast {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Start the binary with `conf`, logging to `dir/holdfast.log`.
+pub fn spawn(conf: &Path, dir: &Path) -> Child {
+    let log = std::fs::File::create(dir.join("holdfast.log")).expect("log file");
+    let log2 = log.try_clone().expect("log clone");
+    Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .arg("-c")
+        .arg(conf)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .spawn()
+        .expect("spawn holdfast")
+}
+
+/// Run `holdfast` with arguments to completion: (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .output()
+        .expect("run holdfast");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Write `text` to `dir/name` and return the path.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+    p
+}
+
+/// A response as the client saw it.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(|s| s.as_str())
+    }
+
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status").unwrap_or("")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
+    try_request(addr, method, host, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} (Host {host}) failed: {e}"))
+}
+
+pub async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Resp> {
+    let mut conn = TcpStream::connect(addr).await?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).await?;
+    conn.write_all(body).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::other("response timed out"))??;
+    parse_response(&raw, method == "HEAD")
+}
+
+fn parse_response(raw: &[u8], head: bool) -> std::io::Result<Resp> {
+    let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
+        std::io::Error::other(format!(
+            "no response head in {:?}",
+            String::from_utf8_lossy(raw)
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&raw[..end]).to_string();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("bad status line"))?;
+    let mut headers = HashMap::new();
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            headers
+                .entry(k.trim().to_ascii_lowercase())
+                .and_modify(|old: &mut String| {
+                    old.push_str(", ");
+                    old.push_str(v.trim())
+                })
+                .or_insert_with(|| v.trim().to_string());
+        }
+    }
+    let rest = &raw[end + 4..];
+    let body = if head {
+        Vec::new()
+    } else if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = find(data, b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&data[..i])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = i + 2;
+        let stop = (start + size).min(data.len());
+        out.extend_from_slice(&data[start..stop]);
+        data = &data[(stop + 2).min(data.len())..];
+    }
+    out
+}
+
+/// A customer block for the node config, origin on `origin`, with extra YAML for its
+/// `cache:` section and `rules:` (each already indented by the caller as needed).
+pub fn customer(name: &str, host: &str, origin: SocketAddr, cache: &str, rules: &str) -> String {
+    let cache = if cache.is_empty() {
+        String::new()
+    } else {
+        format!("    cache:\n{cache}")
+    };
+    format!(
+        "  - name: {name}\n    hosts: [\"{host}\"]\n    origin:\n      servers: [\"{origin}\"]\n      connect_timeout: 1s\n      read_timeout: 2s\n{cache}{rules}"
+    )
+}

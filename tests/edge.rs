@@ -1,0 +1,531 @@
+//! End-to-end tests of the edge: the real `holdfast` binary in front of a real origin
+//! on loopback ports. Each test asserts what a client and the origin observe.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{customer, request, Behavior, Holdfast, Origin};
+
+const HOST: &str = "shop.test";
+
+/// One customer `shop` on `shop.test` with extra `cache:` lines and rules.
+async fn shop(origin: &Origin, cache: &str, rules: &str) -> Holdfast {
+    let body = format!(
+        "customers:\n{}",
+        customer("shop", HOST, origin.addr, cache, rules)
+    );
+    Holdfast::start(&body).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn miss_then_hit_reaches_origin_once() {
+    let origin = Origin::start().await;
+    origin.route("/a.css", Behavior::ok("max-age=60", "body-a"));
+    let edge = shop(&origin, "", "").await;
+
+    let first = edge.get(HOST, "/a.css").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "body-a");
+    assert!(
+        first.cache_status().starts_with("holdfast; fwd=miss; ttl=")
+            && first.cache_status().contains("stored"),
+        "{}",
+        first.cache_status()
+    );
+    let second = edge.get(HOST, "/a.css").await;
+    assert_eq!(second.text(), "body-a");
+    assert!(
+        second.cache_status().starts_with("holdfast; hit; ttl="),
+        "{}",
+        second.cache_status()
+    );
+    assert!(second.header("age").is_some(), "a hit carries Age");
+    assert!(second.header("via").unwrap_or("").contains("holdfast"));
+    assert_eq!(origin.hits_for("/a.css"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_expiry_refetches() {
+    let origin = Origin::start().await;
+    origin.route("/t", Behavior::ok("max-age=1", "v1"));
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/t").await.text(), "v1");
+    assert_eq!(edge.get(HOST, "/t").await.text(), "v1");
+    assert_eq!(origin.hits_for("/t"), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    origin.route("/t", Behavior::ok("max-age=60", "v2"));
+    let after = edge.get(HOST, "/t").await;
+    assert_eq!(after.text(), "v2");
+    assert!(
+        after.cache_status().contains("fwd=stale"),
+        "{}",
+        after.cache_status()
+    );
+    assert_eq!(origin.hits_for("/t"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_customer_ttls_differ_and_keys_are_isolated() {
+    let a = Origin::start().await;
+    let b = Origin::start().await;
+    // No origin freshness: each customer's default_ttl decides.
+    a.route("/same", Behavior::status(200, &[], "from-a"));
+    b.route("/same", Behavior::status(200, &[], "from-b"));
+    let body = format!(
+        "customers:\n{}{}",
+        customer("alpha", "a.test", a.addr, "      default_ttl: 1s\n", ""),
+        customer("beta", "b.test", b.addr, "      default_ttl: 1h\n", "")
+    );
+    let edge = Holdfast::start(&body).await;
+
+    assert_eq!(edge.get("a.test", "/same").await.text(), "from-a");
+    assert_eq!(edge.get("b.test", "/same").await.text(), "from-b");
+    // Same path, other customer: never the other's entry.
+    assert_eq!(edge.get("a.test", "/same").await.text(), "from-a");
+    assert_eq!(edge.get("b.test", "/same").await.text(), "from-b");
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    edge.get("a.test", "/same").await;
+    edge.get("b.test", "/same").await;
+    assert_eq!(a.hits(), 2, "alpha's 1s TTL expired");
+    assert_eq!(b.hits(), 1, "beta's 1h TTL still fresh");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_host_never_reaches_an_origin() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "secret"));
+    let edge = shop(&origin, "", "").await;
+    let r = edge.get("evil.test", "/").await;
+    assert_eq!(r.status, 421);
+    assert!(r.text().contains("evil.test"), "{}", r.text());
+    assert!(r.cache_status().contains("detail=unknown-host"));
+    // An absolute-form target naming the origin does not turn the edge into a proxy.
+    let r = request(
+        edge.addr,
+        "GET",
+        "evil.test",
+        &format!("http://{}/", origin.addr),
+        &[],
+        b"",
+    )
+    .await;
+    assert_ne!(r.status, 200);
+    assert_eq!(origin.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_if_error_on_503_refused_and_timeout() {
+    let origin = Origin::start().await;
+    origin.route("/s", Behavior::ok("max-age=1", "good"));
+    origin.route("/t", Behavior::ok("max-age=1", "good-t"));
+    let edge = shop(&origin, "      stale_if_error: 1h\n", "").await;
+    assert_eq!(edge.get(HOST, "/s").await.text(), "good");
+    assert_eq!(edge.get(HOST, "/t").await.text(), "good-t");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // 503 from the origin: the stale copy is served.
+    origin.route("/s", Behavior::status(503, &[], "down"));
+    let r = edge.get(HOST, "/s").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    assert!(
+        r.cache_status()
+            .contains("fwd=stale; fwd-status=503; ttl=-")
+            && r.cache_status().contains("detail=stale-if-error"),
+        "{}",
+        r.cache_status()
+    );
+
+    // Origin times out (read_timeout 2s): stale, with 504 as the forward status.
+    origin.route("/t", Behavior::Stall);
+    let r = edge.get(HOST, "/t").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "good-t"));
+    assert!(
+        r.cache_status().contains("fwd-status=504"),
+        "{}",
+        r.cache_status()
+    );
+
+    // Origin gone entirely: connections refused.
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = edge.get(HOST, "/s").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    assert!(
+        r.cache_status().contains("stale-if-error"),
+        "{}",
+        r.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_if_error_on_reset() {
+    let origin = Origin::start().await;
+    origin.route("/r", Behavior::ok("max-age=1", "kept"));
+    let edge = shop(&origin, "      stale_if_error: 1h\n", "").await;
+    assert_eq!(edge.get(HOST, "/r").await.text(), "kept");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    origin.route("/r", Behavior::Reset);
+    let r = edge.get(HOST, "/r").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "kept"));
+    assert!(
+        r.cache_status().contains("stale-if-error"),
+        "{}",
+        r.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_stale_window_the_error_passes_through() {
+    let origin = Origin::start().await;
+    origin.route("/p", Behavior::ok("max-age=1, stale-if-error=1", "old"));
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/p").await.text(), "old");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    origin.route("/p", Behavior::status(503, &[], "origin down"));
+    let r = edge.get(HOST, "/p").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.text(), "origin down");
+
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = edge.get(HOST, "/never-cached").await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("did not answer"), "{}", r.text());
+    assert!(
+        r.cache_status().contains("origin-unreachable"),
+        "{}",
+        r.cache_status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_while_revalidate_serves_at_once_with_one_refresh() {
+    let origin = Origin::start().await;
+    origin.route("/swr", Behavior::ok("max-age=1", "v1"));
+    let edge = shop(&origin, "      stale_while_revalidate: 1h\n", "").await;
+    assert_eq!(edge.get(HOST, "/swr").await.text(), "v1");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // The refresh is slow; stale answers must not wait for it.
+    origin.route("/swr", Behavior::ok("max-age=60", "v2"));
+    origin.delay(Duration::from_millis(1500));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let addr = edge.addr;
+        tasks.push(tokio::spawn(async move {
+            request(addr, "GET", HOST, "/swr", &[], b"").await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.text(), "v1");
+        assert!(
+            r.cache_status().contains("detail=stale-while-revalidate"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "stale answers waited for the refresh: {:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(origin.hits_for("/swr"), 2, "exactly one background refresh");
+    origin.delay(Duration::ZERO);
+    let r = edge.get(HOST, "/swr").await;
+    assert_eq!(r.text(), "v2");
+    assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_cold_misses_are_coalesced() {
+    let origin = Origin::start().await;
+    origin.route("/hot", Behavior::ok("max-age=60", "hot-body"));
+    origin.delay(Duration::from_millis(500));
+    let edge = shop(&origin, "", "").await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let addr = edge.addr;
+        tasks.push(tokio::spawn(async move {
+            request(addr, "GET", HOST, "/hot", &[], b"").await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "hot-body"));
+    }
+    assert_eq!(origin.hits_for("/hot"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_methods_pass_through_and_invalidate() {
+    let origin = Origin::start().await;
+    origin.route("/item", Behavior::ok("max-age=60", "item-v1"));
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/item").await.text(), "item-v1");
+    assert_eq!(edge.get(HOST, "/item").await.text(), "item-v1");
+    assert_eq!(origin.hits_for("/item"), 1);
+
+    let post = request(edge.addr, "POST", HOST, "/item", &[], b"x=1").await;
+    assert_eq!(post.status, 200);
+    assert!(
+        post.cache_status().contains("fwd=method"),
+        "{}",
+        post.cache_status()
+    );
+    assert_eq!(origin.hits_for("/item"), 2, "POST reached the origin");
+
+    origin.route("/item", Behavior::ok("max-age=60", "item-v2"));
+    let r = edge.get(HOST, "/item").await;
+    assert_eq!(r.text(), "item-v2", "the POST invalidated the stored copy");
+    assert_eq!(origin.hits_for("/item"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_and_range_are_served_from_the_cached_get() {
+    let origin = Origin::start().await;
+    origin.route("/file", Behavior::ok("max-age=60", "0123456789"));
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/file").await.text(), "0123456789");
+
+    let head = request(edge.addr, "HEAD", HOST, "/file", &[], b"").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("10"));
+    assert!(
+        head.cache_status().contains("hit"),
+        "{}",
+        head.cache_status()
+    );
+
+    let range = request(
+        edge.addr,
+        "GET",
+        HOST,
+        "/file",
+        &[("Range", "bytes=2-5")],
+        b"",
+    )
+    .await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.text(), "2345");
+    assert_eq!(range.header("content-range"), Some("bytes 2-5/10"));
+    assert_eq!(origin.hits_for("/file"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_cookies_authorization_and_no_store_are_not_stored() {
+    let origin = Origin::start().await;
+    origin.route("/p", Behavior::ok("private, max-age=60", "p"));
+    origin.route("/ns", Behavior::ok("no-store", "ns"));
+    origin.route(
+        "/cookie",
+        Behavior::status(
+            200,
+            &[("Cache-Control", "max-age=60"), ("Set-Cookie", "s=1")],
+            "c",
+        ),
+    );
+    origin.route("/auth", Behavior::ok("max-age=60", "a"));
+    origin.route("/auth-public", Behavior::ok("public, max-age=60", "ap"));
+    let edge = shop(&origin, "", "").await;
+    for path in ["/p", "/ns", "/cookie"] {
+        edge.get(HOST, path).await;
+        edge.get(HOST, path).await;
+        assert_eq!(origin.hits_for(path), 2, "{path} must not be stored");
+    }
+    for _ in 0..2 {
+        request(
+            edge.addr,
+            "GET",
+            HOST,
+            "/auth",
+            &[("Authorization", "Bearer x")],
+            b"",
+        )
+        .await;
+        request(
+            edge.addr,
+            "GET",
+            HOST,
+            "/auth-public",
+            &[("Authorization", "Bearer x")],
+            b"",
+        )
+        .await;
+    }
+    assert_eq!(origin.hits_for("/auth"), 2);
+    assert_eq!(
+        origin.hits_for("/auth-public"),
+        1,
+        "public overrides Authorization"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revalidates_with_etag_and_serves_the_304_from_cache() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/e",
+        Behavior::status(
+            200,
+            &[("Cache-Control", "max-age=1"), ("ETag", "\"v1\"")],
+            "etagged",
+        ),
+    );
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/e").await.text(), "etagged");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    origin.route(
+        "/e",
+        Behavior::status(
+            304,
+            &[("Cache-Control", "max-age=60"), ("ETag", "\"v1\"")],
+            "",
+        ),
+    );
+    let r = edge.get(HOST, "/e").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "etagged"));
+    assert!(
+        r.cache_status().contains("fwd-status=304"),
+        "{}",
+        r.cache_status()
+    );
+    let seen = origin.seen();
+    assert_eq!(
+        seen.last()
+            .unwrap()
+            .headers
+            .get("if-none-match")
+            .map(String::as_str),
+        Some("\"v1\"")
+    );
+    let r = edge.get(HOST, "/e").await;
+    assert!(
+        r.cache_status().contains("hit"),
+        "refreshed by the 304: {}",
+        r.cache_status()
+    );
+    assert_eq!(origin.hits_for("/e"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vary_keeps_variants_apart() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/v",
+        Behavior::status(
+            200,
+            &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")],
+            "varied",
+        ),
+    );
+    let edge = shop(&origin, "", "").await;
+    for lang in ["en", "de", "en", "de"] {
+        request(
+            edge.addr,
+            "GET",
+            HOST,
+            "/v",
+            &[("Accept-Language", lang)],
+            b"",
+        )
+        .await;
+    }
+    assert_eq!(origin.hits_for("/v"), 2, "one fill per variant");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_bypass_and_override_ttl() {
+    let origin = Origin::start().await;
+    origin.route("/api/x", Behavior::ok("max-age=60", "api"));
+    origin.route("/static/x", Behavior::status(200, &[], "static"));
+    let rules = "    rules:\n      - match: { path_prefix: /api/ }\n        cache: false\n      - match: { path_prefix: /static/ }\n        ttl: 7d\n";
+    let edge = shop(&origin, "", rules).await;
+    let r = edge.get(HOST, "/api/x").await;
+    assert!(
+        r.cache_status().contains("fwd=bypass; detail=rule"),
+        "{}",
+        r.cache_status()
+    );
+    edge.get(HOST, "/api/x").await;
+    assert_eq!(origin.hits_for("/api/x"), 2);
+    edge.get(HOST, "/static/x").await;
+    let r = edge.get(HOST, "/static/x").await;
+    assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+    assert_eq!(origin.hits_for("/static/x"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_over_max_object_are_proxied_not_stored() {
+    let origin = Origin::start().await;
+    let big = "x".repeat(200 * 1024);
+    origin.route("/big", Behavior::ok("max-age=60", &big));
+    let edge = Holdfast::start(&format!(
+        "cache: {{ memory: 4MiB, max_object: 64KiB }}\ncustomers:\n{}",
+        customer("shop", HOST, origin.addr, "", "")
+    ))
+    .await;
+    for _ in 0..2 {
+        let r = edge.get(HOST, "/big").await;
+        assert_eq!(r.body.len(), big.len());
+    }
+    assert_eq!(origin.hits_for("/big"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eviction_keeps_the_store_within_its_bound() {
+    let origin = Origin::start().await;
+    let chunk = "y".repeat(32 * 1024);
+    origin.fallback(Behavior::ok("max-age=600", &chunk));
+    let edge = Holdfast::start(&format!(
+        "cache: {{ memory: 1MiB, max_object: 256KiB }}\ncustomers:\n{}",
+        customer("shop", HOST, origin.addr, "", "")
+    ))
+    .await;
+    // 10 MiB through a 1 MiB store.
+    for i in 0..320 {
+        let r = edge.get(HOST, &format!("/obj/{i}")).await;
+        assert_eq!(r.body.len(), chunk.len());
+    }
+    let metrics = request(edge.admin, "GET", "admin", "/metrics", &[], b"")
+        .await
+        .text();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from metrics:\n{metrics}"))
+    };
+    assert!(value("holdfast_cache_bytes") <= 1024 * 1024, "{metrics}");
+    assert!(value("holdfast_cache_bytes") > 0, "{metrics}");
+    assert!(value("holdfast_cache_evictions_total") > 0, "{metrics}");
+    // The most recent object is still a hit.
+    let r = edge.get(HOST, "/obj/319").await;
+    assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_and_exits_within_the_grace() {
+    let origin = Origin::start().await;
+    origin.route("/slow", Behavior::ok("max-age=60", "slow-body"));
+    origin.delay(Duration::from_millis(800));
+    let mut edge = Holdfast::start(&format!(
+        "shutdown_grace: 5s\ncustomers:\n{}",
+        customer("shop", HOST, origin.addr, "", "")
+    ))
+    .await;
+    let addr = edge.addr;
+    let inflight = tokio::spawn(async move { request(addr, "GET", HOST, "/slow", &[], b"").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let took = tokio::task::block_in_place(|| edge.signal_and_wait("TERM", Duration::from_secs(8)));
+    let took = took.expect("holdfast exits after SIGTERM");
+    assert!(took < Duration::from_secs(7), "took {took:?}");
+    let r = inflight.await.unwrap();
+    assert_eq!(r.text(), "slow-body", "the request in flight finished");
+}
