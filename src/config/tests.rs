@@ -114,7 +114,7 @@ fn design_example_lands_in_the_model() {
             max_document: 4 << 20,
         })
     );
-    assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.shutdown_grace, Duration::from_secs(8));
     assert_eq!(c.max_config_age, Duration::from_secs(86_400));
     assert!(c.demo_origin.is_none());
 
