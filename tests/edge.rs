@@ -318,6 +318,44 @@ async fn head_and_range_are_served_from_the_cached_get() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn conditional_requests_get_304_from_the_cache() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/c",
+        Behavior::status(
+            200,
+            &[("Cache-Control", "max-age=60"), ("ETag", "\"abc\"")],
+            "cond",
+        ),
+    );
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/c").await.text(), "cond");
+    let r = request(
+        edge.addr,
+        "GET",
+        HOST,
+        "/c",
+        &[("If-None-Match", "\"abc\"")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+    let r = request(
+        edge.addr,
+        "GET",
+        HOST,
+        "/c",
+        &[("If-None-Match", "\"other\"")],
+        b"",
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "cond"));
+    assert_eq!(origin.hits_for("/c"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn private_cookies_authorization_and_no_store_are_not_stored() {
     let origin = Origin::start().await;
     origin.route("/p", Behavior::ok("private, max-age=60", "p"));

@@ -21,6 +21,7 @@ use pingora_cache::{
     key::HashBinary, CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness,
     HitHandler, NoCacheReason, PurgeTarget, PurgeType, RespCacheable, Storage, VarianceBuilder,
 };
+use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -80,6 +81,8 @@ pub struct Ctx {
     expired_by_rule: bool,
     origin_status: Option<u16>,
     edge_detail: Option<&'static str>,
+    /// Served by the fast hit path, with this many seconds of freshness left.
+    fast_hit_ttl: Option<i64>,
     started: Instant,
     _inflight: InflightGuard,
 }
@@ -169,6 +172,68 @@ async fn respond_text(
         .await
 }
 
+impl Edge {
+    /// The fast path for the common case: a fresh, complete, non-varying stored response
+    /// to a plain GET or HEAD. It answers straight from the store, skipping pingora-cache's
+    /// phase machine, and keeps every semantic of a hit: conditional requests (304), HEAD,
+    /// `Age`, `Cache-Status`, `Via`. Anything else (Range, Vary, stale, expired by a rule)
+    /// returns `false` and takes the full path.
+    async fn serve_fresh_hit(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        now: SystemTime,
+    ) -> Result<bool> {
+        let Some(customer) = ctx.customer() else {
+            return Ok(false);
+        };
+        let req = session.req_header();
+        if req.headers.contains_key(header::RANGE) {
+            return Ok(false);
+        }
+        let Some(stored) = self.store.peek(&key_for(customer, req)) else {
+            return Ok(false);
+        };
+        let fresh_until = stored.fresh_until();
+        if stored.has_variance()
+            || fresh_until < now
+            || policy::check_hit(ctx.rule(), fresh_until, now) != HitCheck::AsStored
+        {
+            return Ok(false);
+        }
+        let mut resp = stored.header().clone();
+        resp.set_version(http::Version::HTTP_11);
+        resp.insert_header(header::AGE, stored.age(now).as_secs())?;
+        let no_body = matches!(resp.status.as_u16(), 204 | 304);
+        if !no_body && !resp.headers.contains_key(header::CONTENT_LENGTH) {
+            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        }
+        let not_modified = not_modified_filter(req, &resp);
+        if not_modified {
+            to_304(&mut resp);
+        }
+        let header_only = not_modified || no_body || req.method == http::Method::HEAD;
+        let ttl = unix_secs_diff(fresh_until, now);
+        ctx.fast_hit_ttl = Some(ttl);
+        let status = CacheStatus {
+            hit: true,
+            ttl: Some(ttl),
+            ..Default::default()
+        };
+        resp.insert_header("Cache-Status", status.render())?;
+        resp.append_header("Via", "1.1 holdfast")?;
+        session
+            .write_response_header(Box::new(resp), header_only)
+            .await?;
+        if !header_only {
+            session
+                .write_response_body(Some(stored.body()), true)
+                .await?;
+        }
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
@@ -187,6 +252,7 @@ impl ProxyHttp for Edge {
             expired_by_rule: false,
             origin_status: None,
             edge_detail: None,
+            fast_hit_ttl: None,
             started: Instant::now(),
             _inflight: InflightGuard(self.metrics.clone()),
         }
@@ -215,20 +281,24 @@ impl ProxyHttp for Edge {
             respond_text(session, code, body, &status).await?;
             return Ok(true);
         };
-        ctx.customer = Some(customer.clone());
+        let customer = customer.clone();
+        let now = SystemTime::now();
+        let req = session.req_header();
+        let plan = policy::plan_request(&customer, &req.method, req.uri.path(), now);
+        ctx.rule = plan.rule().map(|r| r.index);
+        if let RequestPlan::Bypass { reason, .. } = plan {
+            ctx.bypass = Some(reason);
+        }
+        ctx.customer = Some(customer);
+        if ctx.bypass.is_none() {
+            return self.serve_fresh_hit(session, ctx, now).await;
+        }
         Ok(false)
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        let Some(customer) = ctx.customer.clone() else {
-            return Ok(());
-        };
-        let req = session.req_header();
-        let plan = policy::plan_request(&customer, &req.method, req.uri.path(), SystemTime::now());
-        ctx.rule = plan.rule().map(|r| r.index);
-        match plan {
-            RequestPlan::Bypass { reason, .. } => ctx.bypass = Some(reason),
-            RequestPlan::Cache { .. } => {
+        match (&ctx.customer, ctx.bypass) {
+            (Some(_), None) => {
                 session.cache.enable(
                     self.store,
                     None,
@@ -238,6 +308,7 @@ impl ProxyHttp for Edge {
                 );
                 session.cache.set_max_file_size_bytes(self.max_object);
             }
+            _ => {}
         }
         Ok(())
     }
@@ -285,8 +356,14 @@ impl ProxyHttp for Edge {
             .req_header()
             .headers
             .contains_key(header::AUTHORIZATION);
-        let decision =
-            policy::decide_response(customer, ctx.rule(), authorized, resp, SystemTime::now());
+        let decision = policy::decide_response(
+            customer,
+            ctx.rule(),
+            session.req_header().uri.path(),
+            authorized,
+            resp,
+            SystemTime::now(),
+        );
         Ok(match decision {
             ResponseDecision::Store(f) => {
                 ctx.stored = true;
@@ -565,6 +642,11 @@ fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
             .map(|m| unix_secs_diff(m.fresh_until(), now))
     };
     let mut s = CacheStatus::default();
+    if let Some(ttl) = ctx.fast_hit_ttl {
+        s.hit = true;
+        s.ttl = Some(ttl);
+        return s;
+    }
     if let Some(detail) = ctx.edge_detail {
         s.fwd = Some(if detail == "unknown-host" || ctx.bypass.is_some() {
             "bypass"

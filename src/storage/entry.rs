@@ -90,6 +90,23 @@ impl MetaParts {
         self.created
     }
 
+    pub(super) fn fresh_until(&self) -> SystemTime {
+        self.fresh_until
+    }
+
+    /// Where age counts from: the epoch override, else the last (re)validation.
+    pub(super) fn epoch(&self) -> SystemTime {
+        self.epoch_override.unwrap_or(self.updated)
+    }
+
+    pub(super) fn has_variance(&self) -> bool {
+        self.variance.is_some()
+    }
+
+    pub(super) fn header(&self) -> &ResponseHeader {
+        &self.header
+    }
+
     /// Make the entry stale as of `instant` (never fresher than it was); stale windows untouched.
     pub(super) fn expire_at(&mut self, instant: SystemTime) {
         self.fresh_until = self.fresh_until.min(instant);

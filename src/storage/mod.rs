@@ -152,6 +152,12 @@ impl MemoryStore {
         self.entries.clear();
     }
 
+    /// The stored response for `key`, for the fast hit path: no `CacheMeta` is built and
+    /// nothing is copied but a refcount. Counts as an access for eviction.
+    pub fn peek(&self, key: &CacheKey) -> Option<StoredResponse> {
+        self.entries.get(&key.combined_bin()).map(StoredResponse)
+    }
+
     fn body_limit(&self) -> usize {
         self.body_limit
     }
@@ -192,6 +198,34 @@ impl MemoryStore {
         self.purged
             .get(key)
             .is_some_and(|purged_at| purged_at > started)
+    }
+}
+
+/// A read-only view of one stored response (see [`MemoryStore::peek`]).
+pub struct StoredResponse(Arc<Entry>);
+
+impl StoredResponse {
+    pub fn header(&self) -> &pingora_http::ResponseHeader {
+        self.0.meta.header()
+    }
+
+    /// The body, shared with the store.
+    pub fn body(&self) -> bytes::Bytes {
+        self.0.body.clone()
+    }
+
+    pub fn fresh_until(&self) -> SystemTime {
+        self.0.meta.fresh_until()
+    }
+
+    /// Age at `now`, counted like pingora's `CacheMeta::age`.
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.0.meta.epoch()).unwrap_or_default()
+    }
+
+    /// The response varies (`Vary`); the primary slot alone does not say which variant.
+    pub fn has_variance(&self) -> bool {
+        self.0.meta.has_variance()
     }
 }
 
