@@ -297,18 +297,15 @@ impl ProxyHttp for Edge {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
-        match (&ctx.customer, ctx.bypass) {
-            (Some(_), None) => {
-                session.cache.enable(
-                    self.store,
-                    None,
-                    None,
-                    Some(CACHE_LOCK.as_ref()),
-                    Some(lock_overrides(self.lock_timeout)),
-                );
-                session.cache.set_max_file_size_bytes(self.max_object);
-            }
-            _ => {}
+        if ctx.customer.is_some() && ctx.bypass.is_none() {
+            session.cache.enable(
+                self.store,
+                None,
+                None,
+                Some(CACHE_LOCK.as_ref()),
+                Some(lock_overrides(self.lock_timeout)),
+            );
+            session.cache.set_max_file_size_bytes(self.max_object);
         }
         Ok(())
     }
