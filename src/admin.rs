@@ -4,6 +4,7 @@
 //! or config except through the explicit endpoints documented in the README.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -14,12 +15,15 @@ use pingora_core::protocols::http::ServerSession;
 use crate::config::Customers;
 use crate::metrics::Metrics;
 use crate::storage::MemoryStore;
+use crate::sync::{Outcome, Syncer};
 
 /// What the admin endpoints read.
 pub struct Admin {
     pub customers: Arc<ArcSwap<Customers>>,
     pub metrics: Arc<Metrics>,
     pub store: &'static MemoryStore,
+    /// Config state (`GET /config`) and reloads (`POST /reload`).
+    pub sync: Arc<Syncer>,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Vec<u8>> {
@@ -50,12 +54,46 @@ impl ServeHttp for Admin {
             ("GET", "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                self.metrics.render(self.store),
+                self.metrics.render(self.store)
+                    + &self.sync.state().render_metrics(SystemTime::now()),
             ),
+            ("GET", "/config") => {
+                let body = self.sync.state().to_json(SystemTime::now());
+                reply(StatusCode::OK, "application/json", format!("{body:#}\n"))
+            }
+            ("GET", "/explain") => {
+                // What this edge does with ?url= at ?at= (default now); see crate::explain.
+                let customers = self.customers.load();
+                let query = session.req_header().uri.query();
+                match crate::explain::explain_query(&customers, query, jiff::Timestamp::now()) {
+                    Ok(e) => reply(
+                        StatusCode::OK,
+                        "application/json",
+                        format!("{:#}\n", serde_json::json!(e)),
+                    ),
+                    Err(e) => reply(
+                        StatusCode::BAD_REQUEST,
+                        "application/json",
+                        format!("{}\n", serde_json::json!({ "error": e.to_string() })),
+                    ),
+                }
+            }
+            ("POST", "/reload") => {
+                let outcome = self.sync.reload().await;
+                let status = match outcome {
+                    // The control plane failed us; or the node file is invalid.
+                    Outcome::Failed { .. } if self.sync.interval().is_some() => {
+                        StatusCode::BAD_GATEWAY
+                    }
+                    Outcome::Failed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::OK,
+                };
+                reply(status, "application/json", format!("{}\n", outcome.to_json()))
+            }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain; charset=utf-8",
-                format!("holdfast admin: no endpoint {method} {path}; try GET /healthz or GET /metrics\n"),
+                format!("holdfast admin: no endpoint {method} {path}; try GET /healthz, GET /metrics, GET /config or POST /reload\n"),
             ),
         }
     }

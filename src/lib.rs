@@ -2,14 +2,17 @@
 //!
 //! `config` turns YAML into a validated model, `policy` makes every cache decision as a
 //! pure function, `storage` is the bounded cache store, `proxy` is the Pingora glue,
+//! `sync` keeps the customers current (control plane, last-known-good file, reloads),
 //! `admin` serves operators, and `server` assembles them.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
 pub mod demo_origin;
+pub mod explain;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod storage;
+pub mod sync;

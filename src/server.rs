@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use log::info;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -17,10 +17,11 @@ use crate::demo_origin::DemoOrigin;
 use crate::metrics::Metrics;
 use crate::proxy::Edge;
 use crate::storage::MemoryStore;
+use crate::sync::SyncService;
 
 /// Build every service of the node and run until a signal stops it.
-pub fn run(node: NodeConfig) {
-    let mut conf = node.server;
+pub fn run(mut node: NodeConfig) {
+    let mut conf = std::mem::take(&mut node.server);
     // SIGTERM drains in DrainOnTerm below; Pingora's own grace period would only add a
     // fixed sleep on top of it.
     conf.grace_period_seconds = Some(0);
@@ -32,7 +33,17 @@ pub fn run(node: NodeConfig) {
         node.cache.memory,
         node.cache.max_object,
     )));
-    let customers = Arc::new(ArcSwap::new(node.customers.clone()));
+    // The starting config (control plane, cache_file or inline), decided before any
+    // listener opens; nothing valid at all stops here.
+    let syncer = match crate::sync::bootstrap(&node) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("holdfast: {e}");
+            std::process::exit(1);
+        }
+    };
+    let customers = syncer.state().customers();
     let metrics = Arc::new(Metrics::default());
 
     let edge = Edge::new(
@@ -56,11 +67,21 @@ pub fn run(node: NodeConfig) {
                 customers: customers.clone(),
                 metrics: metrics.clone(),
                 store,
+                sync: syncer.clone(),
             },
         );
         svc.add_tcp(&admin.listen);
         server.add_service(svc);
     }
+    server.add_service(background_service(
+        "holdfast config sync",
+        SyncService::new(syncer.clone()),
+    ));
+    // Warns when a rule's expiry or window passes on a config older than max_config_age.
+    server.add_service(background_service(
+        "holdfast schedule watch",
+        crate::explain::watch::ScheduleWatch::new(syncer.state().clone(), node.max_config_age),
+    ));
     if let Some(demo) = &node.demo_origin {
         let mut svc = Service::new(
             "holdfast demo origin".to_string(),
@@ -73,11 +94,12 @@ pub fn run(node: NodeConfig) {
     }
 
     info!(
-        "holdfast starting: listen={:?} admin={:?} customers={} config_version={}",
+        "holdfast starting: listen={:?} admin={:?} customers={} config_version={} config_source={}",
         node.listen,
         node.admin.as_ref().map(|a| a.listen.as_str()),
         customers.load().list.len(),
-        customers.load().version
+        customers.load().version,
+        syncer.state().source().as_str()
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(DrainOnTerm {

@@ -28,6 +28,11 @@ pub enum Behavior {
     Stall,
     /// Accept, read the request, then reset the connection.
     Reset,
+    /// Write these bytes as the whole answer (status line included), then close.
+    Raw(Vec<u8>),
+    /// A document with an ETag: 304 when the request's If-None-Match names it,
+    /// else 200 with the body.
+    Document { etag: String, body: Vec<u8> },
 }
 
 impl Behavior {
@@ -205,6 +210,25 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
                 drop(conn);
                 return;
             }
+            Behavior::Raw(bytes) => {
+                let _ = conn.write_all(&bytes).await;
+                let _ = conn.shutdown().await;
+                return;
+            }
+            Behavior::Document { etag, body } => {
+                let fresh = headers.get("if-none-match") == Some(&etag);
+                let (status, body): (u16, &[u8]) = if fresh { (304, &[]) } else { (200, &body) };
+                let mut out = format!("HTTP/1.1 {status} X\r\nETag: {etag}\r\n");
+                if status == 200 {
+                    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+                }
+                out.push_str("\r\n");
+                let mut bytes = out.into_bytes();
+                bytes.extend_from_slice(body);
+                if conn.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
             Behavior::Respond {
                 status,
                 headers: extra,
@@ -276,15 +300,20 @@ impl Holdfast {
     /// Start holdfast with `body` as the node config after the generated
     /// `listen:` and `admin:` lines. Waits until the data port accepts.
     pub async fn start(body: &str) -> Holdfast {
+        Self::start_with_env(body, &[]).await
+    }
+
+    /// [`Holdfast::start`] with extra environment variables for the process.
+    pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Holdfast {
         for _ in 0..5 {
-            if let Some(h) = Self::try_start(body).await {
+            if let Some(h) = Self::try_start(body, env).await {
                 return h;
             }
         }
         panic!("holdfast did not start after 5 tries");
     }
 
-    async fn try_start(body: &str) -> Option<Holdfast> {
+    async fn try_start(body: &str, env: &[(&str, &str)]) -> Option<Holdfast> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = (free_port(), free_port());
         let conf = dir.path().join("holdfast.yaml");
@@ -292,7 +321,7 @@ impl Holdfast {
             "listen: [\"127.0.0.1:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nserver: {{ threads: 2 }}\n{body}"
         );
         std::fs::write(&conf, text).expect("write conf");
-        let child = spawn(&conf, dir.path());
+        let child = spawn_with_env(&conf, dir.path(), env);
         let mut h = Holdfast {
             addr: ([127, 0, 0, 1], port).into(),
             admin: ([127, 0, 0, 1], admin_port).into(),
@@ -367,12 +396,18 @@ impl Drop for Holdfast {
 
 /// Start the binary with `conf`, logging to `dir/holdfast.log`.
 pub fn spawn(conf: &Path, dir: &Path) -> Child {
+    spawn_with_env(conf, dir, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+pub fn spawn_with_env(conf: &Path, dir: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(dir.join("holdfast.log")).expect("log file");
     let log2 = log.try_clone().expect("log clone");
     Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .arg("-c")
         .arg(conf)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log2))
         .spawn()
