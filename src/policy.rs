@@ -10,6 +10,7 @@
 //! `Set-Cookie` and `Authorization` still keep a response out of the shared cache,
 //! because storing those can leak one user's data to another.
 
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use http::{header, Method, StatusCode};
@@ -95,13 +96,21 @@ pub fn cache_key(
             parts.join("&")
         }
     };
-    let host = host.to_ascii_lowercase();
-    let mut key = String::with_capacity(customer.name.len() + host.len() + path.len() + 32);
-    for part in [customer.name.as_str(), scheme, host.as_str(), path, &query] {
-        key.push_str(&part.len().to_string());
-        key.push(':');
-        key.push_str(part);
-    }
+    let mut key =
+        String::with_capacity(customer.name.len() + host.len() + path.len() + query.len() + 24);
+    let mut push = |part: &str, fold_case: bool| {
+        let _ = write!(key, "{}:", part.len());
+        if fold_case {
+            key.extend(part.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            key.push_str(part);
+        }
+    };
+    push(&customer.name, false);
+    push(scheme, false);
+    push(host, true);
+    push(path, false);
+    push(&query, false);
     key
 }
 
@@ -116,6 +125,9 @@ pub struct Freshness {
     pub stale_if_error: Duration,
     /// Freshness was cut short by the rule's `expires_at`.
     pub capped_by_expiry: bool,
+    /// Freshness was cut short because another rule takes over the path at that
+    /// instant (an `active` window opens or closes), see [`next_rule_change`].
+    pub capped_by_schedule: bool,
 }
 
 /// The response-time decision.
@@ -137,13 +149,67 @@ fn cacheable_with_freshness(status: StatusCode) -> bool {
     heuristically_cacheable(status) || matches!(status.as_u16(), 404 | 405 | 410 | 414 | 501)
 }
 
+/// The next instant after `now` at which a different rule may apply to `path`: the
+/// nearest `from` or `until` of an `active` window on a rule that matches the path and
+/// comes no later than `rule` in the list. Later rules cannot take over while `rule`
+/// applies, except when `rule`'s own window closes, which is counted.
+pub fn next_rule_change(
+    customer: &Customer,
+    rule: Option<&Rule>,
+    path: &str,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    let now = to_timestamp(now);
+    let considered = rule.map_or(usize::MAX, |r| r.index.saturating_add(1));
+    customer
+        .rules
+        .iter()
+        .take(considered)
+        .filter(|r| r.matcher.matches(path))
+        .filter_map(|r| r.active.as_ref())
+        .flat_map(|w| [w.from.as_ref(), w.until.as_ref()])
+        .flatten()
+        .map(|i| i.timestamp())
+        .filter(|&t| t > now)
+        .min()
+        .map(to_system_time)
+}
+
+/// Whether `rule`, chosen for `path` at request time, no longer applies at `now`
+/// because an `active` window opened or closed while the origin answered: its own
+/// window closed, or an earlier windowed rule for the path opened (had it been open at
+/// request time, first match wins would have chosen it).
+fn schedule_moved(customer: &Customer, rule: Option<&Rule>, path: &str, now: SystemTime) -> bool {
+    let now = to_timestamp(now);
+    if rule
+        .and_then(|r| r.active.as_ref())
+        .is_some_and(|w| !w.contains(now))
+    {
+        return true;
+    }
+    customer
+        .rules
+        .iter()
+        .take(rule.map_or(usize::MAX, |r| r.index))
+        .any(|r| r.active.as_ref().is_some_and(|w| w.contains(now)) && r.matcher.matches(path))
+}
+
 /// Decide whether and for how long to store an origin response.
 ///
-/// `rule` is the rule chosen at request time; `req_authorized` is whether the request
-/// carried `Authorization`.
+/// `rule` is the rule chosen at request time for `path`; `req_authorized` is whether
+/// the request carried `Authorization`.
+///
+/// Two instants cap freshness: the rule's `expires_at` (nothing is served past it,
+/// not even stale, unless `stale_after_expiry`), and the next scheduled rule change for
+/// the path ([`next_rule_change`]), so a PoP switches behaviour on schedule even for
+/// objects stored before the switch; a response that arrives after such a switch is not
+/// stored at all (`schedule`). Past a rule change the old copy is not served
+/// while revalidating (`stale-while-revalidate` stops there), but it still stands in
+/// for an origin error (`stale-if-error`): an error page is worse than yesterday's page.
 pub fn decide_response(
     customer: &Customer,
     rule: Option<&Rule>,
+    path: &str,
     req_authorized: bool,
     resp: &ResponseHeader,
     now: SystemTime,
@@ -179,6 +245,12 @@ pub fn decide_response(
     }
     if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
         return DontStore("status");
+    }
+
+    if schedule_moved(customer, rule, path, now) {
+        // The response was requested under a rule that no longer applies: the next
+        // request fetches under the new one.
+        return DontStore("schedule");
     }
 
     let age = origin_age(resp, now);
@@ -234,6 +306,15 @@ pub fn decide_response(
         sie = Duration::ZERO;
     }
 
+    let mut capped_by_schedule = false;
+    if let Some(change) = next_rule_change(customer, rule, path, now) {
+        if change < fresh_until {
+            fresh_until = change;
+            capped_by_schedule = true;
+        }
+        swr = swr.min(change.duration_since(fresh_until).unwrap_or_default());
+    }
+
     let mut capped_by_expiry = false;
     if let Some(expiry) = rule.and_then(|r| r.expires_at.as_ref()) {
         let expires = to_system_time(expiry.timestamp());
@@ -243,6 +324,7 @@ pub fn decide_response(
         if expires < fresh_until {
             fresh_until = expires;
             capped_by_expiry = true;
+            capped_by_schedule = false;
         }
         if !rule.is_some_and(|r| r.stale_after_expiry) {
             // Stale windows are measured from fresh_until; never let them cross the expiry.
@@ -258,6 +340,7 @@ pub fn decide_response(
         stale_while_revalidate: swr,
         stale_if_error: sie,
         capped_by_expiry,
+        capped_by_schedule,
     })
 }
 

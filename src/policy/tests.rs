@@ -147,7 +147,7 @@ fn resp(status: u16, headers: &[(&'static str, &str)]) -> ResponseHeader {
 }
 
 fn decide(c: &Customer, rule: Option<&Rule>, r: &ResponseHeader) -> ResponseDecision {
-    decide_response(c, rule, false, r, now())
+    decide_response(c, rule, "/", false, r, now())
 }
 
 #[track_caller]
@@ -511,12 +511,20 @@ fn set_cookie_not_stored_unless_allowed() {
 #[test]
 fn authorization_needs_explicit_shared_permission() {
     let c = customer(vec![]);
-    let auth =
-        |cc: &str| decide_response(&c, None, true, &resp(200, &[("cache-control", cc)]), now());
+    let auth = |cc: &str| {
+        decide_response(
+            &c,
+            None,
+            "/",
+            true,
+            &resp(200, &[("cache-control", cc)]),
+            now(),
+        )
+    };
 
     assert_eq!(not_stored(auth("max-age=60")), "authorization");
     assert_eq!(
-        not_stored(decide_response(&c, None, true, &resp(200, &[]), now())),
+        not_stored(decide_response(&c, None, "/", true, &resp(200, &[]), now())),
         "authorization",
         "no Cache-Control at all"
     );
@@ -560,7 +568,7 @@ fn override_origin_never_overrides_privacy() {
         "set-cookie"
     );
     assert_eq!(
-        not_stored(decide_response(&c, None, true, &resp(200, &[]), now())),
+        not_stored(decide_response(&c, None, "/", true, &resp(200, &[]), now())),
         "authorization"
     );
 }
@@ -1254,7 +1262,7 @@ fn expires_at_on_the_dst_fall_back_day() {
     let decide_at = |expiry: &Instant| {
         let r0 = expiring_rule(expiry.clone(), false);
         let c = customer(vec![r0.clone()]);
-        stored(decide_response(&c, Some(&r0), false, &r, t))
+        stored(decide_response(&c, Some(&r0), "/", false, &r, t))
     };
     let f1 = decide_at(&first);
     let f2 = decide_at(&second);
@@ -1276,6 +1284,244 @@ fn expires_at_on_the_dst_fall_back_day() {
         check_hit(Some(&r2), f2.fresh_until, between),
         HitCheck::AsStored
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Scheduled rules: freshness never crosses a rule change
+// ---------------------------------------------------------------------------------
+
+/// The example: short TTLs on `/products/` during the sale, long ones otherwise.
+fn sale_customer(from: SystemTime, until: SystemTime) -> Customer {
+    customer(vec![
+        Rule {
+            ttl: Some(secs(60)),
+            active: Some(ActiveWindow {
+                from: Some(utc_instant(from)),
+                until: Some(utc_instant(until)),
+            }),
+            ..rule(0, prefix("/products/"))
+        },
+        Rule {
+            ttl: Some(secs(86_400)),
+            ..rule(1, prefix("/products/"))
+        },
+    ])
+}
+
+#[test]
+fn next_rule_change_finds_the_nearest_boundary_that_matters() {
+    let from = plus(now(), 3600);
+    let until = plus(now(), 7200);
+    let c = sale_customer(from, until);
+    let path = "/products/shoes";
+    let change = |t: SystemTime| next_rule_change(&c, matching_rule(&c, path, t), path, t);
+
+    assert_eq!(change(now()), Some(from), "before the sale: it starts");
+    assert_eq!(change(minus(from, 1)), Some(from));
+    assert_eq!(
+        change(from),
+        Some(until),
+        "at from: the window is open, it closes"
+    );
+    assert_eq!(change(minus(until, 1)), Some(until));
+    assert_eq!(change(until), None, "after the sale nothing is scheduled");
+    // Paths no windowed rule matches are never capped.
+    assert_eq!(next_rule_change(&c, None, "/about", now()), None);
+    // A window on a rule after the chosen one cannot take over.
+    let later = customer(vec![
+        rule(0, prefix("/")),
+        Rule {
+            active: Some(ActiveWindow {
+                from: Some(utc_instant(from)),
+                until: None,
+            }),
+            ..rule(1, prefix("/"))
+        },
+    ]);
+    assert_eq!(
+        next_rule_change(&later, later.rules.first(), "/", now()),
+        None
+    );
+}
+
+#[test]
+fn freshness_stops_where_another_rule_takes_over() {
+    let from = plus(now(), 3600);
+    let until = plus(now(), 7200);
+    let c = sale_customer(from, until);
+    let path = "/products/shoes";
+    let r = resp(200, &[]);
+    let decide_at = |t: SystemTime| {
+        let rule = matching_rule(&c, path, t);
+        stored(decide_response(&c, rule, path, false, &r, t))
+    };
+
+    // An hour before the sale the long rule applies, but only until the sale starts.
+    let f = decide_at(now());
+    assert_eq!(f.fresh_until, from);
+    assert!(f.capped_by_schedule && !f.capped_by_expiry);
+    assert_eq!(
+        f.stale_while_revalidate,
+        Duration::ZERO,
+        "the old copy is not served while revalidating past the switch"
+    );
+    assert_eq!(
+        f.stale_if_error,
+        secs(3600),
+        "it may still stand in for an origin error"
+    );
+    // One second before the sale: fresh for that second.
+    let f = decide_at(minus(from, 1));
+    assert_eq!(f.fresh_until, from);
+    // During the sale: the short TTL, untouched by the end of the sale...
+    let f = decide_at(from);
+    assert_eq!(f.fresh_until, plus(from, 60));
+    assert!(!f.capped_by_schedule);
+    // ...until the last minute, where the end of the sale cuts it.
+    let f = decide_at(minus(until, 10));
+    assert_eq!(f.fresh_until, until);
+    assert!(f.capped_by_schedule);
+    // After the sale: the long rule, nothing scheduled.
+    let f = decide_at(until);
+    assert_eq!(f.fresh_until, plus(until, 86_400));
+    assert!(!f.capped_by_schedule);
+
+    // Origin freshness is capped just the same: the rule deciding the object changes.
+    let f = stored(decide_response(
+        &c,
+        matching_rule(&c, path, now()),
+        path,
+        false,
+        &resp(
+            200,
+            &[("cache-control", "max-age=86400, stale-while-revalidate=600")],
+        ),
+        now(),
+    ));
+    assert_eq!(f.fresh_until, from);
+    assert_eq!(f.stale_while_revalidate, Duration::ZERO);
+    // Far from the boundary, the windows are only trimmed to the room left.
+    let f = stored(decide_response(
+        &c,
+        matching_rule(&c, path, now()),
+        path,
+        false,
+        &resp(
+            200,
+            &[("cache-control", "max-age=3000, stale-while-revalidate=6000")],
+        ),
+        now(),
+    ));
+    assert_eq!(f.fresh_until, plus(now(), 3000));
+    assert_eq!(f.stale_while_revalidate, secs(600));
+}
+
+#[test]
+fn a_response_that_arrives_after_a_switch_is_not_stored() {
+    let from = plus(now(), 3600);
+    let until = plus(now(), 7200);
+    let c = sale_customer(from, until);
+    let path = "/products/shoes";
+    let r = resp(200, &[("cache-control", "max-age=86400")]);
+    // Requested a second before the sale (long rule), answered at its start.
+    let before = matching_rule(&c, path, minus(from, 1));
+    assert_eq!(before.map(|r| r.index), Some(1));
+    assert_eq!(
+        not_stored(decide_response(&c, before, path, false, &r, from)),
+        "schedule"
+    );
+    // Requested in the sale's last second, answered after it.
+    let during = matching_rule(&c, path, minus(until, 1));
+    assert_eq!(during.map(|r| r.index), Some(0));
+    assert_eq!(
+        not_stored(decide_response(&c, during, path, false, &r, until)),
+        "schedule"
+    );
+    // Answered in time: stored as usual.
+    stored(decide_response(&c, before, path, false, &r, minus(from, 1)));
+    stored(decide_response(
+        &c,
+        during,
+        path,
+        false,
+        &r,
+        minus(until, 1),
+    ));
+    // A path no windowed rule matches is never affected.
+    let other = customer(vec![rule(0, prefix("/"))]);
+    stored(decide_response(
+        &other,
+        other.rules.first(),
+        path,
+        false,
+        &r,
+        from,
+    ));
+}
+
+#[test]
+fn expires_at_and_schedule_together_take_the_earlier() {
+    let from = plus(now(), 3600);
+    let mut c = sale_customer(from, plus(now(), 7200));
+    c.rules[1].expires_at = Some(utc_instant(plus(now(), 600)));
+    let rule = matching_rule(&c, "/products/a", now());
+    assert_eq!(rule.map(|r| r.index), Some(1));
+    let f = stored(decide_response(
+        &c,
+        rule,
+        "/products/a",
+        false,
+        &resp(200, &[]),
+        now(),
+    ));
+    assert_eq!(f.fresh_until, plus(now(), 600));
+    assert!(f.capped_by_expiry && !f.capped_by_schedule);
+
+    c.rules[1].expires_at = Some(utc_instant(plus(now(), 7200)));
+    let rule = matching_rule(&c, "/products/a", now());
+    let f = stored(decide_response(
+        &c,
+        rule,
+        "/products/a",
+        false,
+        &resp(200, &[]),
+        now(),
+    ));
+    assert_eq!(f.fresh_until, from);
+    assert!(!f.capped_by_expiry && f.capped_by_schedule);
+}
+
+#[test]
+fn windows_written_in_new_york_switch_across_dst() {
+    // A window from 00:00 New York time on the day clocks go back (EDT, -04:00) to
+    // 00:00 the next day (EST, -05:00): 25 hours long.
+    let from = zoned_instant("2026-11-01T00:00:00-04:00[America/New_York]");
+    let until = zoned_instant("2026-11-02T00:00:00-05:00[America/New_York]");
+    let (from_at, until_at) = (
+        to_system_time(from.timestamp()),
+        to_system_time(until.timestamp()),
+    );
+    assert_eq!(until_at.duration_since(from_at).unwrap(), secs(25 * 3600));
+    assert_eq!(from_at, at("2026-11-01T04:00:00Z"));
+    assert_eq!(until_at, at("2026-11-02T05:00:00Z"));
+    let c = customer(vec![
+        Rule {
+            cache: false,
+            active: Some(ActiveWindow {
+                from: Some(from),
+                until: Some(until),
+            }),
+            ..rule(0, prefix("/"))
+        },
+        rule(1, prefix("/")),
+    ]);
+    let idx = |t| matching_rule(&c, "/x", t).map(|r| r.index);
+    assert_eq!(idx(minus(from_at, 1)), Some(1));
+    assert_eq!(idx(from_at), Some(0));
+    // 23:59:59 New York time on Nov 1 is 04:59:59Z on Nov 2, not 03:59:59Z.
+    assert_eq!(idx(at("2026-11-02T03:59:59Z")), Some(0));
+    assert_eq!(idx(at("2026-11-02T04:59:59Z")), Some(0));
+    assert_eq!(idx(until_at), Some(1));
 }
 
 #[test]
@@ -1378,7 +1624,7 @@ proptest! {
             p.stale_while_revalidate = secs(customer_swr);
             p.stale_if_error = secs(customer_sie);
         });
-        let d = decide_response(&c, Some(&r0), false, &resp(200, &headers), t);
+        let d = decide_response(&c, Some(&r0), "/", false, &resp(200, &headers), t);
 
         let should_store = offset > 0 && (via_header || ttl > 0) && (ttl > age || etag);
         match d {
@@ -1409,6 +1655,37 @@ proptest! {
         }
     }
 
+    /// Whatever the schedule, a stored object is never fresh past the next instant a
+    /// different rule may apply to its path, and never served while revalidating past it.
+    #[test]
+    fn freshness_never_crosses_a_rule_change(
+        from_offset in -ONE_YEAR..=ONE_YEAR,
+        len in 1..=ONE_YEAR as u64,
+        ttl in 1..=TEN_YEARS,
+        swr in 0..=ONE_YEAR as u64,
+    ) {
+        let t = now();
+        let from = if from_offset >= 0 { plus(t, from_offset as u64) } else { minus(t, from_offset.unsigned_abs()) };
+        let until = from + secs(len);
+        let c = with_policy(sale_customer(from, until), |p| p.stale_while_revalidate = secs(swr));
+        let path = "/products/x";
+        let rule = matching_rule(&c, path, t);
+        let cc = format!("max-age={ttl}");
+        let f = stored(decide_response(&c, rule, path, false, &resp(200, &[("cache-control", &cc)]), t));
+        prop_assert!(f.fresh_until <= t + secs(ttl));
+        for boundary in [from, until] {
+            if boundary > t {
+                prop_assert!(f.fresh_until + f.stale_while_revalidate <= boundary);
+            }
+        }
+        if from > t || until > t {
+            let next = if from > t { from } else { until };
+            prop_assert_eq!(f.fresh_until, (t + secs(ttl)).min(next));
+        } else {
+            prop_assert_eq!(f.fresh_until, t + secs(ttl));
+        }
+    }
+
     /// Without a rule expiry, freshness is exactly created + lifetime.
     #[test]
     fn freshness_without_expiry_is_created_plus_lifetime((ttl, age) in ttl_and_age()) {
@@ -1416,7 +1693,7 @@ proptest! {
         let age_s = age.to_string();
         let cc = format!("max-age={ttl}");
         let r = resp(200, &[("age", &age_s), ("cache-control", &cc), ("etag", "\"v\"")]);
-        let f = stored(decide_response(&customer(vec![]), None, false, &r, t));
+        let f = stored(decide_response(&customer(vec![]), None, "/", false, &r, t));
         prop_assert_eq!(f.created, minus(t, age));
         prop_assert_eq!(f.fresh_until, minus(t, age) + secs(ttl));
         prop_assert!(f.fresh_until <= t + secs(ttl));

@@ -238,6 +238,10 @@ impl Edge {
 impl ProxyHttp for Edge {
     type CTX = Ctx;
 
+    /// No response compression at the edge: bodies are served as the origin sent them
+    /// (the default module would run on every response to do nothing).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         self.metrics.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {
@@ -529,7 +533,10 @@ impl ProxyHttp for Edge {
                 can_reuse_downstream: false,
             };
         }
-        ctx.edge_detail = Some(if is_timeout(e) {
+        ctx.edge_detail = Some(if ctx.expired_by_rule {
+            // A stored copy exists but its rule's expires_at forbids serving it stale.
+            "expires-at"
+        } else if is_timeout(e) {
             "origin-timeout"
         } else if e.esource() == &ErrorSource::Upstream {
             "origin-unreachable"
@@ -539,6 +546,8 @@ impl ProxyHttp for Edge {
         let status = CacheStatus {
             fwd: Some(if ctx.bypass.is_some() {
                 "bypass"
+            } else if ctx.expired_by_rule {
+                "stale"
             } else {
                 "miss"
             }),
@@ -565,6 +574,10 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        if !log::log_enabled!(target: "holdfast::access", log::Level::Info) {
+            return;
+        }
         let req = session.req_header();
         let status = session
             .response_written()
@@ -583,7 +596,6 @@ impl ProxyHttp for Edge {
             ctx.config_version,
             e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),
         );
-        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -647,6 +659,8 @@ fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
     if let Some(detail) = ctx.edge_detail {
         s.fwd = Some(if detail == "unknown-host" || ctx.bypass.is_some() {
             "bypass"
+        } else if ctx.expired_by_rule {
+            "stale"
         } else {
             "miss"
         });

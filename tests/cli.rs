@@ -1,0 +1,303 @@
+//! The `holdfast` command line, run as the real binary: `-t` on good and bad files
+//! (exit code, `file:line:column`, how to fix it) and `explain`.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{run_cli, write_file};
+
+/// One customer with one rule for /sale/banner.png; `extra` is appended (rule keys
+/// indented by 8 spaces, or further customers at 2).
+const HEAD: &str = r#"listen: ["127.0.0.1:8080"]
+customers:
+  - name: shop
+    hosts: ["shop.example.com", "*.shop.example.com"]
+    origin:
+      servers: ["127.0.0.1:8000"]
+    cache:
+      default_ttl: 5m
+      stale_while_revalidate: 30s
+      stale_if_error: 1d
+    rules:
+      - match: { path: /sale/banner.png }
+"#;
+
+/// The line of the first line after HEAD.
+const NEXT_LINE: usize = 13;
+
+struct Conf {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Conf {
+    fn new(text: &str) -> Conf {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write_file(dir.path(), "holdfast.yaml", text);
+        Conf { _dir: dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    fn check(&self) -> (i32, String, String) {
+        run_cli(&["-t", "-c", self.path()])
+    }
+
+    fn explain(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["explain", "-c", self.path()];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    }
+}
+
+/// `holdfast -t` on HEAD + `extra` fails with exit 1 at `line:column` and says `phrases`.
+#[track_caller]
+fn rejected(extra: &str, (line, column): (usize, usize), phrases: &[&str]) {
+    let conf = Conf::new(&format!("{HEAD}{extra}"));
+    let (code, stdout, stderr) = conf.check();
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
+    let at = format!("{}:{line}:{column}: ", conf.path());
+    assert!(stderr.contains(&at), "expected {at:?} in {stderr:?}");
+    for p in phrases {
+        assert!(stderr.contains(p), "expected {p:?} in {stderr:?}");
+    }
+}
+
+#[test]
+fn check_accepts_a_valid_file() {
+    let conf = Conf::new(&format!(
+        "{HEAD}        expires_at: \"2026-11-29T00:00:00-05:00[America/New_York]\"\n"
+    ));
+    let (code, stdout, stderr) = conf.check();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("is valid (1 inline customers)"), "{stdout}");
+    // Every accepted instant form.
+    for at in [
+        "2026-11-29T00:00:00-05:00",
+        "2026-11-29T05:00:00Z",
+        "2026-11-29T00:00:00[America/New_York]",
+    ] {
+        let conf = Conf::new(&format!("{HEAD}        expires_at: \"{at}\"\n"));
+        assert_eq!(conf.check().0, 0, "{at}");
+    }
+    // The shipped config too.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/holdfast.yaml");
+    assert_eq!(run_cli(&["-t", "-c", shipped]).0, 0);
+}
+
+#[test]
+fn check_rejects_an_expiry_without_offset_or_zone() {
+    rejected(
+        "        expires_at: \"2026-11-29T00:00:00\"\n",
+        (NEXT_LINE, 21),
+        &[
+            "no offset or time zone",
+            "2026-11-29T00:00:00-05:00",
+            "2026-11-29T00:00:00[America/New_York]",
+        ],
+    );
+    // In an active window too.
+    rejected(
+        "        active: { from: \"2026-11-27T00:00:00\" }\n",
+        (NEXT_LINE, 25),
+        &["no offset or time zone"],
+    );
+}
+
+#[test]
+fn check_rejects_an_unknown_zone() {
+    rejected(
+        "        expires_at: \"2026-11-29T00:00:00[America/New_Yrok]\"\n",
+        (NEXT_LINE, 21),
+        &["unknown time zone \"America/New_Yrok\"", "America/New_York"],
+    );
+}
+
+#[test]
+fn check_rejects_an_offset_that_disagrees_with_the_zone() {
+    // July in New York is EDT (-04:00): -05:00 is the classic wrong-zone mistake.
+    rejected(
+        "        expires_at: \"2026-07-01T00:00:00-05:00[America/New_York]\"\n",
+        (NEXT_LINE, 21),
+        &["disagrees with America/New_York", "is at -04:00"],
+    );
+}
+
+#[test]
+fn check_rejects_unknown_keys_and_bad_durations() {
+    rejected(
+        "        expire_at: \"2026-11-29T00:00:00-05:00\"\n",
+        (NEXT_LINE, 9),
+        &[
+            "unknown field `expire_at`",
+            "expires_at",
+            "correct its spelling",
+        ],
+    );
+    rejected(
+        "        ttl: 5 minutes\n",
+        (NEXT_LINE, 14),
+        &["unknown unit", "500ms, 30s, 5m, 1h or 7d"],
+    );
+}
+
+#[test]
+fn check_rejects_a_host_served_twice() {
+    rejected(
+        "  - name: other\n    hosts: [\"Shop.Example.com\"]\n    origin: { servers: [\"127.0.0.1:8001\"] }\n",
+        (NEXT_LINE + 1, 13),
+        &["\"shop.example.com\" is already served by customer \"shop\""],
+    );
+}
+
+#[test]
+fn check_rejects_empty_origin_servers() {
+    let conf = Conf::new(
+        "listen: [\"127.0.0.1:8080\"]\ncustomers:\n  - name: shop\n    hosts: [shop.example.com]\n    origin:\n      servers: []\n",
+    );
+    let (code, _, stderr) = conf.check();
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("{}:6:7: ", conf.path())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no origin servers"), "{stderr}");
+}
+
+#[test]
+fn check_names_a_missing_file() {
+    let (code, _, stderr) = run_cli(&["-t", "-c", "/nonexistent/holdfast.yaml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("/nonexistent/holdfast.yaml: cannot read"),
+        "{stderr}"
+    );
+}
+
+/// HEAD with the banner expiring at midnight New York time, plus a sale window.
+fn sale_conf() -> Conf {
+    Conf::new(&format!(
+        "{HEAD}        ttl: 7d\n        expires_at: \"2026-11-29T00:00:00[America/New_York]\"\n      - match: {{ path_prefix: /products/ }}\n        ttl: 1m\n        active: {{ from: \"2026-11-27T00:00:00-05:00[America/New_York]\", until: \"2026-11-30T00:00:00-05:00\" }}\n"
+    ))
+}
+
+#[test]
+fn explain_shows_the_expiry_in_utc_and_in_new_york() {
+    let conf = sale_conf();
+    let (code, out, err) = conf.explain(&[
+        "https://shop.example.com/sale/banner.png",
+        "--at",
+        "2026-11-28T12:00:00Z",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "Customer       shop (host shop.example.com",
+        "Rule           rules[0] path: /sale/banner.png",
+        "TTL            7d (rule)",
+        "Expires at     2026-11-29T05:00:00Z (UTC)",
+        "2026-11-29T00:00:00-05:00[America/New_York] (EST, the rule's own zone)",
+        "not yet passed (in 17h)",
+        "Stored now     fresh until 2026-11-29T05:00:00Z (cut short by expires_at)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}");
+    }
+}
+
+#[test]
+fn explain_before_and_after_the_expiry_differ() {
+    let conf = sale_conf();
+    let url = "https://shop.example.com/sale/banner.png";
+    // One second either side of midnight New York time, given in New York time.
+    let (c1, before, e1) = conf.explain(&[url, "--at", "2026-11-28T23:59:59[America/New_York]"]);
+    let (c2, after, e2) = conf.explain(&[url, "--at", "2026-11-29T00:00:01-05:00"]);
+    assert_eq!((c1, c2), (0, 0), "{e1}{e2}");
+    assert!(before.contains("not yet passed (in 1s)"), "{before}");
+    assert!(
+        before.contains("Stored now     fresh until 2026-11-29T05:00:00Z"),
+        "{before}"
+    );
+    assert!(
+        after.contains("passed 1s ago; nothing is served after it, not even stale"),
+        "{after}"
+    );
+    assert!(
+        after.contains("Stored now     not stored (expired)"),
+        "{after}"
+    );
+    assert!(after.contains("never served stale"), "{after}");
+    assert_ne!(before, after);
+}
+
+#[test]
+fn explain_shows_windows_and_prints_json() {
+    let conf = sale_conf();
+    let url = "shop.example.com/products/shoes";
+    let (code, out, err) = conf.explain(&[url, "--at", "2026-11-26T23:59:59-05:00"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("window closed, ttl 1m, window opens in 1s"),
+        "{out}"
+    );
+    assert!(out.contains("Next change    2026-11-27T05:00:00Z = 2026-11-27T00:00:00-05:00[America/New_York] (EST), in 1s"), "{out}");
+
+    let (code, out, err) = conf.explain(&[url, "--at", "2026-11-27T05:00:00Z", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["customer"], "shop");
+    assert_eq!(v["rule"]["index"], 1);
+    assert_eq!(v["rule"]["active"]["state"], "active");
+    assert_eq!(v["ttl"]["text"], "1m");
+    assert_eq!(v["next_rule_change"]["utc"], "2026-11-30T05:00:00Z");
+}
+
+#[test]
+fn explain_rejects_bad_input_with_a_clear_message() {
+    let conf = sale_conf();
+    let (code, out, err) = conf.explain(&["https://nobody.example.net/"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("no customer serves host \"nobody.example.net\""),
+        "{err}"
+    );
+    let (code, _, err) = conf.explain(&["ftp://shop.example.com/x"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid URL") && err.contains("http or https"),
+        "{err}"
+    );
+    let (code, _, err) =
+        conf.explain(&["https://shop.example.com/", "--at", "2026-11-29T00:00:00"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid --at") && err.contains("[America/New_York]"),
+        "{err}"
+    );
+    let (code, _, err) = conf.explain(&[
+        "https://shop.example.com/",
+        "--at",
+        "2026-11-29T00:00:00[Mars/Base]",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown time zone"), "{err}");
+    // A bad config file is reported as by -t.
+    let bad = Conf::new(&format!("{HEAD}        ttl: 5\n"));
+    let (code, _, err) = bad.explain(&["https://shop.example.com/"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("{}:{NEXT_LINE}:", bad.path())),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_defaults_to_now() {
+    let conf = sale_conf();
+    let (code, out, err) = conf.explain(&["https://shop.example.com/other"]);
+    assert_eq!(code, 0, "{err}");
+    let year = jiff::Timestamp::now().to_string()[..4].to_string();
+    assert!(out.contains(&format!("At             {year}-")), "{out}");
+    assert!(out.contains("TTL            5m (default_ttl)"), "{out}");
+}
