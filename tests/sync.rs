@@ -160,7 +160,7 @@ async fn applies_v1_then_v2_within_one_interval_under_load() {
     assert!(c["last_sync_ok"].is_string());
     assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));
     assert_eq!(body(&h, "old.test").await.0, 200);
-    assert_eq!(std::fs::read_to_string(&cache_file).unwrap(), v1);
+    assert_eq!(written_file(&cache_file, |t| t == v1).await, v1);
 
     // Load: fresh connections from 3 tasks and one keep-alive connection, all through
     // the switch.
@@ -235,8 +235,8 @@ async fn applies_v1_then_v2_within_one_interval_under_load() {
         421,
         "a removed customer's host is refused"
     );
-    assert!(std::fs::read_to_string(&cache_file)
-        .unwrap()
+    assert!(written_file(&cache_file, |t| t.starts_with("version: 2\n"))
+        .await
         .starts_with("version: 2\n"));
     assert!(h.log().contains("applied version 2 from"), "{}", h.log());
     assert!(
@@ -364,7 +364,7 @@ async fn restart_without_the_control_plane_serves_from_cache_file() {
     let mut first = Holdfast::start(&conf).await;
     assert_eq!(config(&first).await["version"], 1);
     first.kill();
-    let written = std::fs::read_to_string(&cache_file).unwrap();
+    let written = written_file(&cache_file, |t| t.starts_with("version: 1\n")).await;
 
     // A control plane that accepts but never answers delays the start by `timeout` only.
     cp.route(DOC, Behavior::Stall);
@@ -450,7 +450,7 @@ async fn corrupt_cache_file_falls_back_to_inline_until_a_valid_document() {
     })
     .await;
     assert_eq!(body(&h, "shop.test").await, (200, "from-b".into()));
-    assert_eq!(std::fs::read_to_string(&cache_file).unwrap(), v1);
+    assert_eq!(written_file(&cache_file, |t| t == v1).await, v1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -807,4 +807,17 @@ async fn https_verifies_the_control_plane_certificate() {
         ("control-plane".into(), 1.into()),
         "{c:#}"
     );
+}
+
+/// The cache file's text once `done` holds (it is written right after the swap), or
+/// as it is after 3 s.
+async fn written_file(path: &std::path::Path, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

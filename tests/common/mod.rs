@@ -217,15 +217,12 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
             }
             Behavior::Document { etag, body } => {
                 let fresh = headers.get("if-none-match") == Some(&etag);
-                let (status, body): (u16, &[u8]) = if fresh { (304, &[]) } else { (200, &body) };
-                let mut out = format!("HTTP/1.1 {status} X\r\nETag: {etag}\r\n");
-                if status == 200 {
-                    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-                }
-                out.push_str("\r\n");
-                let mut bytes = out.into_bytes();
-                bytes.extend_from_slice(body);
-                if conn.write_all(&bytes).await.is_err() {
+                let status = if fresh { 304 } else { 200 };
+                let extra = [("ETag".to_string(), etag)];
+                if write_response(&mut conn, status, &extra, &body, &method)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -234,30 +231,41 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
                 headers: extra,
                 body,
             } => {
-                let mut out = format!("HTTP/1.1 {status} X\r\n");
-                let mut has_date = false;
-                for (k, v) in &extra {
-                    has_date |= k.eq_ignore_ascii_case("date");
-                    out.push_str(&format!("{k}: {v}\r\n"));
-                }
-                let _ = has_date;
-                let body: &[u8] = if method == "HEAD" || status == 304 {
-                    &[]
-                } else {
-                    &body
-                };
-                if status != 304 {
-                    out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-                }
-                out.push_str("\r\n");
-                let mut bytes = out.into_bytes();
-                bytes.extend_from_slice(body);
-                if conn.write_all(&bytes).await.is_err() {
+                if write_response(&mut conn, status, &extra, &body, &method)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         }
     }
+}
+
+/// Write one response; HEAD and 304 get no body, and 304 no Content-Length.
+async fn write_response(
+    conn: &mut TcpStream,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    method: &str,
+) -> std::io::Result<()> {
+    let mut out = format!("HTTP/1.1 {status} X\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body: &[u8] = if method == "HEAD" || status == 304 {
+        &[]
+    } else {
+        body
+    };
+    if status != 304 {
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    conn.write_all(&bytes).await
 }
 
 /// Read until the end of a request head; returns the index of "\r\n\r\n".
