@@ -69,8 +69,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    holdfast::server::run(node);
-    ExitCode::SUCCESS
+    match holdfast::server::run(node) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("holdfast: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `holdfast explain`: against the inline customers, or, when there are none, the

@@ -17,10 +17,14 @@ use crate::demo_origin::DemoOrigin;
 use crate::metrics::Metrics;
 use crate::proxy::Edge;
 use crate::storage::MemoryStore;
-use crate::sync::SyncService;
+use crate::sync::{StartError, SyncService};
 
-/// Build every service of the node and run until a signal stops it.
-pub fn run(mut node: NodeConfig) {
+/// Build every service of the node and run until a signal stops it. Fails before any
+/// listener opens when there is no valid customer config at all.
+pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
+    // The starting config (control plane, cache_file or inline), decided before any
+    // listener opens.
+    let syncer = crate::sync::bootstrap(&node)?;
     let mut conf = std::mem::take(&mut node.server);
     // SIGTERM drains in DrainOnTerm below; Pingora's own grace period would only add a
     // fixed sleep on top of it.
@@ -33,16 +37,6 @@ pub fn run(mut node: NodeConfig) {
         node.cache.memory,
         node.cache.max_object,
     )));
-    // The starting config (control plane, cache_file or inline), decided before any
-    // listener opens; nothing valid at all stops here.
-    let syncer = match crate::sync::bootstrap(&node) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("{e}");
-            eprintln!("holdfast: {e}");
-            std::process::exit(1);
-        }
-    };
     let customers = syncer.state().customers();
     let metrics = Arc::new(Metrics::default());
 
@@ -107,6 +101,7 @@ pub fn run(mut node: NodeConfig) {
             grace: node.shutdown_grace,
         }),
     });
+    Ok(())
 }
 
 /// SIGTERM: wait until requests in flight finish (at most `grace`), then let Pingora
