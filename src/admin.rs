@@ -93,7 +93,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain; charset=utf-8",
-                format!("holdfast admin: no endpoint {method} {path}; try GET /healthz, GET /metrics, GET /config or POST /reload\n"),
+                format!("holdfast admin: no endpoint {method} {path}; try GET /healthz, GET /metrics, GET /config, GET /explain?url=..., or POST /reload\n"),
             ),
         }
     }
