@@ -4,6 +4,7 @@
 //! between Pingora's phases. It must never make a cache decision of its own: every
 //! "store or not", "how long", "serve stale or not" lives in the policy.
 
+mod health;
 mod status;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +32,7 @@ use crate::config::{Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::storage::MemoryStore;
+use health::OriginHealth;
 pub use status::CacheStatus;
 
 /// The cache lock shared by every request: N concurrent misses for one key reach the
@@ -46,6 +48,7 @@ pub struct Edge {
     max_object: usize,
     metrics: Arc<Metrics>,
     next_server: AtomicUsize,
+    health: OriginHealth,
 }
 
 impl Edge {
@@ -63,6 +66,7 @@ impl Edge {
             max_object,
             metrics,
             next_server: AtomicUsize::new(0),
+            health: OriginHealth::default(),
         }
     }
 }
@@ -78,11 +82,13 @@ pub struct Ctx {
     stored: bool,
     stale_detail: Option<&'static str>,
     stale_fwd_status: Option<u16>,
+    /// A stale copy served without asking an origin that failed a moment ago.
+    stale_shortcut: bool,
     expired_by_rule: bool,
     origin_status: Option<u16>,
     edge_detail: Option<&'static str>,
-    /// Served by the fast hit path, with this many seconds of freshness left.
-    fast_hit_ttl: Option<i64>,
+    /// Answered by the fast path straight from the store, with this status.
+    from_store: Option<CacheStatus>,
     started: Instant,
     _inflight: InflightGuard,
 }
@@ -173,11 +179,13 @@ async fn respond_text(
 }
 
 impl Edge {
-    /// The fast path for the common case: a fresh, complete, non-varying stored response
-    /// to a plain GET or HEAD. It answers straight from the store, skipping pingora-cache's
-    /// phase machine, and keeps every semantic of a hit: conditional requests (304), HEAD,
-    /// `Age`, `Cache-Status`, `Via`. Anything else (Range, Vary, stale, expired by a rule)
-    /// returns `false` and takes the full path.
+    /// The fast path for the common cases: a fresh, complete, non-varying stored response
+    /// to a plain GET or HEAD, or a stale one within its stale-if-error window while the
+    /// origin is known to be failing (see [`health`]). It answers straight from the store,
+    /// skipping pingora-cache's phase machine, and keeps every semantic of a hit:
+    /// conditional requests (304), HEAD, `Age`, `Cache-Status`, `Via`. Anything else
+    /// (Range, Vary, stale with a healthy origin, expired by a rule) returns `false` and
+    /// takes the full path.
     async fn serve_fresh_hit(
         &self,
         session: &mut Session,
@@ -196,11 +204,36 @@ impl Edge {
         };
         let fresh_until = stored.fresh_until();
         if stored.has_variance()
-            || fresh_until < now
             || policy::check_hit(ctx.rule(), fresh_until, now) != HitCheck::AsStored
         {
             return Ok(false);
         }
+        let ttl = unix_secs_diff(fresh_until, now);
+        let status = if fresh_until >= now {
+            CacheStatus {
+                hit: true,
+                ttl: Some(ttl),
+                ..Default::default()
+            }
+        } else {
+            // Stale: served from here only while the origin is known to be failing and
+            // the copy's own stale-if-error window is open; otherwise the full path
+            // asks the origin.
+            let failing = self.health.recent_failure(&customer.name, Instant::now());
+            match failing {
+                Some(_) if now <= fresh_until + stored.stale_if_error() => {
+                    self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+                    // Not forwarded: a hit on a stale copy, for the reason given.
+                    CacheStatus {
+                        hit: true,
+                        ttl: Some(ttl),
+                        detail: Some("stale-if-error"),
+                        ..Default::default()
+                    }
+                }
+                _ => return Ok(false),
+            }
+        };
         let mut resp = stored.header().clone();
         resp.set_version(http::Version::HTTP_11);
         resp.insert_header(header::AGE, stored.age(now).as_secs())?;
@@ -213,13 +246,7 @@ impl Edge {
             to_304(&mut resp);
         }
         let header_only = not_modified || no_body || req.method == http::Method::HEAD;
-        let ttl = unix_secs_diff(fresh_until, now);
-        ctx.fast_hit_ttl = Some(ttl);
-        let status = CacheStatus {
-            hit: true,
-            ttl: Some(ttl),
-            ..Default::default()
-        };
+        ctx.from_store = Some(status.clone());
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
         session
@@ -253,10 +280,11 @@ impl ProxyHttp for Edge {
             stored: false,
             stale_detail: None,
             stale_fwd_status: None,
+            stale_shortcut: false,
             expired_by_rule: false,
             origin_status: None,
             edge_detail: None,
-            fast_hit_ttl: None,
+            from_store: None,
             started: Instant::now(),
             _inflight: InflightGuard(self.metrics.clone()),
         }
@@ -326,10 +354,24 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
-        _is_fresh: bool,
+        is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
-        match policy::check_hit(ctx.rule(), meta.fresh_until(), SystemTime::now()) {
+        let now = SystemTime::now();
+        match policy::check_hit(ctx.rule(), meta.fresh_until(), now) {
+            HitCheck::AsStored if !is_fresh && meta.serve_stale_if_error(now) => {
+                // A stale copy while the origin is known to be failing: serve it now
+                // rather than queue behind other requests' attempts at a dead origin.
+                let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("");
+                match self.health.recent_failure(customer, Instant::now()) {
+                    Some(_) => {
+                        ctx.stale_shortcut = true;
+                        self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+                        Ok(Some(ForcedFreshness::ForceFresh))
+                    }
+                    None => Ok(None),
+                }
+            }
             HitCheck::AsStored => Ok(None),
             HitCheck::ExpiredAt { at, serve_stale } => {
                 ctx.expired_by_rule = true;
@@ -434,6 +476,8 @@ impl ProxyHttp for Edge {
             _ => e.esource() == &ErrorSource::Upstream,
         };
         if serve {
+            self.health
+                .failed(&customer.name, edge_status_for(e), Instant::now());
             ctx.stale_detail = Some("stale-if-error");
             ctx.stale_fwd_status = Some(edge_status_for(e));
             self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
@@ -483,7 +527,15 @@ impl ProxyHttp for Edge {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        ctx.origin_status = Some(upstream_response.status.as_u16());
+        let status = upstream_response.status.as_u16();
+        ctx.origin_status = Some(status);
+        if let Some(customer) = ctx.customer() {
+            if policy::is_stale_if_error_status(&customer.cache, status) {
+                self.health.failed(&customer.name, status, Instant::now());
+            } else {
+                self.health.recovered(&customer.name);
+            }
+        }
         Ok(())
     }
 
@@ -532,6 +584,11 @@ impl ProxyHttp for Edge {
                 error_code: 0,
                 can_reuse_downstream: false,
             };
+        }
+        if e.esource() == &ErrorSource::Upstream {
+            if let Some(customer) = ctx.customer() {
+                self.health.failed(&customer.name, code, Instant::now());
+            }
         }
         ctx.edge_detail = Some(if ctx.expired_by_rule {
             // A stored copy exists but its rule's expires_at forbids serving it stale.
@@ -651,10 +708,8 @@ fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
             .map(|m| unix_secs_diff(m.fresh_until(), now))
     };
     let mut s = CacheStatus::default();
-    if let Some(ttl) = ctx.fast_hit_ttl {
-        s.hit = true;
-        s.ttl = Some(ttl);
-        return s;
+    if let Some(from_store) = &ctx.from_store {
+        return from_store.clone();
     }
     if let Some(detail) = ctx.edge_detail {
         s.fwd = Some(if detail == "unknown-host" || ctx.bypass.is_some() {
@@ -674,6 +729,12 @@ fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
             "bypass"
         });
         s.detail = Some(reason);
+        return s;
+    }
+    if ctx.stale_shortcut {
+        s.hit = true;
+        s.ttl = ttl();
+        s.detail = Some("stale-if-error");
         return s;
     }
     if ctx.stale_detail == Some("stale-if-error") {

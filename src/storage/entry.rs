@@ -99,6 +99,10 @@ impl MetaParts {
         self.epoch_override.unwrap_or(self.updated)
     }
 
+    pub(super) fn stale_if_error(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.stale_if_error_sec.into())
+    }
+
     pub(super) fn has_variance(&self) -> bool {
         self.variance.is_some()
     }

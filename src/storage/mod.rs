@@ -223,6 +223,11 @@ impl StoredResponse {
         now.duration_since(self.0.meta.epoch()).unwrap_or_default()
     }
 
+    /// How long past `fresh_until` the response may be served when the origin fails.
+    pub fn stale_if_error(&self) -> Duration {
+        self.0.meta.stale_if_error()
+    }
+
     /// The response varies (`Vary`); the primary slot alone does not say which variant.
     pub fn has_variance(&self) -> bool {
         self.0.meta.has_variance()
