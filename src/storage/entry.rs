@@ -4,6 +4,7 @@
 //! fields, so a hit clones a refcount and a header instead of decoding pingora's serialized meta.
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
 use pingora_http::ResponseHeader;
@@ -52,7 +53,7 @@ impl MetaParts {
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             variance: meta.variance(),
-            header: meta.response_header_copy(),
+            header: owned_header(meta.response_header()),
         }
     }
 
@@ -125,6 +126,48 @@ impl MetaParts {
             .fold(reason, |acc, (name, value)| {
                 acc.saturating_add(2 * name.as_str().len() + value.len() + HEADER_FIELD_OVERHEAD)
             })
+    }
+}
+
+/// A copy of `header` that owns its bytes.
+///
+/// Pingora parses an origin's response header without copying: every name and value is
+/// a slice of the connection's read buffer. Stored as is, one entry would keep that
+/// whole buffer alive, several kilobytes the weight never sees (measured: RSS grew by
+/// ~7.7 KB per stored 1 KiB response against ~2.6 KB weighed). Copying the few hundred
+/// bytes of names and values once, at admission, keeps the bound honest.
+fn owned_header(header: &ResponseHeader) -> ResponseHeader {
+    let fields = header.headers.len();
+    let built = if header.has_case() {
+        ResponseHeader::build(header.status, Some(fields))
+    } else {
+        ResponseHeader::build_no_case(header.status, Some(fields))
+    };
+    // Building from a valid status cannot fail; fall back to the shared copy if it did.
+    let Ok(mut out) = built else {
+        return header.clone();
+    };
+    out.set_version(header.version);
+    if out.set_reason_phrase(header.get_reason_phrase()).is_err() {
+        return header.clone();
+    }
+    let own = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone());
+    let copied = if header.has_case() {
+        header.case_header_iter().try_for_each(|(name, value)| {
+            // Field names are ASCII tokens, so this is lossless.
+            let name = String::from_utf8_lossy(name.as_slice()).into_owned();
+            out.append_header(name, own(value)).map(|_| ())
+        })
+    } else {
+        header.headers.iter().try_for_each(|(name, value)| {
+            let name =
+                HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+            out.append_header(name, own(value)).map(|_| ())
+        })
+    };
+    match copied {
+        Ok(()) => out,
+        Err(_) => header.clone(),
     }
 }
 

@@ -142,6 +142,35 @@ async fn hits_share_the_stored_body_instead_of_copying_it() {
 }
 
 #[tokio::test]
+async fn stored_headers_do_not_pin_the_buffer_they_were_parsed_from() {
+    // Pingora parses origin headers as slices of the connection's read buffer.
+    let buffer = Bytes::from(vec![b'a'; 16 * KIB]);
+    let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+    let mut parsed = ResponseHeader::build(200, Some(2)).expect("header");
+    parsed
+        .append_header(
+            "X-Shared",
+            http::HeaderValue::from_maybe_shared(buffer.slice(10..20)).expect("value"),
+        )
+        .expect("append");
+    let now = SystemTime::now();
+    let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, parsed);
+    let given = meta.headers().get("x-shared").expect("given value");
+    assert!(
+        range.contains(&(given.as_bytes().as_ptr() as usize)),
+        "premise"
+    );
+
+    let stored = store(64 * KIB, 4 * KIB);
+    let k = key("/pinned");
+    put(stored, &k, &meta, b"body").await;
+    let (found, _) = get(stored, &k).await.expect("hit");
+    let value = found.headers().get("x-shared").expect("stored value");
+    assert_eq!(value.as_bytes(), b"aaaaaaaaaa");
+    assert!(!range.contains(&(value.as_bytes().as_ptr() as usize)));
+}
+
+#[tokio::test]
 async fn weight_is_body_plus_header_estimate_plus_overhead() {
     let store = store(64 * KIB, 4 * KIB);
     let k = key("/weighed");
