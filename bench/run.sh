@@ -1,0 +1,650 @@
+#!/usr/bin/env bash
+# bench/run.sh: Holdfast against nginx proxy_cache, one core each, on loopback.
+#
+#   bench/run.sh                                   # 3 x 10 s per measurement: ~5 min, ~9 with oha
+#   BENCH_DURATION=3s BENCH_RUNS=1 BENCH_WARMUP=1s bench/run.sh   # smoke run, ~40 s
+# (plus the release build, when the tree has changed).
+#
+# What it does, in one run that stops by itself:
+#   1. installs what is missing (apt-get: nginx-light or nginx, wrk, curl; `cargo install
+#      oha` only with BENCH_OHA=1) and builds Holdfast with `cargo build --release --locked`;
+#   2. starts an origin: nginx serving generated 1 KiB and 100 KiB files on 127.0.0.1;
+#   3. for each phase and each cache (Holdfast with `server: { threads: 1 }`, nginx with
+#      `proxy_cache` and 1 worker), starts the cache fresh, pinned to one core
+#      (`taskset -c $BENCH_SERVER_CPU`), warms it, and drives it with wrk pinned to another
+#      core (`taskset -c $BENCH_CLIENT_CPU`, also where the origin runs), BENCH_RUNS times for
+#      BENCH_DURATION at BENCH_CONNECTIONS connections, and keeps the median of each number:
+#        hit-1k, hit-100k  one cached object requested over and over (checked to be a hit);
+#        miss              every request a new URL (query-string counter), stored on the way;
+#        stale             objects cached with max-age=1, stale-if-error=3600, the origin
+#                          then stopped and max-age waited out: every answer is stale-if-error
+#                          (checked before measuring);
+#      and, when oha is installed (on PATH, or BENCH_OHA=1), drives the hit and stale phases
+#      with oha too;
+#   4. prints one table per load generator: req/s, p50, p99, errors, CPU use and peak RSS
+#      (VmHWM) of both, and the Holdfast/nginx req/s ratio; then Holdfast's bytes per cached
+#      object after the miss phase, from the admin /metrics (holdfast_cache_bytes /
+#      holdfast_cache_objects) and from the growth of its RSS.
+#
+# Only 127.0.0.1 is ever contacted. Every process started here is stopped on exit (trap),
+# and every wrk run is bounded by BENCH_DURATION. The servers' logs and configs are kept in
+# the work directory when BENCH_KEEP=1.
+#
+# Settings (environment):
+#   BENCH_DURATION=10s   BENCH_RUNS=3   BENCH_WARMUP=2s   BENCH_CONNECTIONS=64
+#   BENCH_WRK_THREADS=1  BENCH_SERVER_CPU=0  BENCH_CLIENT_CPU=1
+#   BENCH_PHASES="hit-1k hit-100k miss stale"   BENCH_PORT_BASE=28080 (uses 4 ports from it)
+#   BENCH_HOLDFAST_MEMORY=4GiB   BENCH_HOLDFAST_LOG=warn (RUST_LOG; nginx has access_log off)
+#   BENCH_OHA=1          install oha if missing (cargo install oha --locked); oha on PATH is used
+#   BENCH_OUT=FILE       also write the table (markdown) to FILE
+#   BENCH_TMP=DIR        work directory parent (default /dev/shm if writable, else /tmp)
+#   BENCH_SKIP_BUILD=1   use target/release/holdfast as it is
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-10s}
+RUNS=${BENCH_RUNS:-3}
+WARMUP=${BENCH_WARMUP:-2s}
+CONNS=${BENCH_CONNECTIONS:-64}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+PHASES=${BENCH_PHASES:-"hit-1k hit-100k miss stale"}
+PORT_BASE=${BENCH_PORT_BASE:-28080}
+HF_MEMORY=${BENCH_HOLDFAST_MEMORY:-4GiB}
+HF_LOG=${BENCH_HOLDFAST_LOG:-warn}
+OHA=${BENCH_OHA:-0}
+OUT=${BENCH_OUT:-}
+KEEP=${BENCH_KEEP:-0}
+
+ORIGIN_PORT=$PORT_BASE
+HF_PORT=$((PORT_BASE + 1))
+HF_ADMIN=$((PORT_BASE + 2))
+NGX_PORT=$((PORT_BASE + 3))
+HOST=bench.local
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+secs() { # 10s | 500ms | 2m -> seconds (may be fractional)
+  case $1 in
+    *ms) awk -v v="${1%ms}" 'BEGIN { print v / 1000 }' ;;
+    *s) echo "${1%s}" ;;
+    *m) echo $((${1%m} * 60)) ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# ---------------------------------------------------------------- tools
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  log "installing $*"
+  as_root apt-get update -qq
+  # Keep the distribution's nginx service from starting on port 80 while it installs.
+  local rc_policy=/usr/sbin/policy-rc.d created=0
+  if [ ! -e $rc_policy ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee $rc_policy >/dev/null
+    as_root chmod +x $rc_policy
+    created=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+    { [ $created -eq 1 ] && as_root rm -f $rc_policy; return 1; }
+  [ $created -eq 1 ] && as_root rm -f $rc_policy
+  return 0
+}
+
+NGINX=
+find_nginx() {
+  NGINX=$(command -v nginx || true)
+  [ -n "$NGINX" ] || { [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx; } || true
+}
+
+install_tools() {
+  command -v taskset >/dev/null || apt_install util-linux
+  command -v pgrep >/dev/null || apt_install procps
+  command -v curl >/dev/null || apt_install curl ca-certificates
+  command -v wrk >/dev/null || apt_install wrk
+  find_nginx
+  if [ -z "$NGINX" ]; then
+    apt_install nginx-light 2>/dev/null || apt_install nginx
+    find_nginx
+  fi
+  [ -n "$NGINX" ] || die "nginx is not installed and could not be installed"
+  if [ "$OHA" = 1 ] && ! command -v oha >/dev/null; then
+    log "installing oha (cargo install oha --locked; takes a few minutes)"
+    cargo install oha --locked
+  fi
+  local cpus
+  cpus=$(nproc)
+  if [ "$SERVER_CPU" -ge "$cpus" ] || [ "$CLIENT_CPU" -ge "$cpus" ]; then
+    die "need CPUs $SERVER_CPU and $CLIENT_CPU, this machine has $cpus"
+  fi
+  [ "$SERVER_CPU" != "$CLIENT_CPU" ] || log "warning: server and client share CPU $SERVER_CPU"
+}
+
+# ---------------------------------------------------------------- processes
+
+PIDS=()
+WORK=
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+    if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+forget() { # forget a PID that has been stopped
+  local keep=() pid
+  for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+  PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+stop() { # stop PID with SIGTERM (SIGKILL after 10 s) and wait for it
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  forget "$pid"
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # wait until 127.0.0.1:PORT accepts, while PID lives
+  local port=$1 pid=$2
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# nginx's children are its worker, cache manager and (for its first minute) cache loader.
+peak_rss_kib() { # VmHWM of PID and its children (nginx: master + worker + cache processes)
+  local total=0 p kb
+  for p in "$1" $(pgrep -P "$1" || true); do
+    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null || echo 0)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# ---------------------------------------------------------------- configs
+
+write_files() {
+  mkdir -p "$WORK/www/sie" "$WORK/nginx-cache" "$WORK/logs"
+  head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
+  head -c 102400 /dev/urandom >"$WORK/www/100k.bin"
+  head -c 1024 /dev/urandom >"$WORK/www/sie/1k.bin"
+  head -c 102400 /dev/urandom >"$WORK/www/sie/100k.bin"
+  chmod -R a+rX "$WORK"
+
+  local user_line=""
+  [ "$(id -u)" -ne 0 ] || user_line="user root root;"
+
+  # The origin: plain files with explicit freshness; /miss/ serves 1k.bin for any query.
+  cat >"$WORK/origin.conf" <<EOF
+$user_line
+daemon off;
+worker_processes 1;
+pid $WORK/origin.pid;
+error_log $WORK/logs/origin.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    sendfile on;
+    client_body_temp_path $WORK/tmp-origin-body;
+    proxy_temp_path $WORK/tmp-origin-proxy;
+    fastcgi_temp_path $WORK/tmp-origin-fcgi;
+    uwsgi_temp_path $WORK/tmp-origin-uwsgi;
+    scgi_temp_path $WORK/tmp-origin-scgi;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT;
+        root $WORK/www;
+        location / { add_header Cache-Control "max-age=3600"; }
+        location /sie/ { add_header Cache-Control "max-age=1, stale-if-error=3600"; }
+        location /miss/ { alias $WORK/www/; add_header Cache-Control "max-age=3600"; }
+    }
+}
+EOF
+
+  # nginx proxy_cache: one worker, cache on the same filesystem as the work dir (tmpfs
+  # when /dev/shm is used), keep-alive to the origin, request coalescing (proxy_cache_lock)
+  # and stale-if-error like Holdfast's customer below.
+  cat >"$WORK/nginx.conf" <<EOF
+$user_line
+daemon off;
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/logs/nginx.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    sendfile on;
+    client_body_temp_path $WORK/tmp-nginx-body;
+    proxy_temp_path $WORK/tmp-nginx-proxy;
+    fastcgi_temp_path $WORK/tmp-nginx-fcgi;
+    uwsgi_temp_path $WORK/tmp-nginx-uwsgi;
+    scgi_temp_path $WORK/tmp-nginx-scgi;
+    proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=bench:256m max_size=$(secs_size "$HF_MEMORY") inactive=1h use_temp_path=off;
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 5s;
+            proxy_cache bench;
+            proxy_cache_lock on;
+            proxy_cache_use_stale error timeout http_500 http_502 http_503 http_504;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }
+    }
+}
+EOF
+
+  cat >"$WORK/holdfast.yaml" <<EOF
+# Generated by bench/run.sh.
+server: { threads: 1 }
+listen: ["127.0.0.1:$HF_PORT"]
+admin: { listen: "127.0.0.1:$HF_ADMIN" }
+cache:
+  memory: $HF_MEMORY
+  max_object: 1MiB
+shutdown_grace: 1s
+customers:
+  - name: bench
+    hosts: ["$HOST"]
+    origin:
+      servers: ["127.0.0.1:$ORIGIN_PORT"]
+      connect_timeout: 1s
+      read_timeout: 5s
+    cache:
+      stale_if_error: 1h
+EOF
+
+  # wrk scripts: done() prints exact numbers; miss.lua makes every URL new.
+  cat >"$WORK/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH requests=%d duration_us=%d p50_us=%d p99_us=%d status=%d socket=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+EOF
+  cat "$WORK/report.lua" - >"$WORK/miss.lua" <<'EOF'
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function init(args)
+  prefix = "/miss/1k.bin?u=" .. (args[1] or "0") .. "-" .. (tid or 0) .. "-"
+  n = 0
+end
+function request()
+  n = n + 1
+  return wrk.format(nil, prefix .. n)
+end
+EOF
+}
+
+secs_size() { # 4GiB -> 4g for nginx max_size
+  local v=$1
+  case $v in
+    *GiB) echo "${v%GiB}g" ;;
+    *MiB) echo "${v%MiB}m" ;;
+    *) echo "$v" ;;
+  esac
+}
+
+# ---------------------------------------------------------------- servers
+
+ORIGIN_PID=
+start_origin() {
+  [ -z "$ORIGIN_PID" ] || return 0
+  taskset -c "$CLIENT_CPU" "$NGINX" -p "$WORK" -e "$WORK/logs/origin.err" -c "$WORK/origin.conf" \
+    >>"$WORK/logs/origin.out" 2>&1 &
+  ORIGIN_PID=$!
+  PIDS+=("$ORIGIN_PID")
+  wait_port "$ORIGIN_PORT" "$ORIGIN_PID" || die "origin nginx did not start: $(tail -5 "$WORK/logs/origin.err")"
+}
+
+stop_origin() {
+  [ -n "$ORIGIN_PID" ] || return 0
+  stop "$ORIGIN_PID"
+  ORIGIN_PID=
+  port_free "$ORIGIN_PORT" || die "origin still listening after stop"
+}
+
+SERVER_PID=
+start_server() { # holdfast | nginx
+  case $1 in
+    holdfast)
+      RUST_LOG=$HF_LOG taskset -c "$SERVER_CPU" "$WORK/holdfast" -c "$WORK/holdfast.yaml" \
+        >>"$WORK/logs/holdfast.log" 2>&1 &
+      SERVER_PID=$!
+      PIDS+=("$SERVER_PID")
+      if ! wait_port "$HF_PORT" "$SERVER_PID" || ! wait_port "$HF_ADMIN" "$SERVER_PID"; then
+        die "holdfast did not start: $(tail -5 "$WORK/logs/holdfast.log")"
+      fi
+      ;;
+    nginx)
+      rm -rf "$WORK/nginx-cache" && mkdir -p "$WORK/nginx-cache"
+      taskset -c "$SERVER_CPU" "$NGINX" -p "$WORK" -e "$WORK/logs/nginx.err" -c "$WORK/nginx.conf" \
+        >>"$WORK/logs/nginx.out" 2>&1 &
+      SERVER_PID=$!
+      PIDS+=("$SERVER_PID")
+      wait_port "$NGX_PORT" "$SERVER_PID" || die "nginx did not start: $(tail -5 "$WORK/logs/nginx.err")"
+      ;;
+  esac
+}
+
+stop_server() {
+  stop "$SERVER_PID"
+  SERVER_PID=
+}
+
+server_port() { if [ "$1" = holdfast ]; then echo "$HF_PORT"; else echo "$NGX_PORT"; fi; }
+
+# The cache status of one request: Holdfast's Cache-Status or nginx's X-Cache-Status.
+cache_status() { # server path
+  curl -s -o /dev/null -D - -H "Host: $HOST" "http://127.0.0.1:$(server_port "$1")$2" |
+    tr -d '\r' | awk -F': ' 'tolower($1) == "cache-status" || tolower($1) == "x-cache-status" { print $2 }'
+}
+
+expect_status() { # server path pattern what
+  local got
+  got=$(cache_status "$1" "$2")
+  [[ $got =~ $3 ]] || die "$1 $2: expected $4, got cache status '$got'"
+}
+
+# ---------------------------------------------------------------- load
+
+cpu_ticks() { # user+system clock ticks of PID and its children (nginx: master + worker)
+  local total=0 p t
+  for p in "$1" $(pgrep -P "$1" || true); do
+    t=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
+# One wrk run; prints "rps p50_ms p99_ms non2xx socket_errors client_cpu%".
+wrk_run() { # server path duration [script [args...]]
+  local server=$1 path=$2 dur=$3 script=${4:-$WORK/report.lua}
+  shift 4 2>/dev/null || shift $#
+  local limit out
+  limit=$(awk -v d="$(secs "$dur")" 'BEGIN { printf "%d", d + 30 }')
+  # `time` adds wrk's own CPU time (user, system): is the load generator the limit?
+  out=$({
+    TIMEFORMAT='WRKCPU %U %S'
+    time timeout "$limit" taskset -c "$CLIENT_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$dur" \
+      --timeout 5s -H "Host: $HOST" -s "$script" "http://127.0.0.1:$(server_port "$server")$path" -- "$@"
+  } 2>&1) || die "wrk failed against $server$path: $out"
+  echo "$out" | awk '
+    /^WRKCPU / { cpu = $2 + $3 }
+    /^BENCH / {
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    }
+    END {
+      secs = v["duration_us"] / 1e6
+      printf "%.0f %.3f %.3f %d %d %.0f\n", v["requests"] / secs,
+        v["p50_us"] / 1000, v["p99_us"] / 1000, v["status"], v["socket"], 100 * cpu / secs
+    }'
+}
+
+# One oha run; prints "rps p50_ms p99_ms non2xx socket_errors -" (no client CPU).
+oha_run() { # server path duration
+  local server=$1 path=$2 dur=$3 limit json url
+  url="http://127.0.0.1:$(server_port "$server")$path"
+  limit=$(awk -v d="$(secs "$dur")" 'BEGIN { printf "%d", d + 30 }')
+  # oha >= 1.5 takes --output-format json; older ones -j.
+  json=$(timeout "$limit" taskset -c "$CLIENT_CPU" oha -z "$dur" -c "$CONNS" --no-tui \
+    --output-format json -H "Host: $HOST" "$url" 2>/dev/null) ||
+    json=$(timeout "$limit" taskset -c "$CLIENT_CPU" oha -z "$dur" -c "$CONNS" --no-tui -j \
+      -H "Host: $HOST" "$url") ||
+    die "oha failed against $server$path"
+  # summary.requestsPerSec; latencyPercentiles.p50/p99 in seconds;
+  # statusCodeDistribution {"200": n, ...}; errorDistribution {"message": n, ...}.
+  echo "$json" | tr -d ' \n' | awk '
+    # Sum the counts of an object {"key": n, ...}, skipping keys that match `skip`.
+    function sum_values(obj, skip,   total, k, n) {
+      total = 0
+      while (match(obj, /"[^"]*":[0-9]+/)) {
+        split(substr(obj, RSTART, RLENGTH), kv, "\":")
+        k = substr(kv[1], 2); n = kv[2]
+        if (k !~ skip) total += n
+        obj = substr(obj, RSTART + RLENGTH)
+      }
+      return total
+    }
+    function number(obj, key) {
+      if (!match(obj, "\"" key "\":[0-9.eE+-]+")) return 0
+      return substr(obj, RSTART + length(key) + 3, RLENGTH - length(key) - 3) + 0
+    }
+    {
+      rps = number($0, "requestsPerSec")
+      match($0, /"latencyPercentiles":\{[^}]*\}/); lat = substr($0, RSTART, RLENGTH)
+      p50 = number(lat, "p50"); p99 = number(lat, "p99")
+      bad = 0; err = 0
+      # Requests cut off at the end of the -z window are not errors.
+      if (match($0, /"statusCodeDistribution":\{[^}]*\}/)) bad = sum_values(substr($0, RSTART + 25, RLENGTH - 25), "^[23]")
+      if (match($0, /"errorDistribution":\{[^}]*\}/)) err = sum_values(substr($0, RSTART + 20, RLENGTH - 20), "deadline")
+      printf "%.0f %.3f %.3f %d %d -\n", rps, p50 * 1000, p99 * 1000, bad, err
+    }'
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
+
+# RUNS runs with DRIVER (wrk_run | oha_run). Prints the medians of req/s, p50 and p99,
+# the sums of non-2xx/3xx answers and socket errors, and the server's CPU use over the
+# runs in % of one core (100 = the server had its core to itself and used all of it),
+# and the median CPU use of the load generator (wrk only) in % of one core.
+measure() { # driver server path [wrk script]
+  local driver=$1 server=$2 path=$3 script=${4:-}
+  local i results="" t0 t1 c0 c1 col out=""
+  c0=$(cpu_ticks "$SERVER_PID")
+  t0=$(date +%s.%N)
+  for i in $(seq "$RUNS"); do
+    if [ "$driver" = oha_run ]; then
+      results+="$(oha_run "$server" "$path" "$DURATION")"$'\n'
+    elif [ -n "$script" ]; then
+      results+="$(wrk_run "$server" "$path" "$DURATION" "$script" "run$i")"$'\n'
+    else
+      results+="$(wrk_run "$server" "$path" "$DURATION")"$'\n'
+    fi
+  done
+  t1=$(date +%s.%N)
+  c1=$(cpu_ticks "$SERVER_PID")
+  for col in 1 2 3; do
+    out+="$(printf '%s' "$results" | awk -v c=$col 'NF { print $c }' | median) "
+  done
+  out+="$(printf '%s' "$results" | awk 'NF { a += $4; b += $5 } END { print a + 0, b + 0 }') "
+  out+=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
+    'BEGIN { printf "%.0f", 100 * d / hz / (t1 - t0) }')
+  if [ "$driver" = oha_run ]; then
+    out+=" -"
+  else
+    out+=" $(printf '%s' "$results" | awk 'NF { print $6 }' | median)"
+  fi
+  echo "$out"
+}
+
+declare -A RESULT # RESULT[driver/phase/server] = "rps p50 p99 non2xx sockerr cpu% client_cpu% peak_rss_kib"
+HF_OBJECTS=0 HF_BYTES=0 HF_EVICTIONS=0 HF_NEW_OBJECTS=0 HF_RSS_GROWTH_KIB=0
+
+metric() { # name: value from Holdfast's admin /metrics
+  curl -s "http://127.0.0.1:$HF_ADMIN/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+}
+
+run_phase() { # phase server
+  local phase=$1 server=$2 path script="" hit stale r rss0=0 objects0=0
+  case $server in holdfast) hit='(^|; )hit' stale='fwd=stale' ;; nginx) hit='^HIT$' stale='^STALE$' ;; esac
+  start_origin
+  start_server "$server"
+  case $phase in
+    hit-1k | hit-100k)
+      path=/${phase#hit-}.bin
+      cache_status "$server" "$path" >/dev/null
+      expect_status "$server" "$path" "$hit" "a hit"
+      ;;
+    miss)
+      path=/miss/1k.bin
+      script=$WORK/miss.lua
+      ;;
+    stale)
+      # Stored by this request; with max-age=1 the next may already be a revalidation.
+      path=/sie/1k.bin
+      cache_status "$server" "$path" >/dev/null
+      stop_origin
+      sleep 2 # past max-age=1
+      expect_status "$server" "$path" "$stale" "a stale-if-error answer"
+      ;;
+  esac
+  log "$phase/$server: warming for $WARMUP"
+  if [ -n "$script" ]; then
+    wrk_run "$server" "$path" "$WARMUP" "$script" warm >/dev/null
+  else
+    wrk_run "$server" "$path" "$WARMUP" >/dev/null
+  fi
+  if [ "$phase" = miss ] && [ "$server" = holdfast ]; then
+    # After warming: connections, buffers and allocator arenas exist; what grows from
+    # here on is the store.
+    rss0=$(rss_kib "$SERVER_PID")
+    objects0=$(metric holdfast_cache_objects)
+  fi
+  log "$phase/$server: measuring $RUNS x $DURATION at $CONNS connections"
+  r=$(measure wrk_run "$server" "$path" "$script")
+  RESULT[wrk/$phase/$server]="$r $(peak_rss_kib "$SERVER_PID")"
+  log "$phase/$server: $(echo "$r" | awk '{ printf "%s req/s, p50 %s ms, p99 %s ms, %s non-2xx, %s socket errors, CPU %s%%, wrk CPU %s%%", $1, $2, $3, $4, $5, $6, $7 }')"
+  if [ "$phase" = miss ] && [ "$server" = holdfast ]; then
+    HF_OBJECTS=$(metric holdfast_cache_objects)
+    HF_BYTES=$(metric holdfast_cache_bytes)
+    HF_EVICTIONS=$(metric holdfast_cache_evictions_total)
+    HF_NEW_OBJECTS=$((HF_OBJECTS - objects0))
+    HF_RSS_GROWTH_KIB=$(($(rss_kib "$SERVER_PID") - rss0))
+  fi
+  if [ "$OHA" = 1 ] || command -v oha >/dev/null; then
+    if [ "$phase" != miss ]; then
+      log "$phase/$server: oha $RUNS x $DURATION"
+      RESULT[oha/$phase/$server]="$(measure oha_run "$server" "$path") $(peak_rss_kib "$SERVER_PID")"
+    fi
+  fi
+  stop_server
+  start_origin
+}
+
+# ---------------------------------------------------------------- report
+
+table() { # driver: wrk | oha
+  local driver=$1 phase h n
+  printf '\n%s, %s connections, median of %s x %s; server on CPU %s, %s (and the origin) on CPU %s\n\n' \
+    "$driver" "$CONNS" "$RUNS" "$DURATION" "$SERVER_CPU" "$driver" "$CLIENT_CPU"
+  printf '| phase | Holdfast req/s | p50 ms | p99 ms | errors | CPU %% | peak RSS MiB | nginx req/s | p50 ms | p99 ms | errors | CPU %% | peak RSS MiB | Holdfast/nginx req/s | %s CPU %% (H/n) |\n' "$driver"
+  printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+  for phase in $PHASES; do
+    h=${RESULT[$driver/$phase/holdfast]:-}
+    n=${RESULT[$driver/$phase/nginx]:-}
+    if [ -z "$h" ] || [ -z "$n" ]; then continue; fi
+    # fields: 1 phase; Holdfast 2 rps 3 p50 4 p99 5 non2xx 6 sock 7 cpu 8 client 9 rss;
+    # nginx 10 rps 11 p50 12 p99 13 non2xx 14 sock 15 cpu 16 client 17 rss
+    echo "$phase $h $n" | awk '{
+      printf "| %s | %d | %.2f | %.2f | %d | %d | %.1f | %d | %.2f | %.2f | %d | %d | %.1f | %.2f | %s / %s |\n",
+        $1, $2, $3, $4, $5 + $6, $7, $9 / 1024, $10, $11, $12, $13 + $14, $15, $17 / 1024,
+        ($10 > 0 ? $2 / $10 : 0), $8, $16
+    }'
+  done
+  printf '\nerrors: non-2xx/3xx answers plus socket errors, summed over the runs. CPU %%: CPU time\n'
+  printf 'per wall second over the runs (100 = one full core), of the server and of the load generator\n'
+  printf '(wrk only). Peak RSS: VmHWM when the runs end; for nginx summed over its processes.\n'
+}
+
+report() {
+  {
+    printf '## Holdfast vs nginx proxy_cache\n\n'
+    printf -- '- holdfast built from: %s\n' "$BUILT_FROM"
+    printf -- '- machine: %s CPUs, %s, %s memory\n' "$(nproc)" \
+      "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" \
+      "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    printf -- '- nginx: %s; wrk: %s%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" \
+      "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')" \
+      "$(command -v oha >/dev/null && printf '; %s' "$(oha --version)")"
+    printf -- '- load average before: %s; after: %s\n' "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    table wrk
+    if printf '%s\n' "${!RESULT[@]}" | grep -q '^oha/'; then table oha; fi
+    if [ "${HF_NEW_OBJECTS:-0}" -gt 0 ]; then
+      printf '\nHoldfast memory per cached object (miss phase, 1 KiB bodies): %s objects stored, ' "$HF_OBJECTS"
+      printf '%s evictions; holdfast_cache_bytes / holdfast_cache_objects = %s bytes/object; ' \
+        "$HF_EVICTIONS" "$((HF_BYTES / HF_OBJECTS))"
+      printf 'RSS growth over the measured runs / objects added = %s KiB / %s = %s bytes/object.\n' \
+        "$HF_RSS_GROWTH_KIB" "$HF_NEW_OBJECTS" "$((HF_RSS_GROWTH_KIB * 1024 / HF_NEW_OBJECTS))"
+    fi
+  } | tee ${OUT:+"$OUT"}
+}
+
+# ---------------------------------------------------------------- main
+
+install_tools
+for p in "$ORIGIN_PORT" "$HF_PORT" "$HF_ADMIN" "$NGX_PORT"; do
+  port_free "$p" || die "port $p is in use; set BENCH_PORT_BASE"
+done
+
+tmp_parent=${BENCH_TMP:-}
+if [ -z "$tmp_parent" ]; then
+  if [ -w /dev/shm ]; then tmp_parent=/dev/shm; else tmp_parent=${TMPDIR:-/tmp}; fi
+fi
+WORK=$(mktemp -d "$tmp_parent/holdfast-bench.XXXXXX")
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "building: cargo build --release --locked"
+  cargo build --release --locked
+fi
+# A private copy: a rebuild in the tree during the run cannot swap the binary under it.
+cp target/release/holdfast "$WORK/holdfast"
+BUILT_FROM="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
+  BUILT_FROM+=" with uncommitted changes in src/"
+
+write_files
+"$WORK/holdfast" -t -c "$WORK/holdfast.yaml" >/dev/null || die "bench config rejected"
+"$NGINX" -t -q -p "$WORK" -e "$WORK/logs/nginx.err" -c "$WORK/nginx.conf" || die "nginx config rejected"
+
+CLK_TCK=$(getconf CLK_TCK)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for phase in $PHASES; do
+  case $phase in hit-1k | hit-100k | miss | stale) ;; *) die "unknown phase $phase" ;; esac
+  for server in holdfast nginx; do
+    run_phase "$phase" "$server"
+  done
+done
+stop_origin
+report
