@@ -87,6 +87,8 @@ pub struct Ctx {
     expired_by_rule: bool,
     origin_status: Option<u16>,
     edge_detail: Option<&'static str>,
+    /// The cache key, built once by the fast path and handed to pingora-cache.
+    key: Option<CacheKey>,
     /// Answered by the fast path straight from the store, with this status.
     from_store: Option<CacheStatus>,
     started: Instant,
@@ -192,14 +194,18 @@ impl Edge {
         ctx: &mut Ctx,
         now: SystemTime,
     ) -> Result<bool> {
-        let Some(customer) = ctx.customer() else {
+        let Some(customer) = ctx.customer.clone() else {
             return Ok(false);
         };
         let req = session.req_header();
         if req.headers.contains_key(header::RANGE) {
             return Ok(false);
         }
-        let Some(stored) = self.store.peek(&key_for(customer, req)) else {
+        let key = key_for(&customer, req);
+        let stored = self.store.peek(&key);
+        // The full path needs the same key; build and hash it once per request.
+        ctx.key = Some(key);
+        let Some(stored) = stored else {
             return Ok(false);
         };
         let fresh_until = stored.fresh_until();
@@ -284,6 +290,7 @@ impl ProxyHttp for Edge {
             expired_by_rule: false,
             origin_status: None,
             edge_detail: None,
+            key: None,
             from_store: None,
             started: Instant::now(),
             _inflight: InflightGuard(self.metrics.clone()),
@@ -343,6 +350,9 @@ impl ProxyHttp for Edge {
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        if let Some(key) = ctx.key.take() {
+            return Ok(key);
+        }
         let customer = ctx.customer().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "cache key without customer")
         })?;
