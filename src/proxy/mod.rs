@@ -28,7 +28,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::config::{Customer, Customers, Rule};
+use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::storage::MemoryStore;
@@ -121,19 +121,6 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host())
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') || name.starts_with('[') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                name
-            } else {
-                host
-            }
-        }
-        _ => host,
-    }
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -826,5 +813,6 @@ mod tests {
         assert_eq!(strip_port("shop.example.com:8080"), "shop.example.com");
         assert_eq!(strip_port("shop.example.com"), "shop.example.com");
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("::1"), "::1");
     }
 }
