@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{customer, request, Behavior, Holdfast, Origin};
+use common::{customer, request, Behavior, Conn, Holdfast, Origin};
 
 const HOST: &str = "shop.test";
 
@@ -171,6 +171,85 @@ async fn stale_if_error_on_503_refused_and_timeout() {
         "{}",
         r.cache_status()
     );
+}
+
+/// One request on a kept-alive connection; then the connection must keep the promise its
+/// answer made: `Connection: close` and closed, or a next request answered on it.
+/// Returns the answer and the connection to go on with (a new one after a close).
+async fn on_kept_connection(edge: &Holdfast, mut conn: Conn, path: &str) -> (common::Resp, Conn) {
+    let r = conn
+        .get(HOST, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .unwrap_or_else(|| panic!("GET {path}: the edge closed the connection unanswered"));
+    if r.header("connection") == Some("close") {
+        assert!(
+            conn.closed_by_server().await,
+            "GET {path}: said close, stayed open"
+        );
+        return (r, Conn::open(edge.addr).await);
+    }
+    let next = conn.get(HOST, "/alive").await;
+    match next {
+        Ok(Some(next)) => assert_eq!(next.status, 200, "GET /alive after GET {path}"),
+        other => panic!(
+            "GET {path} answered {} with Connection: {:?} ({}), then the connection \
+             failed: {other:?}\n{}",
+            r.status,
+            r.header("connection"),
+            r.cache_status(),
+            edge.log()
+        ),
+    }
+    (r, conn)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_origin_failure_keep_alive_is_kept_or_refused_never_broken() {
+    let origin = Origin::start().await;
+    origin.route("/s", Behavior::ok("max-age=1", "good"));
+    origin.route("/alive", Behavior::ok("max-age=3600", "alive"));
+    let edge = shop(&origin, "      stale_if_error: 1h\n", "").await;
+    let conn = Conn::open(edge.addr).await;
+    let (r, conn) = on_kept_connection(&edge, conn, "/s").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    // The origin answers 503: stale-if-error.
+    origin.route("/s", Behavior::status(503, &[], "down"));
+    let (r, conn) = on_kept_connection(&edge, conn, "/s").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    assert!(
+        r.cache_status().contains("fwd-status=503"),
+        "{}",
+        r.cache_status()
+    );
+
+    // The origin resets the connection: stale-if-error.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.route("/s", Behavior::Reset);
+    let (r, conn) = on_kept_connection(&edge, conn, "/s").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    assert!(
+        r.cache_status().contains("fwd=stale"),
+        "{}",
+        r.cache_status()
+    );
+
+    // The origin refuses connections: stale-if-error, then the edge's own 502 for a URL
+    // it has no copy of.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.stop();
+    let (r, conn) = on_kept_connection(&edge, conn, "/s").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "good"));
+    assert!(
+        r.cache_status().contains("fwd-status=502"),
+        "{}",
+        r.cache_status()
+    );
+    let (r, _conn) = on_kept_connection(&edge, conn, "/never-cached").await;
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("did not answer"), "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -456,7 +456,7 @@ impl ProxyHttp for Edge {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Ctx,
         error: Option<&Error>,
     ) -> bool {
@@ -473,6 +473,13 @@ impl ProxyHttp for Edge {
             _ => e.esource() == &ErrorSource::Upstream,
         };
         if serve {
+            if !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
+                // After a failed exchange with the origin (refused, reset, timed out),
+                // Pingora does not reuse the client's connection, whatever it answers.
+                // Say so in the stale answer (`Connection: close`), so the client does
+                // not send its next request into a connection that is about to close.
+                session.set_keepalive(None);
+            }
             self.health
                 .failed(&customer.name, edge_status_for(e), Instant::now());
             ctx.stale_detail = Some("stale-if-error");
@@ -617,6 +624,8 @@ impl ProxyHttp for Edge {
             None => format!("holdfast: {}\n", e.etype().as_str()),
         };
         if session.response_written().is_none() {
+            // The connection is not reused after this answer (below): say so in it.
+            session.set_keepalive(None);
             if let Err(write_err) = respond_text(session, code, body, &status).await {
                 warn!("could not send the error response: {write_err}");
             }

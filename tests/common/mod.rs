@@ -507,6 +507,97 @@ pub async fn try_request(
     parse_response(&raw, method == "HEAD")
 }
 
+/// A client connection that stays open: requests go one after another on it, the way
+/// a browser or a load generator reuses a connection.
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read past the end of the last response.
+    pending: Vec<u8>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        Conn {
+            stream: TcpStream::connect(addr).await.expect("connect to the edge"),
+            pending: Vec::new(),
+        }
+    }
+
+    /// A GET on this connection. `Ok(None)` when the server closed the connection
+    /// instead of answering; an error when it broke it (reset) or did not answer.
+    pub async fn get(&mut self, host: &str, path: &str) -> std::io::Result<Option<Resp>> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        if let Err(e) = self.stream.write_all(req.as_bytes()).await {
+            return match e.kind() {
+                std::io::ErrorKind::BrokenPipe => Ok(None),
+                _ => Err(e),
+            };
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.read_response())
+            .await
+            .map_err(|_| std::io::Error::other("response timed out"))?
+    }
+
+    /// Whether the server has closed this connection (reads end of stream at once).
+    pub async fn closed_by_server(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.stream.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk).await?;
+        self.pending.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    async fn read_response(&mut self) -> std::io::Result<Option<Resp>> {
+        let head_end = loop {
+            if let Some(i) = find(&self.pending, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.fill().await? == 0 {
+                return match self.pending.is_empty() {
+                    true => Ok(None),
+                    false => Err(std::io::Error::other("connection closed mid-header")),
+                };
+            }
+        };
+        let head = parse_response(&self.pending[..head_end], true)?;
+        let end = if let Some(len) = head.header("content-length") {
+            let len: usize = len
+                .parse()
+                .map_err(|_| std::io::Error::other("bad content-length"))?;
+            while self.pending.len() < head_end + len {
+                if self.fill().await? == 0 {
+                    return Err(std::io::Error::other("connection closed mid-body"));
+                }
+            }
+            head_end + len
+        } else if head
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
+            loop {
+                if let Some(i) = find(&self.pending[head_end..], b"0\r\n\r\n") {
+                    break head_end + i + 5;
+                }
+                if self.fill().await? == 0 {
+                    return Err(std::io::Error::other("connection closed mid-body"));
+                }
+            }
+        } else {
+            while self.fill().await? > 0 {}
+            self.pending.len()
+        };
+        let raw: Vec<u8> = self.pending.drain(..end).collect();
+        parse_response(&raw, false).map(Some)
+    }
+}
+
 fn parse_response(raw: &[u8], head: bool) -> std::io::Result<Resp> {
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
         std::io::Error::other(format!(
