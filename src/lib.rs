@@ -3,13 +3,15 @@
 //! `config` turns YAML into a validated model, `policy` makes every cache decision as a
 //! pure function, `storage` is the bounded cache store, `proxy` is the Pingora glue,
 //! `sync` keeps the customers current (control plane, last-known-good file, reloads),
-//! `admin` serves operators, and `server` assembles them.
+//! `admin` serves operators, and `server` assembles them. `healthcheck` is the client
+//! side of `GET /healthz`, for the container's HEALTHCHECK.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
 pub mod demo_origin;
 pub mod explain;
+pub mod healthcheck;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -1,8 +1,11 @@
-//! The `holdfast` command: parse arguments, load the config, run (or check, or explain).
+//! The `holdfast` command: parse arguments, load the config, run (or check, explain,
+//! or health-check a running node).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use holdfast::config::{Customers, NodeConfig};
@@ -42,15 +45,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask a running node's admin listener (admin.listen in -c FILE; a wildcard is asked
+    /// on loopback) for GET /healthz. Exit 0 on 200; otherwise 1 with one line saying why.
+    Healthcheck {
+        /// Bound of the whole check, from connecting to the status line (500ms, 2s, ...).
+        #[arg(long, default_value = holdfast::healthcheck::DEFAULT_TIMEOUT,
+              value_parser = holdfast::healthcheck::parse_timeout)]
+        timeout: Duration,
+        /// Ask this URL instead of the config's admin listener, which is then not read:
+        /// http://HOST:PORT[/PATH] (path default /healthz).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     if cli.test && cli.command.is_some() {
-        eprintln!("holdfast: -t checks the config on its own; drop -t to run explain");
+        eprintln!("holdfast: -t checks the config on its own; drop -t to run a subcommand");
         return ExitCode::from(2);
     }
+    // Before the logger: a health check prints its one line and nothing else.
+    if let Some(Command::Healthcheck { timeout, url }) = &cli.command {
+        return healthcheck(&cli.conf, url.as_deref(), *timeout);
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let node = match holdfast::config::load_node_file(&cli.conf) {
         Ok(node) => node,
         Err(e) => {
@@ -74,6 +93,21 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e}");
             eprintln!("holdfast: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `holdfast healthcheck`: one line, on stdout when healthy, on stderr when not.
+fn healthcheck(conf: &Path, url: Option<&str>, timeout: Duration) -> ExitCode {
+    // Ignore write errors: the exit code is the answer, and a closed pipe must not panic.
+    match holdfast::healthcheck::run(conf, url, timeout) {
+        Ok(line) => {
+            let _ = writeln!(std::io::stdout(), "holdfast healthcheck: {line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "holdfast healthcheck: {e}");
             ExitCode::from(1)
         }
     }

@@ -1,11 +1,12 @@
 //! The `holdfast` command line, run as the real binary: `-t` on good and bad files
-//! (exit code, `file:line:column`, how to fix it) and `explain`.
+//! (exit code, `file:line:column`, how to fix it), `explain` and `healthcheck`.
 
 mod common;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use common::{run_cli, write_file};
+use common::{customer, free_port, run_cli, write_file, Holdfast};
 
 /// One customer with one rule for /sale/banner.png; `extra` is appended (rule keys
 /// indented by 8 spaces, or further customers at 2).
@@ -48,6 +49,12 @@ impl Conf {
 
     fn explain(&self, args: &[&str]) -> (i32, String, String) {
         let mut all = vec!["explain", "-c", self.path()];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    }
+
+    fn healthcheck(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all = vec!["healthcheck", "-c", self.path()];
         all.extend_from_slice(args);
         run_cli(&all)
     }
@@ -300,4 +307,134 @@ fn explain_defaults_to_now() {
     let year = jiff::Timestamp::now().to_string()[..4].to_string();
     assert!(out.contains(&format!("At             {year}-")), "{out}");
     assert!(out.contains("TTL            5m (default_ttl)"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_passes_against_a_running_holdfast() {
+    let origin = ([127, 0, 0, 1], free_port()).into();
+    let h = Holdfast::start(&format!(
+        "customers:\n{}",
+        customer("shop", "shop.example.com", origin, "", "")
+    ))
+    .await;
+    let conf = h.conf.to_str().expect("utf-8 path");
+    let (code, out, err) = run_cli(&["healthcheck", "-c", conf]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        out,
+        format!(
+            "holdfast healthcheck: http://{}/healthz: HTTP/1.1 200 OK\n",
+            h.admin
+        )
+    );
+    assert_eq!(err, "", "a passing check prints no log lines");
+
+    // --url asks without reading any config; another path is not healthy.
+    let url = format!("http://{}", h.admin);
+    let (code, out, err) = run_cli(&["healthcheck", "-c", "/nonexistent.yaml", "--url", &url]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains(&format!("{url}/healthz: HTTP/1.1 200")),
+        "{out}"
+    );
+    let (code, out, err) = run_cli(&["healthcheck", "--url", &format!("{url}/nope")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.starts_with(&format!(
+            "holdfast healthcheck: {url}/nope: answered \"HTTP/1.1 404"
+        )) && err.ends_with(", expected 200\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn healthcheck_fails_naming_the_address_when_nothing_listens() {
+    let port = free_port();
+    let conf = Conf::new(&format!(
+        "admin: {{ listen: \"127.0.0.1:{port}\" }}\n{HEAD}"
+    ));
+    let (code, out, err) = conf.healthcheck(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!(
+            "holdfast healthcheck: http://127.0.0.1:{port}/healthz: connection refused: \
+             nothing listens on 127.0.0.1:{port}\n"
+        )
+    );
+}
+
+#[test]
+fn healthcheck_asks_a_wildcard_admin_on_loopback_and_gives_up_after_its_timeout() {
+    // Connections complete in the kernel's backlog; nobody ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let conf = Conf::new(&format!("admin: {{ listen: \"0.0.0.0:{port}\" }}\n{HEAD}"));
+    let start = Instant::now();
+    let (code, out, err) = conf.healthcheck(&["--timeout", "300ms"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        err,
+        format!(
+            "holdfast healthcheck: http://127.0.0.1:{port}/healthz: timed out after 300ms \
+             waiting for the answer\n"
+        )
+    );
+    drop(silent);
+}
+
+#[test]
+fn healthcheck_fails_without_an_admin_listener_or_on_a_bad_config() {
+    let conf = Conf::new(HEAD);
+    let (code, out, err) = conf.healthcheck(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.starts_with(&format!(
+            "holdfast healthcheck: {} has no admin listener to ask; add `admin:",
+            conf.path()
+        )) && err.contains("or pass --url http://HOST:PORT/healthz"),
+        "{err}"
+    );
+
+    let bad = Conf::new(&format!("{HEAD}        ttl: 5\n"));
+    let (code, out, err) = bad.healthcheck(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.starts_with(&format!(
+            "holdfast healthcheck: {}:{NEXT_LINE}:",
+            bad.path()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let (code, _, err) = run_cli(&["healthcheck", "-c", "/nonexistent/holdfast.yaml"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("/nonexistent/holdfast.yaml: cannot read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn healthcheck_rejects_a_bad_url_or_timeout() {
+    let (code, _, err) = run_cli(&["healthcheck", "--url", "https://127.0.0.1:9080/healthz"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid --url \"https://127.0.0.1:9080/healthz\": only http://"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(&["healthcheck", "--url", "127.0.0.1:9080"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("write it as http://HOST:PORT/PATH"), "{err}");
+    // A usage error, as clap reports them.
+    let (code, _, err) = run_cli(&["healthcheck", "--timeout", "0s"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("more than 0s"), "{err}");
 }

@@ -5,7 +5,8 @@
 //! ports, health check, stop signal) and then rebuild the runtime stage's `/etc`
 //! from its `COPY` lines in a temp dir, so the real binary runs the image's entrypoint
 //! command line against exactly the files the image would hold: `-t` in check mode,
-//! then for real, with the image's own HEALTHCHECK command run against it.
+//! then for real, with the image's own HEALTHCHECK command (`holdfast healthcheck`) run
+//! against it while it serves and after it has stopped.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -247,28 +248,27 @@ fn entrypoint(df: &Dockerfile) -> Vec<String> {
     argv
 }
 
-/// The same command line with the image's config path moved under `root`.
+/// Where the image's config lands under `root` (see [`materialize_context_copies`]).
+fn config_under(root: &Path) -> PathBuf {
+    root.join(IMAGE_CONFIG.trim_start_matches('/'))
+}
+
+/// `argv` with the image's config path moved under `root`.
+fn argv_under(argv: Vec<String>, root: &Path) -> Vec<String> {
+    let conf = config_under(root).display().to_string();
+    argv.into_iter()
+        .map(|a| if a == IMAGE_CONFIG { conf.clone() } else { a })
+        .collect()
+}
+
+/// The entrypoint's command line with the image's config path moved under `root`.
 fn entrypoint_under(df: &Dockerfile, root: &Path) -> (Vec<String>, PathBuf) {
-    let conf = root.join(IMAGE_CONFIG.trim_start_matches('/'));
-    let argv = entrypoint(df)
-        .into_iter()
-        .map(|a| {
-            if a == IMAGE_CONFIG {
-                conf.display().to_string()
-            } else {
-                a
-            }
-        })
-        .collect();
-    (argv, conf)
+    (argv_under(entrypoint(df), root), config_under(root))
 }
 
 /// `holdfast` itself is the test binary's build of this crate.
 fn command(argv: &[String]) -> Command {
-    assert_eq!(
-        argv[0], "holdfast",
-        "the entrypoint runs the holdfast binary"
-    );
+    assert_eq!(argv[0], "holdfast", "{argv:?} must run the holdfast binary");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
     cmd.args(&argv[1..]);
     cmd
@@ -279,13 +279,6 @@ fn port_of(addr: &str) -> u16 {
         .next()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in listen address {addr}"))
-}
-
-fn env_default(stage: &Stage, name: &str) -> Option<String> {
-    stage.all("ENV").iter().rev().find_map(|e| {
-        let (k, v) = e.args.split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
-    })
 }
 
 #[test]
@@ -441,11 +434,6 @@ fn the_image_config_exists_passes_the_check_and_its_ports_are_exposed() {
             "{addr} listens on loopback only: unreachable through a published port"
         );
     }
-    assert_eq!(
-        env_default(rt, "HOLDFAST_HEALTHCHECK_PORT"),
-        Some(port_of(&admin.listen).to_string()),
-        "the health check asks the admin port of the image's config"
-    );
     assert!(
         node.shutdown_grace < Duration::from_secs(10),
         "shutdown_grace {:?} must end before docker stop's 10 s SIGKILL",
@@ -453,19 +441,58 @@ fn the_image_config_exists_passes_the_check_and_its_ports_are_exposed() {
     );
 }
 
+/// The value after `flag` in `argv` (`--flag value` or `--flag=value`).
+fn arg_value<'a>(argv: &'a [String], flags: &[&str]) -> Option<&'a str> {
+    argv.iter().enumerate().find_map(|(i, a)| {
+        flags.iter().find_map(|f| {
+            if a == f {
+                argv.get(i + 1).map(String::as_str)
+            } else {
+                a.strip_prefix(&format!("{f}="))
+                    .filter(|_| f.starts_with("--"))
+            }
+        })
+    })
+}
+
 #[test]
-fn health_check_asks_healthz_and_stop_signal_is_sigterm() {
+fn health_check_runs_holdfast_healthcheck_on_the_image_config_and_stop_signal_is_sigterm() {
     let df = Dockerfile::read();
     let rt = df.runtime();
     assert_eq!(rt.last("STOPSIGNAL").args, "SIGTERM");
     let hc = rt.last("HEALTHCHECK");
-    let (flags, _) = hc.flags_and_rest();
-    assert!(flags.contains_key("interval") && flags.contains_key("timeout"));
     let argv = hc.exec_form();
-    assert!(
-        argv.iter().any(|a| a.contains("/healthz")),
-        "HEALTHCHECK must ask the admin /healthz: {argv:?}"
+    assert_eq!(
+        argv[..2],
+        ["holdfast", "healthcheck"],
+        "HEALTHCHECK runs the binary's own check, no shell: {argv:?}"
     );
+    // It reads the config the entrypoint runs, so it asks that config's admin listener.
+    let entry = entrypoint(&df);
+    assert_eq!(
+        arg_value(&argv, &["-c", "--conf"]),
+        arg_value(&entry, &["-c", "--conf"]),
+        "HEALTHCHECK {argv:?} and the entrypoint {entry:?} must read the same config"
+    );
+    assert_eq!(arg_value(&argv, &["-c", "--conf"]), Some(IMAGE_CONFIG));
+
+    // Docker must not kill the check before it gives its own answer.
+    let (flags, _) = hc.flags_and_rest();
+    let duration = |name: &str| {
+        let text = flags
+            .get(name)
+            .unwrap_or_else(|| panic!("HEALTHCHECK --{name}= is missing"));
+        holdfast::config::parse_duration(text)
+            .unwrap_or_else(|e| panic!("HEALTHCHECK --{name}={text}: {e}"))
+    };
+    let own = arg_value(&argv, &["--timeout"]).unwrap_or(holdfast::healthcheck::DEFAULT_TIMEOUT);
+    let own = holdfast::healthcheck::parse_timeout(own).expect("the check's own --timeout");
+    assert!(
+        duration("timeout") > own,
+        "HEALTHCHECK --timeout must exceed the check's own {own:?}"
+    );
+    assert!(duration("interval") >= duration("timeout"));
+    assert!(flags.contains_key("start-period") && flags.contains_key("retries"));
 }
 
 #[test]
@@ -566,17 +593,19 @@ fn get_status_line(addr: SocketAddr, host: &str, path: &str) -> String {
         .to_string()
 }
 
-/// Run the image's HEALTHCHECK command (it needs bash) against `admin_port`.
-fn health_check(df: &Dockerfile, admin_port: u16) -> bool {
-    let argv = df.runtime().last("HEALTHCHECK").exec_form();
-    Command::new(&argv[0])
-        .args(&argv[1..])
-        .env("HOLDFAST_HEALTHCHECK_PORT", admin_port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+/// Run the image's HEALTHCHECK command as written, `holdfast` being this build and the
+/// image's config its copy under `root`: (exit code, stdout, stderr).
+fn health_check(df: &Dockerfile, root: &Path) -> (i32, String, String) {
+    let argv = argv_under(df.runtime().last("HEALTHCHECK").exec_form(), root);
+    let out = command(&argv)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the HEALTHCHECK command");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// What `docker run` then `docker stop` would do, on loopback ports: the image's config
@@ -623,9 +652,14 @@ fn the_image_config_serves_the_demo_passes_its_health_check_and_stops_on_sigterm
             continue; // a port was taken between free_port() and bind: try again
         }
 
+        let (code, stdout, stderr) = health_check(&df, root.path());
+        assert_eq!(
+            code, 0,
+            "the HEALTHCHECK command failed against a healthy holdfast: {stdout}{stderr}"
+        );
         assert!(
-            health_check(&df, admin_port),
-            "the HEALTHCHECK command failed against a healthy holdfast"
+            stdout.contains(&format!("{admin_addr}/healthz")),
+            "{stdout}"
         );
         if node.demo_origin.is_some() {
             let status = get_status_line(data, "demo.localhost", "/");
@@ -647,9 +681,14 @@ fn the_image_config_serves_the_demo_passes_its_health_check_and_stops_on_sigterm
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(exited, "holdfast did not exit within 10 s of SIGTERM");
+        let (code, stdout, stderr) = health_check(&df, root.path());
+        assert_eq!(
+            code, 1,
+            "the HEALTHCHECK command must fail with nothing listening: {stdout}{stderr}"
+        );
         assert!(
-            !health_check(&df, admin_port),
-            "the HEALTHCHECK command passed with nothing listening"
+            stderr.contains(&format!("{admin_addr}/healthz: connection refused")),
+            "{stderr}"
         );
         return;
     }
