@@ -252,6 +252,49 @@ async fn after_an_origin_failure_keep_alive_is_kept_or_refused_never_broken() {
     assert!(r.text().contains("did not answer"), "{}", r.text());
 }
 
+/// Hits larger than one write buffer (the fast path writes header and body corked) arrive
+/// whole, byte for byte, one after another on a kept-alive connection, with their
+/// headers; small hits between them too.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_hits_arrive_whole_on_a_kept_alive_connection() {
+    let origin = Origin::start().await;
+    // Not one repeated byte: a misplaced or lost segment would show.
+    let big: String = (0..300 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mid: String = big[..1500].to_string();
+    origin.route("/big", Behavior::ok("max-age=60", &big));
+    origin.route("/mid", Behavior::ok("max-age=60", &mid));
+    origin.route("/small", Behavior::ok("max-age=60", "s"));
+    let edge = shop(&origin, "", "").await;
+    let mut conn = Conn::open(edge.addr).await;
+    for round in 0..3 {
+        for (path, body) in [("/big", &big), ("/small", &"s".to_string()), ("/mid", &mid)] {
+            let r = conn
+                .get(HOST, path)
+                .await
+                .unwrap_or_else(|e| panic!("round {round} {path}: {e}"))
+                .unwrap_or_else(|| panic!("round {round} {path}: connection closed"));
+            assert_eq!(r.status, 200, "round {round} {path}");
+            assert_eq!(r.body.len(), body.len(), "round {round} {path}");
+            assert!(
+                r.body == body.as_bytes(),
+                "round {round} {path}: body differs"
+            );
+            if round > 0 {
+                assert!(
+                    r.cache_status().starts_with("holdfast; hit"),
+                    "round {round} {path}: {}",
+                    r.cache_status()
+                );
+                assert_eq!(r.header("via"), Some("1.1 holdfast"));
+                assert!(r.header("age").is_some(), "round {round} {path}: no Age");
+            }
+        }
+    }
+    assert_eq!(origin.hits(), 3);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_if_error_on_reset() {
     let origin = Origin::start().await;

@@ -4,6 +4,7 @@
 //! between Pingora's phases. It must never make a cache decision of its own: every
 //! "store or not", "how long", "serve stale or not" lives in the policy.
 
+mod cork;
 mod health;
 mod status;
 
@@ -242,13 +243,16 @@ impl Edge {
         ctx.from_store = Some(status.clone());
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
+        let body = (!header_only).then(|| stored.body());
+        let _cork = match &body {
+            Some(body) if body.len() > cork::WORTH_CORKING => cork::Cork::new(session),
+            _ => None,
+        };
         session
             .write_response_header(Box::new(resp), header_only)
             .await?;
-        if !header_only {
-            session
-                .write_response_body(Some(stored.body()), true)
-                .await?;
+        if let Some(body) = body {
+            session.write_response_body(Some(body), true).await?;
         }
         Ok(true)
     }
