@@ -10,6 +10,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use holdfast::config::{Customers, NodeConfig};
 
+/// mimalloc instead of glibc's malloc: a 1 KiB hit allocates and frees about ninety small
+/// blocks (headers, keys, futures), where glibc spent about 14 % of a hit's instructions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Holdfast: a CDN edge cache that keeps serving when everything behind it fails.
 #[derive(Parser, Debug)]
 #[command(version, about)]
