@@ -9,22 +9,34 @@
 #   1. installs what is missing (apt-get: nginx-light or nginx, wrk, curl; `cargo install
 #      oha` only with BENCH_OHA=1) and builds Holdfast with `cargo build --release --locked`;
 #   2. starts an origin: nginx serving generated 1 KiB and 100 KiB files on 127.0.0.1;
-#   3. for each phase and each cache (Holdfast with `server: { threads: 1 }`, nginx with
-#      `proxy_cache` and 1 worker), starts the cache fresh, pinned to one core
-#      (`taskset -c $BENCH_SERVER_CPU`), warms it, and drives it with wrk pinned to another
-#      core (`taskset -c $BENCH_CLIENT_CPU`, also where the origin runs), BENCH_RUNS times for
-#      BENCH_DURATION at BENCH_CONNECTIONS connections, and keeps the median of each number:
+#   3. for each phase, starts both caches fresh (Holdfast with `server: { threads: 1 }`, nginx
+#      with `proxy_cache` and 1 worker), both pinned to the same core (`taskset -c
+#      $BENCH_SERVER_CPU`; the one not being driven is idle), checks and warms each, then
+#      drives them with wrk pinned to another core (`taskset -c $BENCH_CLIENT_CPU`, also where
+#      the origin runs) in alternation, Holdfast, nginx, Holdfast, nginx, ..., BENCH_RUNS runs
+#      each of BENCH_DURATION at BENCH_CONNECTIONS connections, so that the drift of a shared
+#      machine falls on both alike; and keeps the median of each number over a server's runs:
 #        hit-1k, hit-100k  one cached object requested over and over (checked to be a hit);
 #        miss              every request a new URL (query-string counter), stored on the way;
-#        stale             objects cached with max-age=1, stale-if-error=3600, the origin
-#                          then stopped and max-age waited out: every answer is stale-if-error
-#                          (checked before measuring);
+#        stale             objects cached with max-age=1, stale-if-error=3600 by both, the
+#                          origin then stopped and max-age waited out: every answer is
+#                          stale-if-error (checked on both before measuring);
 #      and, when oha is installed (on PATH, or BENCH_OHA=1), drives the hit and stale phases
-#      with oha too;
-#   4. prints one table per load generator: req/s, p50, p99, errors, CPU use and peak RSS
-#      (VmHWM) of both, and the Holdfast/nginx req/s ratio; then Holdfast's bytes per cached
+#      with oha too, alternating the same way;
+#   4. prints one table per load generator: req/s, p50, p99, errors, CPU use, CPU µs per
+#      request and peak RSS (VmHWM) of both, the Holdfast/nginx req/s ratio and the
+#      Holdfast/nginx ratio of requests per CPU second; then Holdfast's bytes per cached
 #      object after the miss phase, from the admin /metrics (holdfast_cache_bytes /
-#      holdfast_cache_objects) and from the growth of its RSS.
+#      holdfast_cache_objects) and from the growth of its RSS over its own measured runs.
+#
+# CPU µs per request: the server's CPU time (user + system from /proc/PID/stat; for nginx
+# summed over master, worker and cache processes) from just before to just after a run,
+# divided by the requests answered in that run; the median over the runs. It is what a
+# request costs the server on its core, and it stays meaningful when the server did not
+# get its whole core (a noisy neighbour) or the load generator was the limit (wrk near
+# 100 % CPU, e.g. 100 KiB hits), where req/s measures the client as much as the server.
+# The ratio column is nginx's µs / Holdfast's µs: above 1, Holdfast serves more requests
+# per CPU second than nginx.
 #
 # Only 127.0.0.1 is ever contacted. Every process started here is stopped on exit (trap),
 # and every wrk run is bounded by BENCH_DURATION. The servers' logs and configs are kept in
@@ -345,15 +357,17 @@ stop_origin() {
   port_free "$ORIGIN_PORT" || die "origin still listening after stop"
 }
 
-SERVER_PID=
+# Both caches run during a phase, on the same core; only the one being driven is busy.
+HF_PID=
+NGX_PID=
 start_server() { # holdfast | nginx
   case $1 in
     holdfast)
       RUST_LOG=$HF_LOG taskset -c "$SERVER_CPU" "$WORK/holdfast" -c "$WORK/holdfast.yaml" \
         >>"$WORK/logs/holdfast.log" 2>&1 &
-      SERVER_PID=$!
-      PIDS+=("$SERVER_PID")
-      if ! wait_port "$HF_PORT" "$SERVER_PID" || ! wait_port "$HF_ADMIN" "$SERVER_PID"; then
+      HF_PID=$!
+      PIDS+=("$HF_PID")
+      if ! wait_port "$HF_PORT" "$HF_PID" || ! wait_port "$HF_ADMIN" "$HF_PID"; then
         die "holdfast did not start: $(tail -5 "$WORK/logs/holdfast.log")"
       fi
       ;;
@@ -361,18 +375,21 @@ start_server() { # holdfast | nginx
       rm -rf "$WORK/nginx-cache" && mkdir -p "$WORK/nginx-cache"
       taskset -c "$SERVER_CPU" "$NGINX" -p "$WORK" -e "$WORK/logs/nginx.err" -c "$WORK/nginx.conf" \
         >>"$WORK/logs/nginx.out" 2>&1 &
-      SERVER_PID=$!
-      PIDS+=("$SERVER_PID")
-      wait_port "$NGX_PORT" "$SERVER_PID" || die "nginx did not start: $(tail -5 "$WORK/logs/nginx.err")"
+      NGX_PID=$!
+      PIDS+=("$NGX_PID")
+      wait_port "$NGX_PORT" "$NGX_PID" || die "nginx did not start: $(tail -5 "$WORK/logs/nginx.err")"
       ;;
   esac
 }
 
-stop_server() {
-  stop "$SERVER_PID"
-  SERVER_PID=
+stop_servers() {
+  [ -z "$HF_PID" ] || stop "$HF_PID"
+  [ -z "$NGX_PID" ] || stop "$NGX_PID"
+  HF_PID=
+  NGX_PID=
 }
 
+server_pid() { if [ "$1" = holdfast ]; then echo "$HF_PID"; else echo "$NGX_PID"; fi; }
 server_port() { if [ "$1" = holdfast ]; then echo "$HF_PORT"; else echo "$NGX_PORT"; fi; }
 
 # The cache status of one request: Holdfast's Cache-Status or nginx's X-Cache-Status.
@@ -398,7 +415,7 @@ cpu_ticks() { # user+system clock ticks of PID and its children (nginx: master +
   echo "$total"
 }
 
-# One wrk run; prints "rps p50_ms p99_ms non2xx socket_errors client_cpu%".
+# One wrk run; prints "rps p50_ms p99_ms non2xx socket_errors client_cpu% requests".
 wrk_run() { # server path duration [script [args...]]
   local server=$1 path=$2 dur=$3 script=${4:-$WORK/report.lua}
   shift 4 2>/dev/null || shift $#
@@ -417,12 +434,14 @@ wrk_run() { # server path duration [script [args...]]
     }
     END {
       secs = v["duration_us"] / 1e6
-      printf "%.0f %.3f %.3f %d %d %.0f\n", v["requests"] / secs,
-        v["p50_us"] / 1000, v["p99_us"] / 1000, v["status"], v["socket"], 100 * cpu / secs
+      printf "%.0f %.3f %.3f %d %d %.0f %d\n", v["requests"] / secs,
+        v["p50_us"] / 1000, v["p99_us"] / 1000, v["status"], v["socket"], 100 * cpu / secs,
+        v["requests"]
     }'
 }
 
-# One oha run; prints "rps p50_ms p99_ms non2xx socket_errors -" (no client CPU).
+# One oha run; prints "rps p50_ms p99_ms non2xx socket_errors - requests" (no client CPU;
+# requests: the answers received, of any status).
 oha_run() { # server path duration
   local server=$1 path=$2 dur=$3 limit json url
   url="http://127.0.0.1:$(server_port "$server")$path"
@@ -455,111 +474,145 @@ oha_run() { # server path duration
       rps = number($0, "requestsPerSec")
       match($0, /"latencyPercentiles":\{[^}]*\}/); lat = substr($0, RSTART, RLENGTH)
       p50 = number(lat, "p50"); p99 = number(lat, "p99")
-      bad = 0; err = 0
+      bad = 0; err = 0; answers = 0
       # Requests cut off at the end of the -z window are not errors.
-      if (match($0, /"statusCodeDistribution":\{[^}]*\}/)) bad = sum_values(substr($0, RSTART + 25, RLENGTH - 25), "^[23]")
+      if (match($0, /"statusCodeDistribution":\{[^}]*\}/)) {
+        codes = substr($0, RSTART + 25, RLENGTH - 25)
+        bad = sum_values(codes, "^[23]"); answers = sum_values(codes, "^$")
+      }
       if (match($0, /"errorDistribution":\{[^}]*\}/)) err = sum_values(substr($0, RSTART + 20, RLENGTH - 20), "deadline")
-      printf "%.0f %.3f %.3f %d %d -\n", rps, p50 * 1000, p99 * 1000, bad, err
+      printf "%.0f %.3f %.3f %d %d - %d\n", rps, p50 * 1000, p99 * 1000, bad, err, answers
     }'
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }'; }
 
-# RUNS runs with DRIVER (wrk_run | oha_run). Prints the medians of req/s, p50 and p99,
-# the sums of non-2xx/3xx answers and socket errors, and the server's CPU use over the
-# runs in % of one core (100 = the server had its core to itself and used all of it),
-# and the median CPU use of the load generator (wrk only) in % of one core.
-measure() { # driver server path [wrk script]
-  local driver=$1 server=$2 path=$3 script=${4:-}
-  local i results="" t0 t1 c0 c1 col out=""
-  c0=$(cpu_ticks "$SERVER_PID")
+# One run against SERVER, bracketed by the server's CPU ticks and the wall clock; prints
+# the driver's fields, then "server_ticks wall_seconds". It runs in a subshell, where
+# `set -e` is off: failures are passed on by hand.
+timed_run() { # driver server path [wrk script [arg]]
+  local driver=$1 server=$2 path=$3 script=${4:-} arg=${5:-} pid c0 c1 t0 t1 r
+  pid=$(server_pid "$server")
+  c0=$(cpu_ticks "$pid") || exit 1
   t0=$(date +%s.%N)
-  for i in $(seq "$RUNS"); do
-    if [ "$driver" = oha_run ]; then
-      results+="$(oha_run "$server" "$path" "$DURATION")"$'\n'
-    elif [ -n "$script" ]; then
-      results+="$(wrk_run "$server" "$path" "$DURATION" "$script" "run$i")"$'\n'
-    else
-      results+="$(wrk_run "$server" "$path" "$DURATION")"$'\n'
-    fi
-  done
+  if [ "$driver" = oha_run ]; then
+    r=$(oha_run "$server" "$path" "$DURATION") || exit 1
+  elif [ -n "$script" ]; then
+    r=$(wrk_run "$server" "$path" "$DURATION" "$script" "$arg") || exit 1
+  else
+    r=$(wrk_run "$server" "$path" "$DURATION") || exit 1
+  fi
   t1=$(date +%s.%N)
-  c1=$(cpu_ticks "$SERVER_PID")
+  c1=$(cpu_ticks "$pid") || exit 1
+  echo "$r $((c1 - c0)) $(awk -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.3f", t1 - t0 }')"
+}
+
+# One server's runs (lines of timed_run) in one line: the medians of req/s, p50 and p99;
+# the sums of non-2xx/3xx answers and socket errors; the server's CPU use over its own
+# runs in % of one core (its ticks in its runs / the wall time of its runs; 100 = the
+# server had its core to itself and used all of it); the median CPU use of the load
+# generator (wrk only) in % of one core; and the median over the runs of the server's
+# CPU µs per request answered.
+summarize() { # driver runs
+  local driver=$1 runs=$2 col out=""
   for col in 1 2 3; do
-    out+="$(printf '%s' "$results" | awk -v c=$col 'NF { print $c }' | median) "
+    out+="$(printf '%s' "$runs" | awk -v c=$col 'NF { print $c }' | median) "
   done
-  out+="$(printf '%s' "$results" | awk 'NF { a += $4; b += $5 } END { print a + 0, b + 0 }') "
-  out+=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
-    'BEGIN { printf "%.0f", 100 * d / hz / (t1 - t0) }')
+  out+=$(printf '%s' "$runs" | awk -v hz="$CLK_TCK" '
+    NF { bad += $4; sock += $5; ticks += $8; wall += $9 }
+    END { printf "%d %d %.0f", bad, sock, (wall > 0 ? 100 * ticks / hz / wall : 0) }')
   if [ "$driver" = oha_run ]; then
     out+=" -"
   else
-    out+=" $(printf '%s' "$results" | awk 'NF { print $6 }' | median)"
+    out+=" $(printf '%s' "$runs" | awk 'NF { print $6 }' | median)"
   fi
+  out+=" $(printf '%s' "$runs" | awk -v hz="$CLK_TCK" 'NF && $7 > 0 { printf "%.3f\n", $8 / hz / $7 * 1e6 }' | median)"
   echo "$out"
 }
 
-declare -A RESULT # RESULT[driver/phase/server] = "rps p50 p99 non2xx sockerr cpu% client_cpu% peak_rss_kib"
+# RUNS runs of each server with DRIVER, alternating Holdfast and nginx; sets
+# RESULT[driver/phase/server].
+measure() { # driver phase path [wrk script]
+  local driver=$1 phase=$2 path=$3 script=${4:-} i hf_runs="" ngx_runs="" server r
+  for i in $(seq "$RUNS"); do
+    hf_runs+="$(timed_run "$driver" holdfast "$path" "$script" "run$i")"$'\n'
+    ngx_runs+="$(timed_run "$driver" nginx "$path" "$script" "run$i")"$'\n'
+  done
+  RESULT[${driver%_run}/$phase/holdfast]="$(summarize "$driver" "$hf_runs") $(peak_rss_kib "$HF_PID")"
+  RESULT[${driver%_run}/$phase/nginx]="$(summarize "$driver" "$ngx_runs") $(peak_rss_kib "$NGX_PID")"
+  for server in holdfast nginx; do
+    r=${RESULT[${driver%_run}/$phase/$server]}
+    log "$phase/$server (${driver%_run}): $(echo "$r" | awk '{ printf "%s req/s, p50 %s ms, p99 %s ms, %s non-2xx, %s socket errors, CPU %s%%, client CPU %s%%, %s CPU us/request", $1, $2, $3, $4, $5, $6, $7, $8 }')"
+  done
+}
+
+declare -A RESULT # RESULT[driver/phase/server] = "rps p50 p99 non2xx sockerr cpu% client_cpu% cpu_us_per_request peak_rss_kib"
 HF_OBJECTS=0 HF_BYTES=0 HF_EVICTIONS=0 HF_NEW_OBJECTS=0 HF_RSS_GROWTH_KIB=0
 
 metric() { # name: value from Holdfast's admin /metrics
   curl -s "http://127.0.0.1:$HF_ADMIN/metrics" | awk -v n="$1" '$1 == n { print $2 }'
 }
 
-run_phase() { # phase server
-  local phase=$1 server=$2 path script="" hit stale r rss0=0 objects0=0
-  case $server in holdfast) hit='(^|; )hit' stale='fwd=stale' ;; nginx) hit='^HIT$' stale='^STALE$' ;; esac
+run_phase() { # phase
+  local phase=$1 path script="" server rss0=0 objects0=0
+  local -A hit=([holdfast]='(^|; )hit' [nginx]='^HIT$') stale=([holdfast]='fwd=stale' [nginx]='^STALE$')
   start_origin
-  start_server "$server"
+  start_server holdfast
+  start_server nginx
   case $phase in
     hit-1k | hit-100k)
       path=/${phase#hit-}.bin
-      cache_status "$server" "$path" >/dev/null
-      expect_status "$server" "$path" "$hit" "a hit"
+      for server in holdfast nginx; do
+        cache_status "$server" "$path" >/dev/null
+        expect_status "$server" "$path" "${hit[$server]}" "a hit"
+      done
       ;;
     miss)
       path=/miss/1k.bin
       script=$WORK/miss.lua
       ;;
     stale)
-      # Stored by this request; with max-age=1 the next may already be a revalidation.
+      # Stored by these requests; with max-age=1 the next may already be a revalidation.
       path=/sie/1k.bin
-      cache_status "$server" "$path" >/dev/null
+      for server in holdfast nginx; do cache_status "$server" "$path" >/dev/null; done
       stop_origin
       sleep 2 # past max-age=1
-      expect_status "$server" "$path" "$stale" "a stale-if-error answer"
+      for server in holdfast nginx; do
+        expect_status "$server" "$path" "${stale[$server]}" "a stale-if-error answer"
+      done
       ;;
   esac
-  log "$phase/$server: warming for $WARMUP"
-  if [ -n "$script" ]; then
-    wrk_run "$server" "$path" "$WARMUP" "$script" warm >/dev/null
-  else
-    wrk_run "$server" "$path" "$WARMUP" >/dev/null
-  fi
-  if [ "$phase" = miss ] && [ "$server" = holdfast ]; then
+  for server in holdfast nginx; do
+    log "$phase/$server: warming for $WARMUP"
+    if [ -n "$script" ]; then
+      wrk_run "$server" "$path" "$WARMUP" "$script" warm >/dev/null
+    else
+      wrk_run "$server" "$path" "$WARMUP" >/dev/null
+    fi
+  done
+  if [ "$phase" = miss ]; then
     # After warming: connections, buffers and allocator arenas exist; what grows from
-    # here on is the store.
-    rss0=$(rss_kib "$SERVER_PID")
+    # here on is the store. nginx's runs in between send nothing to Holdfast, so the
+    # growth from here to the end is that of Holdfast's own runs.
+    rss0=$(rss_kib "$HF_PID")
     objects0=$(metric holdfast_cache_objects)
   fi
-  log "$phase/$server: measuring $RUNS x $DURATION at $CONNS connections"
-  r=$(measure wrk_run "$server" "$path" "$script")
-  RESULT[wrk/$phase/$server]="$r $(peak_rss_kib "$SERVER_PID")"
-  log "$phase/$server: $(echo "$r" | awk '{ printf "%s req/s, p50 %s ms, p99 %s ms, %s non-2xx, %s socket errors, CPU %s%%, wrk CPU %s%%", $1, $2, $3, $4, $5, $6, $7 }')"
-  if [ "$phase" = miss ] && [ "$server" = holdfast ]; then
+  log "$phase: measuring $RUNS x $DURATION per server at $CONNS connections, alternating"
+  measure wrk_run "$phase" "$path" "$script"
+  if [ "$phase" = miss ]; then
     HF_OBJECTS=$(metric holdfast_cache_objects)
     HF_BYTES=$(metric holdfast_cache_bytes)
     HF_EVICTIONS=$(metric holdfast_cache_evictions_total)
     HF_NEW_OBJECTS=$((HF_OBJECTS - objects0))
-    HF_RSS_GROWTH_KIB=$(($(rss_kib "$SERVER_PID") - rss0))
+    HF_RSS_GROWTH_KIB=$(($(rss_kib "$HF_PID") - rss0))
   fi
   if [ "$OHA" = 1 ] || command -v oha >/dev/null; then
     if [ "$phase" != miss ]; then
-      log "$phase/$server: oha $RUNS x $DURATION"
-      RESULT[oha/$phase/$server]="$(measure oha_run "$server" "$path") $(peak_rss_kib "$SERVER_PID")"
+      log "$phase: oha $RUNS x $DURATION per server, alternating"
+      measure oha_run "$phase" "$path"
     fi
   fi
-  stop_server
+  stop_servers
   start_origin
 }
 
@@ -567,25 +620,32 @@ run_phase() { # phase server
 
 table() { # driver: wrk | oha
   local driver=$1 phase h n
-  printf '\n%s, %s connections, median of %s x %s; server on CPU %s, %s (and the origin) on CPU %s\n\n' \
+  printf '\n%s, %s connections, median of %s x %s per server, runs alternating Holdfast and nginx; server on CPU %s, %s (and the origin) on CPU %s\n\n' \
     "$driver" "$CONNS" "$RUNS" "$DURATION" "$SERVER_CPU" "$driver" "$CLIENT_CPU"
-  printf '| phase | Holdfast req/s | p50 ms | p99 ms | errors | CPU %% | peak RSS MiB | nginx req/s | p50 ms | p99 ms | errors | CPU %% | peak RSS MiB | Holdfast/nginx req/s | %s CPU %% (H/n) |\n' "$driver"
-  printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
+  printf '| phase | Holdfast req/s | p50 ms | p99 ms | errors | CPU %% | CPU µs/req | peak RSS MiB | nginx req/s | p50 ms | p99 ms | errors | CPU %% | CPU µs/req | peak RSS MiB | Holdfast/nginx req/s | Holdfast/nginx req per CPU s | %s CPU %% (H/n) |\n' "$driver"
+  printf '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n'
   for phase in $PHASES; do
     h=${RESULT[$driver/$phase/holdfast]:-}
     n=${RESULT[$driver/$phase/nginx]:-}
     if [ -z "$h" ] || [ -z "$n" ]; then continue; fi
-    # fields: 1 phase; Holdfast 2 rps 3 p50 4 p99 5 non2xx 6 sock 7 cpu 8 client 9 rss;
-    # nginx 10 rps 11 p50 12 p99 13 non2xx 14 sock 15 cpu 16 client 17 rss
+    # fields: 1 phase; Holdfast 2 rps 3 p50 4 p99 5 non2xx 6 sock 7 cpu 8 client 9 µs/req
+    # 10 rss; nginx 11 rps 12 p50 13 p99 14 non2xx 15 sock 16 cpu 17 client 18 µs/req 19 rss
     echo "$phase $h $n" | awk '{
-      printf "| %s | %d | %.2f | %.2f | %d | %d | %.1f | %d | %.2f | %.2f | %d | %d | %.1f | %.2f | %s / %s |\n",
-        $1, $2, $3, $4, $5 + $6, $7, $9 / 1024, $10, $11, $12, $13 + $14, $15, $17 / 1024,
-        ($10 > 0 ? $2 / $10 : 0), $8, $16
+      printf "| %s | %d | %.2f | %.2f | %d | %d | %.1f | %.1f | %d | %.2f | %.2f | %d | %d | %.1f | %.1f | %.2f | %.2f | %s / %s |\n",
+        $1, $2, $3, $4, $5 + $6, $7, $9, $10 / 1024, $11, $12, $13, $14 + $15, $16, $18, $19 / 1024,
+        ($11 > 0 ? $2 / $11 : 0), ($9 > 0 ? $18 / $9 : 0), $8, $17
     }'
   done
-  printf '\nerrors: non-2xx/3xx answers plus socket errors, summed over the runs. CPU %%: CPU time\n'
-  printf 'per wall second over the runs (100 = one full core), of the server and of the load generator\n'
-  printf '(wrk only). Peak RSS: VmHWM when the runs end; for nginx summed over its processes.\n'
+  cat <<'EOF'
+
+errors: non-2xx/3xx answers plus socket errors, summed over the runs. CPU %: CPU time per
+wall second over that server's own runs (100 = one full core), of the server and of the
+load generator (wrk only). CPU µs/req: the server's CPU time (user + system; nginx: all its
+processes) during a run / the requests answered in it, median over the runs: what a request
+costs the server on its core, even when the load generator is the limit. Holdfast/nginx req
+per CPU s: nginx's µs/req / Holdfast's (above 1: Holdfast does more per core). Peak RSS:
+VmHWM when the runs end; for nginx summed over its processes.
+EOF
 }
 
 report() {
@@ -642,9 +702,7 @@ CLK_TCK=$(getconf CLK_TCK)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for phase in $PHASES; do
   case $phase in hit-1k | hit-100k | miss | stale) ;; *) die "unknown phase $phase" ;; esac
-  for server in holdfast nginx; do
-    run_phase "$phase" "$server"
-  done
+  run_phase "$phase"
 done
 stop_origin
 report
