@@ -21,7 +21,9 @@ pub struct CacheStatus {
 
 impl CacheStatus {
     pub fn render(&self) -> String {
-        let mut s = String::from("holdfast");
+        // Long enough for every parameter at once: one allocation per response.
+        let mut s = String::with_capacity(96);
+        s.push_str("holdfast");
         if self.hit {
             s.push_str("; hit");
         }
