@@ -644,6 +644,44 @@ async fn vary_keeps_variants_apart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_unsafe_method_invalidates_every_stored_variant() {
+    let origin = Origin::start().await;
+    let varied = |body: &str| {
+        Behavior::status(
+            200,
+            &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Language")],
+            body,
+        )
+    };
+    origin.route("/v", varied("v1"));
+    let edge = shop(&origin, "", "").await;
+    let get = |lang: &'static str| {
+        let addr = edge.addr;
+        async move {
+            request(addr, "GET", HOST, "/v", &[("Accept-Language", lang)], b"")
+                .await
+                .text()
+        }
+    };
+    for lang in ["en", "de", "fr", "en", "de", "fr"] {
+        assert_eq!(get(lang).await, "v1", "{lang}");
+    }
+    assert_eq!(origin.hits_for("/v"), 3, "one fill per variant");
+
+    let post = request(edge.addr, "POST", HOST, "/v", &[], b"x=1").await;
+    assert_eq!(post.status, 200);
+    origin.route("/v", varied("v2"));
+    for lang in ["en", "de", "fr", "en", "de", "fr"] {
+        assert_eq!(get(lang).await, "v2", "{lang} after the POST");
+    }
+    assert_eq!(
+        origin.hits_for("/v"),
+        3 + 1 + 3,
+        "the POST, then one fill per variant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rules_bypass_and_override_ttl() {
     let origin = Origin::start().await;
     origin.route("/api/x", Behavior::ok("max-age=60", "api"));
