@@ -165,7 +165,7 @@ pub fn next_rule_change(
         .rules
         .iter()
         .take(considered)
-        .filter(|r| r.matcher.matches(path))
+        .filter(|r| r.active.is_some() && r.matcher.matches(path))
         .filter_map(|r| r.active.as_ref())
         .flat_map(|w| [w.from.as_ref(), w.until.as_ref()])
         .flatten()
@@ -373,6 +373,23 @@ pub fn check_hit(rule: Option<&Rule>, fresh_until: SystemTime, now: SystemTime) 
     } else {
         HitCheck::AsStored
     }
+}
+
+/// The boundary past which a copy stored at `stored`, under the rules as they were then,
+/// must not stay fresh: a `from` or `until` of an `active` window that has since changed
+/// which rule applies to `path` (see [`next_rule_change`]; `rule` is the one that applies
+/// now). Copies stored under the running rules are capped at the boundary when stored;
+/// this catches copies stored before a reload added or moved a window. Past it the copy
+/// is expired, and may still be served stale within its windows, as a capped copy would.
+pub fn check_schedule(
+    customer: &Customer,
+    rule: Option<&Rule>,
+    path: &str,
+    stored: SystemTime,
+    fresh_until: SystemTime,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    next_rule_change(customer, rule, path, stored).filter(|&at| at <= now && fresh_until > at)
 }
 
 /// Whether an origin answer with this status counts as an error for stale-if-error.

@@ -262,6 +262,70 @@ async fn scheduled_rule_switches_ttls_on_time() {
     assert_eq!(origin.hits_for(path), hits);
 }
 
+/// A copy stored before a reload added a scheduled rule is not served fresh once that
+/// rule's window opens: the window is checked against when the copy was stored, not only
+/// when the next copy is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_added_by_a_reload_applies_to_copies_stored_before_it() {
+    let origin = Origin::start().await;
+    origin.route("/products/a", Behavior::status(200, &[], "product"));
+    let hour = "    rules:\n      - match: { path_prefix: /products/ }\n        ttl: 1h\n";
+    // Stale-while-revalidate is on: still, the new rule applies at the window's start.
+    let swr = "      stale_while_revalidate: 1h\n";
+    let edge = Holdfast::start(&format!(
+        "customers:\n{}",
+        customer("shop", HOST, origin.addr, swr, hour)
+    ))
+    .await;
+    let path = "/products/a";
+    let r = edge.get(HOST, path).await;
+    assert!(r.cache_status().contains("stored"), "{}", r.cache_status());
+    assert!(edge
+        .get(HOST, path)
+        .await
+        .cache_status()
+        .starts_with("holdfast; hit"));
+    assert_eq!(origin.hits_for(path), 1);
+
+    // Reload with a sale rule whose window opens in 3 s, ahead of the hour-long rule.
+    let (from, from_text) = instant_in(3);
+    let (_, until_text) = instant_in(3600);
+    let rules = format!(
+        "    rules:\n      - match: {{ path_prefix: /products/ }}\n        ttl: 1s\n        active: {{ from: \"{from_text}\", until: \"{until_text}\" }}\n{}",
+        &hour["    rules:\n".len()..]
+    );
+    let text = std::fs::read_to_string(&edge.conf).expect("read conf");
+    let head: Vec<&str> = text.lines().take(3).collect();
+    let body = format!(
+        "customers:\n{}",
+        customer("shop", HOST, origin.addr, swr, &rules)
+    );
+    std::fs::write(&edge.conf, format!("{}\n{body}", head.join("\n"))).expect("write conf");
+    let reload = common::request(edge.admin, "POST", "admin", "/reload", &[], b"").await;
+    assert_eq!(reload.status, 200, "{}", reload.text());
+
+    // Before the window: still the copy stored under the hour-long rule.
+    let r = edge.get(HOST, path).await;
+    assert!(
+        r.cache_status().starts_with("holdfast; hit"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(origin.hits_for(path), 1);
+    assert_before(from, "the hit before the window");
+
+    // The window opens: that copy is expired, refetched, and stored under the sale rule.
+    sleep_past(from, Duration::from_millis(200)).await;
+    let r = edge.get(HOST, path).await;
+    let cs = r.cache_status().to_string();
+    assert!(
+        cs.contains("fwd=stale") && cs.contains("stored") && cs.contains("detail=schedule"),
+        "{cs}"
+    );
+    assert!(ttl_of(&cs).is_some_and(|t| t <= 1), "{cs}");
+    assert_eq!(origin.hits_for(path), 2, "refetched when the window opened");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_explain_serves_the_running_config_as_json() {
     let origin = Origin::start().await;

@@ -1345,6 +1345,56 @@ fn next_rule_change_finds_the_nearest_boundary_that_matters() {
 }
 
 #[test]
+fn a_copy_stored_before_a_window_moved_is_not_fresh_past_its_boundary() {
+    let from = plus(now(), 3600);
+    let until = plus(now(), 7200);
+    let c = sale_customer(from, until);
+    let path = "/products/shoes";
+    let rule_at = |t: SystemTime| matching_rule(&c, path, t);
+    // Stored an hour before the sale with a day's freshness (as a copy stored before a
+    // reload added the sale would be): fresh until the sale opens, not after.
+    let stored = now();
+    let claims = plus(stored, 86_400);
+    let check = |t: SystemTime| check_schedule(&c, rule_at(t), path, stored, claims, t);
+    assert_eq!(check(minus(from, 1)), None, "one second before the sale");
+    assert_eq!(check(from), Some(from), "at from");
+    assert_eq!(check(plus(from, 60)), Some(from), "during the sale");
+    assert_eq!(
+        check(plus(until, 60)),
+        Some(from),
+        "after it: still stored before it"
+    );
+    // A copy capped at the boundary when stored (what decide_response does) needs
+    // nothing more, and neither does one stored inside the window.
+    assert_eq!(
+        check_schedule(&c, rule_at(from), path, stored, from, from),
+        None
+    );
+    let during = plus(from, 10);
+    let check_during =
+        |t: SystemTime| check_schedule(&c, rule_at(t), path, during, plus(during, 60), t);
+    assert_eq!(check_during(plus(during, 30)), None);
+    // Stored during the sale with a (wrongly) long freshness: expired when it ends.
+    let long = plus(during, 86_400);
+    assert_eq!(
+        check_schedule(
+            &c,
+            rule_at(plus(until, 1)),
+            path,
+            during,
+            long,
+            plus(until, 1)
+        ),
+        Some(until)
+    );
+    // A path no windowed rule matches is never touched.
+    assert_eq!(
+        check_schedule(&c, None, "/about", stored, claims, plus(from, 60)),
+        None
+    );
+}
+
+#[test]
 fn freshness_stops_where_another_rule_takes_over() {
     let from = plus(now(), 3600);
     let until = plus(now(), 7200);

@@ -86,6 +86,8 @@ pub struct Ctx {
     /// A stale copy served without asking an origin that failed a moment ago.
     stale_shortcut: bool,
     expired_by_rule: bool,
+    /// A stored copy expired because an `active` window moved since it was stored.
+    schedule_moved: bool,
     origin_status: Option<u16>,
     edge_detail: Option<&'static str>,
     /// The cache key, built once by the fast path and handed to pingora-cache.
@@ -199,6 +201,15 @@ impl Edge {
         let fresh_until = stored.fresh_until();
         if stored.has_variance()
             || policy::check_hit(ctx.rule(), fresh_until, now) != HitCheck::AsStored
+            || policy::check_schedule(
+                &customer,
+                ctx.rule(),
+                req.uri.path(),
+                stored.created(),
+                fresh_until,
+                now,
+            )
+            .is_some()
         {
             return Ok(false);
         }
@@ -279,6 +290,7 @@ impl ProxyHttp for Edge {
             stale_fwd_status: None,
             stale_shortcut: false,
             expired_by_rule: false,
+            schedule_moved: false,
             origin_status: None,
             edge_detail: None,
             key: None,
@@ -352,14 +364,31 @@ impl ProxyHttp for Edge {
 
     async fn cache_hit_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
         is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
         let now = SystemTime::now();
-        match policy::check_hit(ctx.rule(), meta.fresh_until(), now) {
+        let Some(customer) = ctx.customer() else {
+            return Ok(None);
+        };
+        let check = policy::check_hit(ctx.rule(), meta.fresh_until(), now);
+        if check == HitCheck::AsStored {
+            let path = session.req_header().uri.path();
+            let (stored, fresh_until) = (meta.created(), meta.fresh_until());
+            if let Some(at) =
+                policy::check_schedule(customer, ctx.rule(), path, stored, fresh_until, now)
+            {
+                // Stored before a window moved: expired from that boundary on.
+                ctx.schedule_moved = true;
+                return Ok(Some(ForcedFreshness::ForceExpiredServeStale {
+                    expired_at: Some(at),
+                }));
+            }
+        }
+        match check {
             HitCheck::AsStored if !is_fresh && meta.serve_stale_if_error(now) => {
                 // A stale copy while the origin is known to be failing: serve it now
                 // rather than queue behind other requests' attempts at a dead origin.
@@ -468,6 +497,11 @@ impl ProxyHttp for Edge {
             return false;
         };
         let Some(e) = error else {
+            if ctx.schedule_moved {
+                // The rule that now applies takes over at once, as for a copy capped at
+                // the boundary when stored: no serving the old copy while revalidating.
+                return false;
+            }
             // Within stale-while-revalidate: serve now, one background refresh.
             ctx.stale_detail = Some("stale-while-revalidate");
             return true;
@@ -777,6 +811,8 @@ fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
             }
             s.detail = if ctx.expired_by_rule {
                 Some("expires-at")
+            } else if ctx.schedule_moved {
+                Some("schedule")
             } else {
                 ctx.no_store
             };

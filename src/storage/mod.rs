@@ -218,6 +218,11 @@ impl StoredResponse {
         self.0.meta.fresh_until()
     }
 
+    /// When the response was stored (or last revalidated).
+    pub fn created(&self) -> SystemTime {
+        self.0.meta.created()
+    }
+
     /// Age at `now`, counted like pingora's `CacheMeta::age`.
     pub fn age(&self, now: SystemTime) -> Duration {
         now.duration_since(self.0.meta.epoch()).unwrap_or_default()
