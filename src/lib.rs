@@ -5,8 +5,8 @@
 //! `sync` keeps the customers current (control plane, last-known-good file, reloads),
 //! `admin` serves operators, and `server` assembles them. `healthcheck` is the client
 //! side of `GET /healthz`, for the container's HEALTHCHECK.
-// No unsafe code, but for one audited block: `proxy::cork` borrows the client socket's
-// descriptor to set TCP_CORK, which no safe API on Pingora's stream offers.
+// No unsafe code, but for `proxy::direct`, which borrows the client socket's
+// descriptor to write a hit to it, which no safe API on Pingora's stream offers.
 #![deny(unsafe_code)]
 
 pub mod admin;

@@ -295,6 +295,84 @@ async fn large_hits_arrive_whole_on_a_kept_alive_connection() {
     assert_eq!(origin.hits(), 3);
 }
 
+/// A client that reads a large hit slowly, a little at a time, still gets all of it:
+/// the edge goes on sending as the socket drains.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_gets_a_large_hit_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    origin.route(
+        "/large",
+        Behavior::Respond {
+            status: 200,
+            headers: vec![("Cache-Control".into(), "max-age=60".into())],
+            body: big.clone(),
+        },
+    );
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/large").await.body.len(), big.len());
+
+    let mut conn = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let req = format!("GET /large HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    loop {
+        let n = conn.read(&mut chunk).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+        // Far slower than the edge can send: its socket fills up again and again.
+        if got.len() < 2 * 1024 * 1024 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "too slow");
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    assert!(head.contains("cache-status: holdfast; hit"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", big.len())),
+        "{head}"
+    );
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(got[head_end..] == big[..], "the body differs");
+    assert_eq!(origin.hits_for("/large"), 1);
+}
+
+/// An origin answer framed by chunked encoding (no Content-Length) is served from the
+/// cache with its length, for GET and HEAD alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_origin_answer_is_served_with_its_length() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/chunked",
+        Behavior::Raw(
+            b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+    );
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/chunked").await.text(), "hello world");
+    let r = edge.get(HOST, "/chunked").await;
+    assert!(
+        r.cache_status().starts_with("holdfast; hit"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(r.header("content-length"), Some("11"));
+    assert_eq!(r.header("transfer-encoding"), None);
+    let head = request(edge.addr, "HEAD", HOST, "/chunked", &[], b"").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("11"));
+    assert!(head.body.is_empty());
+    assert_eq!(origin.hits_for("/chunked"), 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_if_error_on_reset() {
     let origin = Origin::start().await;

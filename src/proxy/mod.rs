@@ -4,7 +4,7 @@
 //! between Pingora's phases. It must never make a cache decision of its own: every
 //! "store or not", "how long", "serve stale or not" lives in the policy.
 
-mod cork;
+mod direct;
 mod health;
 mod status;
 
@@ -94,6 +94,9 @@ pub struct Ctx {
     key: Option<CacheKey>,
     /// Answered by the fast path straight from the store, with this status.
     from_store: Option<CacheStatus>,
+    /// The fast path wrote the answer to the socket itself: its status and body bytes
+    /// (Pingora's session saw neither).
+    sent_directly: Option<(u16, usize)>,
     started: Instant,
     _inflight: InflightGuard,
 }
@@ -244,7 +247,9 @@ impl Edge {
         resp.insert_header(header::AGE, stored.age(now).as_secs())?;
         let no_body = matches!(resp.status.as_u16(), 204 | 304);
         if !no_body && !resp.headers.contains_key(header::CONTENT_LENGTH) {
-            resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+            // The stored body is complete: its length frames it (also for HEAD).
+            resp.remove_header(&header::TRANSFER_ENCODING);
+            resp.insert_header(header::CONTENT_LENGTH, stored.body_len())?;
         }
         let not_modified = not_modified_filter(req, &resp);
         if not_modified {
@@ -255,10 +260,13 @@ impl Edge {
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
         let body = (!header_only).then(|| stored.body());
-        let _cork = match &body {
-            Some(body) if body.len() > cork::WORTH_CORKING => cork::Cork::new(session),
-            _ => None,
-        };
+        if let Some(direct) = direct::Direct::new(session) {
+            // Set before sending: after a failed send nothing else may be written.
+            ctx.sent_directly = Some((resp.status.as_u16(), 0));
+            let sent = direct.send(&mut resp, body.as_ref()).await?;
+            ctx.sent_directly = Some((resp.status.as_u16(), sent));
+            return Ok(true);
+        }
         session
             .write_response_header(Box::new(resp), header_only)
             .await?;
@@ -295,6 +303,7 @@ impl ProxyHttp for Edge {
             edge_detail: None,
             key: None,
             from_store: None,
+            sent_directly: None,
             started: Instant::now(),
             _inflight: InflightGuard(self.metrics.clone()),
         }
@@ -616,6 +625,13 @@ impl ProxyHttp for Edge {
         Ctx: Send + Sync,
     {
         let code = edge_status_for(e);
+        if ctx.sent_directly.is_some() {
+            // The fast path's own write to the client failed part-way: close.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if matches!(e.esource(), ErrorSource::Downstream)
             && matches!(
                 e.etype(),
@@ -680,10 +696,16 @@ impl ProxyHttp for Edge {
             return;
         }
         let req = session.req_header();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
+        let (status, bytes) = match ctx.sent_directly {
+            Some(sent) => sent,
+            None => (
+                session
+                    .response_written()
+                    .map(|r| r.status.as_u16())
+                    .unwrap_or(0),
+                session.body_bytes_sent(),
+            ),
+        };
         let cache = cache_status(session, ctx).render();
         let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("-");
         let host = request_host(req).unwrap_or("-");
@@ -692,7 +714,7 @@ impl ProxyHttp for Edge {
             "customer={customer} host={host} method={} path={} status={status} cache=\"{cache}\" bytes={} ms={} config_version={}{}",
             req.method,
             req.uri.path(),
-            session.body_bytes_sent(),
+            bytes,
             ctx.started.elapsed().as_millis(),
             ctx.config_version,
             e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),

@@ -218,6 +218,11 @@ impl StoredResponse {
         self.0.meta.fresh_until()
     }
 
+    /// The body's length in bytes.
+    pub fn body_len(&self) -> usize {
+        self.0.body.len()
+    }
+
     /// When the response was stored (or last revalidated).
     pub fn created(&self) -> SystemTime {
         self.0.meta.created()

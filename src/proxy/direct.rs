@@ -1,0 +1,171 @@
+//! Writing a fast-path hit straight to the client's socket, header and body in one
+//! `sendmsg`.
+//!
+//! Through Pingora's HTTP/1 writer a hit costs a header serialized into its 1460-byte
+//! write buffer, then, for a body that does not fit, a flush of the header on its own
+//! and a second send for the body: two trips through the TCP stack where one does, and
+//! user-space work on every hit. A stored hit is complete and its length known, so the
+//! fast path serializes the response itself and hands header and body to the kernel in
+//! one vectored send. When the socket cannot take it all at once (a slow reader, a
+//! large body), the rest is sent as the socket drains, as long as it keeps draining
+//! ([`WRITE_IDLE_TIMEOUT`]).
+//!
+//! Pingora's session stays consistent: nothing went through its writer, so finishing
+//! the session has nothing to flush, and the connection is reused or closed as its
+//! keep-alive state says, which is also what the `Connection` header here says.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header;
+use pingora_core::protocols::http::date::get_cached_date;
+use pingora_core::protocols::l4::stream::Stream;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use socket2::SockRef;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// How long a client may leave a response unread, not taking a single byte, before the
+/// connection is dropped. A slow reader that keeps reading is never cut off.
+pub const WRITE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The client connection of an HTTP/1 session over plain TCP, to be written directly.
+pub struct Direct {
+    fd: RawFd,
+    keepalive: bool,
+}
+
+impl Direct {
+    /// `None` when the session is not HTTP/1 over a TCP socket (HTTP/2, TLS, a
+    /// subrequest) or was upgraded: such responses go through Pingora's writer.
+    pub fn new(session: &Session) -> Option<Direct> {
+        let h1 = session.downstream_session.as_http1()?;
+        if h1.was_upgraded() || h1.response_written().is_some() {
+            return None;
+        }
+        let fd = h1.stream().as_any().downcast_ref::<Stream>()?.as_raw_fd();
+        Some(Direct {
+            fd,
+            keepalive: h1.will_keepalive(),
+        })
+    }
+
+    /// Send `resp` and `body` (`None` for a response without one: HEAD, 304, 204).
+    /// `resp` must frame the body with `Content-Length`; it gets the `Date` and
+    /// `Connection` headers Pingora would have added. Returns the body bytes sent. An
+    /// error means the client went away or stopped reading: the connection must not be
+    /// reused, and nothing more may be written to it.
+    pub async fn send(&self, resp: &mut ResponseHeader, body: Option<&Bytes>) -> Result<usize> {
+        let body: &[u8] = body.map_or(&[], |b| &b[..]);
+        resp.insert_header(header::DATE, get_cached_date())?;
+        let connection = if self.keepalive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        resp.insert_header(header::CONNECTION, connection)?;
+        let head = serialize(resp)?;
+        match self.write_all(&head, body).await {
+            Ok(()) => Ok(body.len()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Error::e_because(
+                ErrorType::WriteTimedout,
+                format!("writing a hit: the client read nothing for {WRITE_IDLE_TIMEOUT:?}"),
+                e,
+            )
+            .map_err(|e| e.into_down()),
+            Err(e) => Error::e_because(ErrorType::WriteError, "writing a hit", e)
+                .map_err(|e| e.into_down()),
+        }
+    }
+
+    async fn write_all(&self, head: &[u8], body: &[u8]) -> io::Result<()> {
+        let total = head.len() + body.len();
+        let mut sent = match send_from(self.fd, head, body, 0) {
+            Ok(n) if n == total => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        // The socket is full: wait for it to drain, on a second descriptor of the same
+        // socket registered for writability (the first one is Pingora's registration).
+        log::debug!("client socket full after {sent} of {total} bytes; sending as it drains");
+        let waiter = register_writable(borrow(self.fd).try_clone_to_owned()?)?;
+        while sent < total {
+            let mut ready = tokio::time::timeout(WRITE_IDLE_TIMEOUT, waiter.writable())
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            match ready.try_io(|fd| send_from(fd.as_raw_fd(), head, body, sent)) {
+                Ok(n) => sent = n?,
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Send what is left of `head` + `body` after `sent` bytes, as far as the socket takes
+/// it. Returns the new total sent, or `WouldBlock` when the socket took nothing.
+fn send_from(fd: RawFd, head: &[u8], body: &[u8], sent: usize) -> io::Result<usize> {
+    let (head_left, body_left) = if sent < head.len() {
+        (&head[sent..], body)
+    } else {
+        (&[][..], &body[sent - head.len()..])
+    };
+    let slices = [IoSlice::new(head_left), IoSlice::new(body_left)];
+    let fd = borrow(fd);
+    loop {
+        match SockRef::from(&fd).send_vectored(&slices) {
+            Ok(0) if head_left.len() + body_left.len() > 0 => {
+                return Err(io::ErrorKind::WriteZero.into())
+            }
+            Ok(n) => return Ok(sent + n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The status line and header fields, as Pingora's HTTP/1 writer serializes them.
+fn serialize(resp: &ResponseHeader) -> Result<BytesMut> {
+    let version = match resp.version {
+        http::Version::HTTP_10 => "HTTP/1.0 ",
+        http::Version::HTTP_11 => "HTTP/1.1 ",
+        v => {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("cannot write a {v:?} response on an HTTP/1 connection"),
+            )
+        }
+    };
+    let mut buf = BytesMut::with_capacity(512);
+    buf.put_slice(version.as_bytes());
+    buf.put_slice(resp.status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason) = resp.get_reason_phrase() {
+        buf.put_slice(reason.as_bytes());
+    }
+    buf.put_slice(b"\r\n");
+    resp.header_to_h1_wire(&mut buf);
+    buf.put_slice(b"\r\n");
+    Ok(buf)
+}
+
+#[allow(unsafe_code)]
+fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: `fd` is the client socket of the session a `Direct` was made for, or the
+    // duplicate of it that `write_all` holds in its `AsyncFd` while it uses it. The fast
+    // hit path holds that session (`&mut Session`) while it sends, so the stream, and
+    // the descriptor with it, outlive every use of this borrow.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+#[allow(unsafe_code)]
+fn register_writable(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is open and names the same descriptor until it is dropped,
+    // which the `AsyncFd` that takes it does last.
+    Ok(unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }?)
+}
