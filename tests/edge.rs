@@ -295,6 +295,43 @@ async fn large_hits_arrive_whole_on_a_kept_alive_connection() {
     assert_eq!(origin.hits(), 3);
 }
 
+/// Hits written by the fast path carry what Pingora's writer would have added: a
+/// `Date`, and `Connection: close` for an HTTP/1.0 client, whose connection then closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn hits_to_an_http_1_0_client_say_close_and_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    origin.route("/old", Behavior::ok("max-age=60", "for an old client"));
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/old").await.text(), "for an old client");
+
+    let mut conn = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let req = format!("GET /old HTTP/1.0\r\nHost: {HOST}\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut raw))
+        .await
+        .expect("the edge closes the connection after the answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let lower = text.to_lowercase();
+    // The origin's own reason phrase is kept, as Pingora's writer keeps it.
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(lower.contains("cache-status: holdfast; hit"), "{text}");
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{text}");
+    let date = text
+        .split("\r\n")
+        .find_map(|l| {
+            l.split_once(": ")
+                .filter(|(k, _)| k.eq_ignore_ascii_case("date"))
+        })
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no Date: {text}"));
+    assert!(httpdate::parse_http_date(date).is_ok(), "Date {date:?}");
+    assert!(text.ends_with("\r\n\r\nfor an old client"), "{text}");
+    assert_eq!(origin.hits_for("/old"), 1);
+}
+
 /// A client that reads a large hit slowly, a little at a time, still gets all of it:
 /// the edge goes on sending as the socket drains.
 #[tokio::test(flavor = "multi_thread")]
