@@ -295,6 +295,57 @@ async fn large_hits_arrive_whole_on_a_kept_alive_connection() {
     assert_eq!(origin.hits(), 3);
 }
 
+/// A hit keeps the origin's fields but for those that describe the origin's connection
+/// or that the hit sets itself: `Keep-Alive` is dropped, the origin's `Cache-Status`,
+/// `Age` and `Date` are replaced, and `Via` gets Holdfast's entry after the origin's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hit_keeps_the_origins_fields_but_its_own() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/fields",
+        Behavior::status(
+            200,
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("X-Shop-Region", "eu-1"),
+                ("Keep-Alive", "timeout=5"),
+                ("Cache-Status", "origin-cache; hit"),
+                ("Age", "7"),
+                ("Via", "1.0 shop-proxy"),
+            ],
+            "fields",
+        ),
+    );
+    let edge = shop(&origin, "", "").await;
+    edge.get(HOST, "/fields").await;
+    for method in ["GET", "HEAD"] {
+        let r = request(edge.addr, method, HOST, "/fields", &[], b"").await;
+        assert_eq!(r.status, 200, "{method}");
+        assert_eq!(r.header("x-shop-region"), Some("eu-1"), "{method}");
+        assert_eq!(r.header("keep-alive"), None, "{method}");
+        assert!(
+            r.cache_status().starts_with("holdfast; hit"),
+            "{method}: {}",
+            r.cache_status()
+        );
+        assert!(
+            !r.cache_status().contains("origin-cache"),
+            "{method}: {}",
+            r.cache_status()
+        );
+        let age: u64 = r.header("age").unwrap().parse().unwrap();
+        assert!((7..=9).contains(&age), "{method}: Age {age}");
+        assert_eq!(
+            r.header("via"),
+            Some("1.0 shop-proxy, 1.1 holdfast"),
+            "{method}"
+        );
+        assert_eq!(r.header("content-length"), Some("6"), "{method}");
+        assert_eq!(r.header("connection"), Some("close"), "{method}");
+    }
+    assert_eq!(origin.hits_for("/fields"), 1);
+}
+
 /// Hits written by the fast path carry what Pingora's writer would have added: a
 /// `Date`, and `Connection: close` for an HTTP/1.0 client, whose connection then closes.
 #[tokio::test(flavor = "multi_thread")]

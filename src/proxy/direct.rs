@@ -54,6 +54,60 @@ impl Direct {
         })
     }
 
+    /// Send a stored response as a hit without copying its header: the stored fields
+    /// as they are, except those the hit sets itself (`Age`, `Cache-Status`, `Date`,
+    /// `Connection`, and `Content-Length` with the stored body's length in place of
+    /// other framing), then those, then `Via`. `None` when the stored header does not
+    /// keep its fields' case (Pingora keeps it for every origin answer): use [`send`].
+    ///
+    /// [`send`]: Direct::send
+    pub async fn send_stored(
+        &self,
+        stored: &ResponseHeader,
+        age: u64,
+        cache_status: &str,
+        body: &Bytes,
+        head_only: bool,
+    ) -> Option<Result<usize>> {
+        if !stored.has_case() {
+            return None;
+        }
+        // Always HTTP/1.1, as the fast path answers whatever the origin spoke.
+        let mut buf = BytesMut::with_capacity(512);
+        put_status_line(&mut buf, "HTTP/1.1 ", stored);
+        for (name, value) in stored.case_header_iter() {
+            let name = name.as_slice();
+            if SET_BY_THE_HIT
+                .iter()
+                .any(|set| name.eq_ignore_ascii_case(set))
+            {
+                continue;
+            }
+            put_field(&mut buf, name, value.as_bytes());
+        }
+        put_field(&mut buf, b"Age", itoa::Buffer::new().format(age).as_bytes());
+        put_field(
+            &mut buf,
+            b"Content-Length",
+            itoa::Buffer::new().format(body.len()).as_bytes(),
+        );
+        put_field(&mut buf, b"Cache-Status", cache_status.as_bytes());
+        put_field(&mut buf, b"Via", b"1.1 holdfast");
+        put_field(&mut buf, b"Date", get_cached_date().as_bytes());
+        put_field(&mut buf, b"Connection", self.connection().as_bytes());
+        buf.put_slice(b"\r\n");
+        let body: &[u8] = if head_only { &[] } else { body };
+        Some(self.finish(&buf, body).await)
+    }
+
+    fn connection(&self) -> &'static str {
+        if self.keepalive {
+            "keep-alive"
+        } else {
+            "close"
+        }
+    }
+
     /// Send `resp` and `body` (`None` for a response without one: HEAD, 304, 204).
     /// `resp` must frame the body with `Content-Length`; it gets the `Date` and
     /// `Connection` headers Pingora would have added. Returns the body bytes sent. An
@@ -62,14 +116,16 @@ impl Direct {
     pub async fn send(&self, resp: &mut ResponseHeader, body: Option<&Bytes>) -> Result<usize> {
         let body: &[u8] = body.map_or(&[], |b| &b[..]);
         resp.insert_header(header::DATE, get_cached_date())?;
-        let connection = if self.keepalive {
-            "keep-alive"
-        } else {
-            "close"
-        };
-        resp.insert_header(header::CONNECTION, connection)?;
-        let head = serialize(resp)?;
-        match self.write_all(&head, body).await {
+        resp.insert_header(header::CONNECTION, self.connection())?;
+        let mut head = status_line(resp)?;
+        resp.header_to_h1_wire(&mut head);
+        head.put_slice(b"\r\n");
+        self.finish(&head, body).await
+    }
+
+    /// Write `head` and `body`; the body's length, or the error as Pingora's.
+    async fn finish(&self, head: &[u8], body: &[u8]) -> Result<usize> {
+        match self.write_all(head, body).await {
             Ok(()) => Ok(body.len()),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Error::e_because(
                 ErrorType::WriteTimedout,
@@ -129,8 +185,27 @@ fn send_from(fd: RawFd, head: &[u8], body: &[u8], sent: usize) -> io::Result<usi
     }
 }
 
-/// The status line and header fields, as Pingora's HTTP/1 writer serializes them.
-fn serialize(resp: &ResponseHeader) -> Result<BytesMut> {
+/// Header fields a stored response carries that a hit sets itself (compared without
+/// regard to case). The origin's own `Cache-Status` is replaced, as everywhere else.
+const SET_BY_THE_HIT: [&[u8]; 7] = [
+    b"age",
+    b"cache-status",
+    b"connection",
+    b"content-length",
+    b"date",
+    b"transfer-encoding",
+    b"keep-alive",
+];
+
+fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+    buf.put_slice(name);
+    buf.put_slice(b": ");
+    buf.put_slice(value);
+    buf.put_slice(b"\r\n");
+}
+
+/// The status line, as Pingora's HTTP/1 writer writes it (its header fields follow).
+fn status_line(resp: &ResponseHeader) -> Result<BytesMut> {
     let version = match resp.version {
         http::Version::HTTP_10 => "HTTP/1.0 ",
         http::Version::HTTP_11 => "HTTP/1.1 ",
@@ -142,6 +217,11 @@ fn serialize(resp: &ResponseHeader) -> Result<BytesMut> {
         }
     };
     let mut buf = BytesMut::with_capacity(512);
+    put_status_line(&mut buf, version, resp);
+    Ok(buf)
+}
+
+fn put_status_line(buf: &mut BytesMut, version: &str, resp: &ResponseHeader) {
     buf.put_slice(version.as_bytes());
     buf.put_slice(resp.status.as_str().as_bytes());
     buf.put_u8(b' ');
@@ -149,9 +229,6 @@ fn serialize(resp: &ResponseHeader) -> Result<BytesMut> {
         buf.put_slice(reason.as_bytes());
     }
     buf.put_slice(b"\r\n");
-    resp.header_to_h1_wire(&mut buf);
-    buf.put_slice(b"\r\n");
-    Ok(buf)
 }
 
 #[allow(unsafe_code)]

@@ -242,10 +242,34 @@ impl Edge {
                 _ => return Ok(false),
             }
         };
+        ctx.from_store = Some(status.clone());
+        let no_body = matches!(stored.header().status.as_u16(), 204 | 304);
+        let head_only = req.method == http::Method::HEAD;
+        if !no_body {
+            // The common case, a 200 and the like: written without copying the header,
+            // unless the client's validators turn it into a 304.
+            if let Some(direct) = direct::Direct::new(session) {
+                if !not_modified_filter(req, stored.header()) {
+                    let body = stored.body();
+                    let age = stored.age(now).as_secs();
+                    let code = stored.header().status.as_u16();
+                    ctx.sent_directly = Some((code, 0));
+                    let render = status.render();
+                    let sending =
+                        direct.send_stored(stored.header(), age, &render, &body, head_only);
+                    if let Some(sent) = sending.await {
+                        ctx.sent_directly = Some((code, sent?));
+                        return Ok(true);
+                    }
+                    ctx.sent_directly = None;
+                }
+            }
+        }
         let mut resp = stored.header().clone();
         resp.set_version(http::Version::HTTP_11);
+        // Hop-by-hop: the origin connection's parameters, not this one's.
+        resp.remove_header("keep-alive");
         resp.insert_header(header::AGE, stored.age(now).as_secs())?;
-        let no_body = matches!(resp.status.as_u16(), 204 | 304);
         if !no_body && !resp.headers.contains_key(header::CONTENT_LENGTH) {
             // The stored body is complete: its length frames it (also for HEAD).
             resp.remove_header(&header::TRANSFER_ENCODING);
@@ -255,8 +279,7 @@ impl Edge {
         if not_modified {
             to_304(&mut resp);
         }
-        let header_only = not_modified || no_body || req.method == http::Method::HEAD;
-        ctx.from_store = Some(status.clone());
+        let header_only = not_modified || no_body || head_only;
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
         let body = (!header_only).then(|| stored.body());
