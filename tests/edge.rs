@@ -317,7 +317,14 @@ async fn a_hit_keeps_the_origins_fields_but_its_own() {
         ),
     );
     let edge = shop(&origin, "", "").await;
-    edge.get(HOST, "/fields").await;
+    let miss = edge.get(HOST, "/fields").await;
+    assert!(
+        miss.cache_status().contains("fwd=miss"),
+        "{}",
+        miss.cache_status()
+    );
+    assert_eq!(miss.header("keep-alive"), None, "passed on from the origin");
+    assert_eq!(miss.header("x-shop-region"), Some("eu-1"));
     for method in ["GET", "HEAD"] {
         let r = request(edge.addr, method, HOST, "/fields", &[], b"").await;
         assert_eq!(r.status, 200, "{method}");

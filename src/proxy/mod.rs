@@ -267,8 +267,6 @@ impl Edge {
         }
         let mut resp = stored.header().clone();
         resp.set_version(http::Version::HTTP_11);
-        // Hop-by-hop: the origin connection's parameters, not this one's.
-        resp.remove_header("keep-alive");
         resp.insert_header(header::AGE, stored.age(now).as_secs())?;
         if !no_body && !resp.headers.contains_key(header::CONTENT_LENGTH) {
             // The stored body is complete: its length frames it (also for HEAD).
@@ -601,6 +599,9 @@ impl ProxyHttp for Edge {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // Hop-by-hop: the parameters of the origin's connection to Holdfast, neither
+        // stored nor passed on (Pingora replaces `Connection` itself).
+        upstream_response.remove_header("keep-alive");
         let status = upstream_response.status.as_u16();
         ctx.origin_status = Some(status);
         if let Some(customer) = ctx.customer() {
