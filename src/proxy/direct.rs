@@ -187,14 +187,14 @@ fn send_from(fd: RawFd, head: &[u8], body: &[u8], sent: usize) -> io::Result<usi
 
 /// Header fields a stored response carries that a hit sets itself (compared without
 /// regard to case). The origin's own `Cache-Status` is replaced, as everywhere else.
-const SET_BY_THE_HIT: [&[u8]; 7] = [
+/// (`Keep-Alive` is never stored: it is dropped when the origin's answer arrives.)
+const SET_BY_THE_HIT: [&[u8]; 6] = [
     b"age",
     b"cache-status",
     b"connection",
     b"content-length",
     b"date",
     b"transfer-encoding",
-    b"keep-alive",
 ];
 
 fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {

@@ -245,25 +245,22 @@ impl Edge {
         ctx.from_store = Some(status.clone());
         let no_body = matches!(stored.header().status.as_u16(), 204 | 304);
         let head_only = req.method == http::Method::HEAD;
-        if !no_body {
-            // The common case, a 200 and the like: written without copying the header,
-            // unless the client's validators turn it into a 304.
-            if let Some(direct) = direct::Direct::new(session) {
-                if !not_modified_filter(req, stored.header()) {
-                    let body = stored.body();
-                    let age = stored.age(now).as_secs();
-                    let code = stored.header().status.as_u16();
-                    ctx.sent_directly = Some((code, 0));
-                    let render = status.render();
-                    let sending =
-                        direct.send_stored(stored.header(), age, &render, &body, head_only);
-                    if let Some(sent) = sending.await {
-                        ctx.sent_directly = Some((code, sent?));
-                        return Ok(true);
-                    }
-                    ctx.sent_directly = None;
-                }
+        // Only the status and the validators count, which the hit does not change.
+        let not_modified = not_modified_filter(req, stored.header());
+        let direct = direct::Direct::new(session);
+        if let Some(direct) = direct.as_ref().filter(|_| !no_body && !not_modified) {
+            // The common case, a 200 and the like: written without copying the header.
+            let body = stored.body();
+            let age = stored.age(now).as_secs();
+            let code = stored.header().status.as_u16();
+            ctx.sent_directly = Some((code, 0));
+            let render = status.render();
+            let sending = direct.send_stored(stored.header(), age, &render, &body, head_only);
+            if let Some(sent) = sending.await {
+                ctx.sent_directly = Some((code, sent?));
+                return Ok(true);
             }
+            ctx.sent_directly = None;
         }
         let mut resp = stored.header().clone();
         resp.set_version(http::Version::HTTP_11);
@@ -273,7 +270,6 @@ impl Edge {
             resp.remove_header(&header::TRANSFER_ENCODING);
             resp.insert_header(header::CONTENT_LENGTH, stored.body_len())?;
         }
-        let not_modified = not_modified_filter(req, &resp);
         if not_modified {
             to_304(&mut resp);
         }
@@ -281,7 +277,7 @@ impl Edge {
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
         let body = (!header_only).then(|| stored.body());
-        if let Some(direct) = direct::Direct::new(session) {
+        if let Some(direct) = direct {
             // Set before sending: after a failed send nothing else may be written.
             ctx.sent_directly = Some((resp.status.as_u16(), 0));
             let sent = direct.send(&mut resp, body.as_ref()).await?;
