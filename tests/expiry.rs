@@ -294,13 +294,10 @@ async fn a_window_added_by_a_reload_applies_to_copies_stored_before_it() {
         "    rules:\n      - match: {{ path_prefix: /products/ }}\n        ttl: 1s\n        active: {{ from: \"{from_text}\", until: \"{until_text}\" }}\n{}",
         &hour["    rules:\n".len()..]
     );
-    let text = std::fs::read_to_string(&edge.conf).expect("read conf");
-    let head: Vec<&str> = text.lines().take(3).collect();
-    let body = format!(
+    edge.rewrite(&format!(
         "customers:\n{}",
         customer("shop", HOST, origin.addr, swr, &rules)
-    );
-    std::fs::write(&edge.conf, format!("{}\n{body}", head.join("\n"))).expect("write conf");
+    ));
     let reload = common::request(edge.admin, "POST", "admin", "/reload", &[], b"").await;
     assert_eq!(reload.status, 200, "{}", reload.text());
 

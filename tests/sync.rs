@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{customer, free_port, request, try_request, Behavior, Holdfast, Origin};
+use common::{customer, free_port, request, try_request, Behavior, Conn, Holdfast, Origin};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const DOC: &str = "/pops/test/customers.yaml";
 
@@ -92,53 +91,6 @@ async fn body(h: &Holdfast, host: &str) -> (u16, String) {
     (r.status, r.text())
 }
 
-/// One keep-alive connection sending GETs in turn; `None` when the connection broke.
-struct KeepAlive {
-    conn: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl KeepAlive {
-    async fn open(addr: SocketAddr) -> KeepAlive {
-        KeepAlive {
-            conn: TcpStream::connect(addr).await.expect("connect"),
-            buf: Vec::new(),
-        }
-    }
-
-    async fn get(&mut self, host: &str) -> Option<(u16, String)> {
-        let req = format!("GET /k HTTP/1.1\r\nHost: {host}\r\n\r\n");
-        self.conn.write_all(req.as_bytes()).await.ok()?;
-        let head_end = loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i;
-            }
-            let mut chunk = [0u8; 4096];
-            match self.conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).to_ascii_lowercase();
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("the edge answers with a Content-Length here");
-        while self.buf.len() < head_end + 4 + len {
-            let mut chunk = [0u8; 4096];
-            match self.conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = String::from_utf8_lossy(&self.buf[head_end + 4..head_end + 4 + len]).to_string();
-        self.buf.drain(..head_end + 4 + len);
-        Some((status, body))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn applies_v1_then_v2_within_one_interval_under_load() {
     let (a, b) = (origin("from-a").await, origin("from-b").await);
@@ -179,10 +131,13 @@ async fn applies_v1_then_v2_within_one_interval_under_load() {
     }
     let (stop2, seen2, addr) = (stop.clone(), seen.clone(), h.addr);
     let keep_alive = tokio::spawn(async move {
-        let mut conn = KeepAlive::open(addr).await;
+        let mut conn = Conn::open(addr).await;
         let mut n = 0;
         while !stop2.load(Ordering::Relaxed) {
-            let (status, text) = conn.get("shop.test").await.unwrap_or((0, "broken".into()));
+            let (status, text) = match conn.get("shop.test", "/k").await {
+                Ok(Some(r)) => (r.status, r.text()),
+                _ => (0, "broken".into()),
+            };
             seen2.lock().unwrap().push((status, text, Instant::now()));
             n += 1;
         }
@@ -655,13 +610,6 @@ async fn a_document_over_max_document_is_refused() {
     assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));
 }
 
-/// Replace the node file's body, keeping the generated listen/admin/server lines.
-fn rewrite(h: &Holdfast, body: &str) {
-    let text = std::fs::read_to_string(&h.conf).unwrap();
-    let head: Vec<&str> = text.lines().take(3).collect();
-    std::fs::write(&h.conf, format!("{}\n{body}", head.join("\n"))).unwrap();
-}
-
 fn hangup(h: &Holdfast) {
     let ok = Command::new("kill")
         .args(["-HUP", &h.pid().to_string()])
@@ -684,20 +632,17 @@ async fn sighup_and_post_reload_reread_inline_customers() {
     assert_eq!(config(&h).await["source"], "inline");
     assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));
 
-    rewrite(&h, &inline(&b));
+    h.rewrite(&inline(&b));
     hangup(&h);
     wait_config(&h, Duration::from_secs(5), |c| c["applied_total"] == 1).await;
     assert_eq!(body(&h, "shop.test").await, (200, "from-b".into()));
 
     // A broken file leaves the running customers in place.
-    rewrite(
-        &h,
-        &format!(
-            "{}{}",
-            inline(&a),
-            customer("copy", "shop.test", a.addr, "", "")
-        ),
-    );
+    h.rewrite(&format!(
+        "{}{}",
+        inline(&a),
+        customer("copy", "shop.test", a.addr, "", "")
+    ));
     hangup(&h);
     let c = wait_config(&h, Duration::from_secs(5), |c| c["failures_total"] == 1).await;
     assert!(error_of(&c).contains("holdfast.yaml:"), "{}", error_of(&c));
@@ -711,7 +656,7 @@ async fn sighup_and_post_reload_reread_inline_customers() {
 
     let (status, outcome) = admin(&h, "POST", "/reload").await;
     assert_eq!(status, 422, "{outcome}");
-    rewrite(&h, &inline(&a));
+    h.rewrite(&inline(&a));
     let (status, outcome) = admin(&h, "POST", "/reload").await;
     assert_eq!((status, &outcome["result"]), (200, &"applied".into()));
     assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));

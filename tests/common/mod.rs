@@ -354,6 +354,14 @@ impl Holdfast {
         None
     }
 
+    /// Replace the node file's body (what [`Holdfast::start`] was given), keeping the
+    /// generated `listen:`, `admin:` and `server:` lines; a reload then applies it.
+    pub fn rewrite(&self, body: &str) {
+        let text = std::fs::read_to_string(&self.conf).expect("read conf");
+        let head: Vec<&str> = text.lines().take(3).collect();
+        std::fs::write(&self.conf, format!("{}\n{body}", head.join("\n"))).expect("write conf");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("holdfast.log")).unwrap_or_default()
     }
