@@ -6,7 +6,8 @@
 //! `admin` serves operators, and `server` assembles them. `healthcheck` is the client
 //! side of `GET /healthz`, for the container's HEALTHCHECK.
 // No unsafe code, but for `proxy::direct`, which borrows the client socket's
-// descriptor to write a hit to it, which no safe API on Pingora's stream offers.
+// descriptor to write a hit to it, which no safe API on Pingora's stream offers, and
+// `storage::body`, which maps a sealed memory file holding a large body.
 #![deny(unsafe_code)]
 
 pub mod admin;

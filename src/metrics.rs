@@ -60,6 +60,12 @@ impl Metrics {
             store.len() as u64,
         );
         line(
+            "holdfast_cache_memory_files",
+            "Open memory files holding large bodies (one descriptor each).",
+            "gauge",
+            store.memory_files() as u64,
+        );
+        line(
             "holdfast_cache_evictions_total",
             "Objects evicted to stay within cache.memory.",
             "counter",

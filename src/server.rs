@@ -33,6 +33,11 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    // Large bodies hold a memory file each, from half of this limit.
+    match crate::storage::raise_open_file_limit() {
+        Some(limit) => info!("open-file limit {limit}; large bodies may hold up to half of it"),
+        None => info!("no open-file limit"),
+    }
     let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
         node.cache.memory,
         node.cache.max_object,

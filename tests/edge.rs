@@ -892,6 +892,15 @@ async fn objects_over_max_object_are_proxied_not_stored() {
     assert_eq!(origin.hits_for("/big"), 2);
 }
 
+/// The value of the metric `name` in a `/metrics` text.
+fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from metrics:\n{metrics}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn eviction_keeps_the_store_within_its_bound() {
     let origin = Origin::start().await;
@@ -910,19 +919,31 @@ async fn eviction_keeps_the_store_within_its_bound() {
     let metrics = request(edge.admin, "GET", "admin", "/metrics", &[], b"")
         .await
         .text();
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from metrics:\n{metrics}"))
-    };
+    let value = |name: &str| metric(&metrics, name);
     assert!(value("holdfast_cache_bytes") <= 1024 * 1024, "{metrics}");
     assert!(value("holdfast_cache_bytes") > 0, "{metrics}");
     assert!(value("holdfast_cache_evictions_total") > 0, "{metrics}");
     // The most recent object is still a hit.
     let r = edge.get(HOST, "/obj/319").await;
     assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+
+    // Large bodies are held in memory files, one descriptor each, closed as they go.
+    let large = "z".repeat(96 * 1024);
+    origin.fallback(Behavior::ok("max-age=600", &large));
+    for i in 0..30 {
+        let r = edge.get(HOST, &format!("/large/{i}")).await;
+        assert_eq!(r.body, large.as_bytes());
+    }
+    let r = edge.get(HOST, "/large/29").await;
+    assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
+    assert_eq!(r.body, large.as_bytes());
+    let metrics = request(edge.admin, "GET", "admin", "/metrics", &[], b"")
+        .await
+        .text();
+    let value = |name: &str| metric(&metrics, name);
+    let files = value("holdfast_cache_memory_files");
+    assert!((1..=10).contains(&files), "{metrics}");
+    assert!(value("holdfast_cache_bytes") <= 1024 * 1024, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,10 @@
 //! One stored response, what it weighs, and how evictions are counted.
 //!
-//! An entry keeps the body as one exact-size `Bytes` and the parts of the `CacheMeta` as plain
-//! fields, so a hit clones a refcount and a header instead of decoding pingora's serialized meta.
+//! An entry keeps the body as one exact-size `Bytes` (on the heap or mapped from a memory file,
+//! see [`Body`]) and the parts of the `CacheMeta` as plain fields, so a hit clones a refcount
+//! and a header instead of decoding pingora's serialized meta.
 
-use bytes::Bytes;
+use super::body::Body;
 use http::{HeaderName, HeaderValue};
 use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
@@ -174,16 +175,16 @@ fn owned_header(header: &ResponseHeader) -> ResponseHeader {
 /// One stored response: the whole body and its meta.
 #[derive(Clone)]
 pub(super) struct Entry {
-    pub(super) body: Bytes,
+    pub(super) body: Body,
     pub(super) meta: MetaParts,
     weight: u64,
 }
 
 impl Entry {
-    /// `body` should own an exact-size buffer: its length is what gets charged.
-    pub(super) fn new(body: Bytes, meta: MetaParts) -> Entry {
+    /// `body` should own an exact-size buffer: its length (or its pages) is what gets charged.
+    pub(super) fn new(body: Body, meta: MetaParts) -> Entry {
         let weight = body
-            .len()
+            .charged_len()
             .saturating_add(meta.header_weight())
             .saturating_add(PER_ENTRY_OVERHEAD);
         Entry {
@@ -193,7 +194,7 @@ impl Entry {
         }
     }
 
-    /// Body + header estimate + [`PER_ENTRY_OVERHEAD`]; never zero, so every entry is evictable.
+    /// Body (see [`Body::charged_len`]) + header estimate + [`PER_ENTRY_OVERHEAD`]; never zero, so every entry is evictable.
     pub(super) fn weight(&self) -> u64 {
         self.weight
     }

@@ -1,5 +1,6 @@
 //! The hit and miss handlers pingora drives to read and write one [`MemoryStore`] entry.
 
+use super::body::Body;
 use super::entry::{Entry, MetaParts};
 use super::MemoryStore;
 use async_trait::async_trait;
@@ -164,13 +165,8 @@ impl HandleMiss for MemoryMiss {
         if this.oversized {
             return Ok(MissFinishType::Created(0));
         }
-        // One exact-size copy: incoming chunks may be views into larger network buffers, which
-        // would pin more memory than the entry is charged for.
-        let mut body = Vec::with_capacity(this.size);
-        for chunk in &this.chunks {
-            body.extend_from_slice(chunk);
-        }
-        let entry = Entry::new(Bytes::from(body), this.meta);
+        let body = Body::from_chunks(&this.chunks, this.size, &this.store.files);
+        let entry = Entry::new(body, this.meta);
         let stored = this.store.admit(this.key, entry, this.started);
         Ok(MissFinishType::Created(stored.unwrap_or(0)))
     }

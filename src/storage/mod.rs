@@ -4,6 +4,8 @@
 //! meta) kept in memory under a byte bound, evicting on its own (quick_cache's S3-FIFO-like
 //! policy, sharded, concurrent) so that a PoP never grows without limit. Hits hand out refcounted
 //! views of the stored body and a `CacheMeta` rebuilt from plain fields, never a decoded copy.
+//! Large bodies live in sealed memory files, which the fast path sends without copying
+//! (see [`body`]).
 //!
 //! What it must never do:
 //! - hold more than its `memory` bound, as weighed by body + header estimate + a fixed
@@ -19,12 +21,14 @@
 //! Bodies being written are buffered outside the bound until the miss handler finishes (at most
 //! `max_object` each), and readers do not see partial bodies: they wait on pingora's cache lock.
 
+mod body;
 mod entry;
 mod handlers;
 #[cfg(test)]
 mod tests;
 
 use async_trait::async_trait;
+pub use body::{raise_open_file_limit, FileBudget, FILE_BACKED_MIN};
 use entry::{Displaced, Entry, EntryWeighter, EvictionCounter, MetaParts, PER_ENTRY_OVERHEAD};
 use handlers::{hex, MemoryHit, MemoryMiss};
 use http::header::CONTENT_LENGTH;
@@ -74,6 +78,8 @@ pub struct MemoryStore {
     max_entry_weight: u64,
     /// Largest body buffered: `max_object`, or less when a shard could not admit that much.
     body_limit: usize,
+    /// Memory files large bodies may hold.
+    files: Arc<FileBudget>,
 }
 
 impl MemoryStore {
@@ -81,6 +87,16 @@ impl MemoryStore {
     /// overhead estimate). `max_object`: largest body stored; bigger responses are silently not
     /// stored (the proxy still streams them to the client).
     pub fn new(memory: usize, max_object: usize) -> MemoryStore {
+        MemoryStore::with_file_budget(memory, max_object, FileBudget::from_open_file_limit())
+    }
+
+    /// As [`MemoryStore::new`], with bodies of [`FILE_BACKED_MIN`] bytes or more kept in at
+    /// most as many memory files as `files` allows.
+    pub fn with_file_budget(
+        memory: usize,
+        max_object: usize,
+        files: Arc<FileBudget>,
+    ) -> MemoryStore {
         let shards = shard_count(memory, max_object);
         // A multiple of the shard count, so the shards' equal shares add up to no more than `memory`.
         let capacity = memory / shards * shards;
@@ -113,7 +129,13 @@ impl MemoryStore {
             capacity,
             max_entry_weight,
             body_limit: max_object.min(admissible),
+            files,
         }
+    }
+
+    /// Memory files held by large bodies right now (stored, or in a hit still being sent).
+    pub fn memory_files(&self) -> usize {
+        self.files.in_use()
     }
 
     /// Current weight of everything stored, in bytes; never above [`Self::capacity`].
@@ -211,7 +233,13 @@ impl StoredResponse {
 
     /// The body, shared with the store.
     pub fn body(&self) -> bytes::Bytes {
-        self.0.body.clone()
+        self.0.body.bytes().clone()
+    }
+
+    /// The sealed memory file holding exactly the body, when it is large enough to have one:
+    /// it can be sent with `sendfile`, without copying.
+    pub fn body_file(&self) -> Option<&std::fs::File> {
+        self.0.body.file()
     }
 
     pub fn fresh_until(&self) -> SystemTime {
@@ -299,7 +327,7 @@ impl Storage for MemoryStore {
         let Some(entry) = self.entries.get(&key.combined_bin()) else {
             return Ok(None);
         };
-        let hit = MemoryHit::new(entry.body.clone(), entry.weight());
+        let hit = MemoryHit::new(entry.body.bytes().clone(), entry.weight());
         Ok(Some((entry.meta.to_meta(), Box::new(hit))))
     }
 

@@ -571,6 +571,104 @@ async fn seek_selects_a_range_and_rejects_one_out_of_range() {
     assert!(hit.seek(6, Some(3)).is_err());
 }
 
+/// A body of `len` bytes that is not one repeated byte, so an offset mix-up shows.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn store_with_files(memory: usize, max_object: usize, files: usize) -> &'static MemoryStore {
+    let budget = FileBudget::with_limit(files);
+    Box::leak(Box::new(MemoryStore::with_file_budget(
+        memory, max_object, budget,
+    )))
+}
+
+#[tokio::test]
+async fn a_large_body_lives_in_a_sealed_memory_file_holding_exactly_it() {
+    use std::os::unix::fs::FileExt;
+    let store = store_with_files(4096 * KIB, 1024 * KIB, 8);
+    let k = key("/large");
+    let body = patterned(FILE_BACKED_MIN + 1000);
+    put(store, &k, &meta(), &body).await;
+    assert_eq!(store.memory_files(), 1);
+
+    let stored = store.peek(&k).expect("stored");
+    let file = stored.body_file().expect("a large body is file-backed");
+    assert_eq!(file.metadata().expect("metadata").len(), body.len() as u64);
+    let mut in_file = vec![0; body.len()];
+    file.read_exact_at(&mut in_file, 0).expect("read the file");
+    assert_eq!(in_file, body);
+    // Sealed: neither written over nor grown, so what is being sent cannot change.
+    assert!(file.write_at(b"x", 0).is_err());
+    assert!(file.write_at(b"x", body.len() as u64).is_err());
+    assert!(file.set_len(1).is_err());
+
+    // pingora-cache's full path reads the same bytes, through the mapping, and ranges of them.
+    let (_, whole) = get(store, &k).await.expect("hit");
+    assert_eq!(&whole[..], &body[..]);
+    let (_, mut hit) = store
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    hit.seek(60_000, Some(60_010)).expect("seek");
+    let range = hit.read_body().await.expect("read").expect("range");
+    assert_eq!(&range[..], &body[60_000..60_010]);
+}
+
+#[tokio::test]
+async fn a_memory_file_is_charged_whole_pages_and_closed_when_its_last_holder_lets_go() {
+    let store = store_with_files(4096 * KIB, 1024 * KIB, 8);
+    let k = key("/large");
+    let len = FILE_BACKED_MIN + 1;
+    let weighed = put(store, &k, &meta(), &patterned(len)).await;
+    let page = rustix::param::page_size();
+    assert!(
+        weighed >= len.div_ceil(page) * page + MemoryStore::per_entry_overhead(),
+        "{weighed} bytes charged for a {len} byte body in a memory file"
+    );
+
+    // A hit being written keeps the file open past a purge; the last holder closes it.
+    let sending = store.peek(&k).expect("stored");
+    let compact = k.to_compact();
+    let target = PurgeTarget::Active(&compact);
+    let outcome = store.purge(target, PurgeType::Invalidation, &span()).await;
+    assert_eq!(outcome.expect("purge"), PurgeOutcome::Purged(None));
+    assert!(store.peek(&k).is_none());
+    assert_eq!(store.memory_files(), 1);
+    assert_eq!(sending.body_len(), len);
+    drop(sending);
+    assert_eq!(store.memory_files(), 0);
+}
+
+#[tokio::test]
+async fn bodies_stay_on_the_heap_below_the_threshold_or_past_the_file_budget() {
+    let store = store_with_files(4096 * KIB, 1024 * KIB, 1);
+    let small = patterned(FILE_BACKED_MIN - 1);
+    put(store, &key("/small"), &meta(), &small).await;
+    assert!(store
+        .peek(&key("/small"))
+        .expect("stored")
+        .body_file()
+        .is_none());
+    assert_eq!(store.memory_files(), 0);
+
+    let large = patterned(FILE_BACKED_MIN);
+    put(store, &key("/first"), &meta(), &large).await;
+    put(store, &key("/second"), &meta(), &large).await;
+    assert_eq!(store.memory_files(), 1, "the budget allows one file");
+    let first = store.peek(&key("/first")).expect("stored");
+    let second = store.peek(&key("/second")).expect("stored");
+    assert!(first.body_file().is_some());
+    assert!(second.body_file().is_none(), "past the budget: on the heap");
+    assert_eq!(&first.body()[..], &large[..]);
+    assert_eq!(&second.body()[..], &large[..]);
+    assert_eq!(
+        &get(store, &key("/small")).await.expect("hit").1[..],
+        &small[..]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_fills_and_hits_hold_the_bound() {
     let memory = 2 * 1024 * KIB;

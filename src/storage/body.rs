@@ -1,0 +1,221 @@
+//! Where a stored body lives: on the heap, or, for large bodies, in a sealed memory file.
+//!
+//! Writing a large hit from the heap costs a copy of the whole body into the socket on
+//! every hit: at 100 KiB, over a quarter of the CPU a hit costs. A body of at least
+//! [`FILE_BACKED_MIN`] bytes is therefore kept in an anonymous memory file (`memfd`),
+//! sealed against every change, and mapped read-only: the fast path `sendfile`s it, so the
+//! kernel hands its pages to the socket without copying them, and everything else reads
+//! the mapping as ordinary `Bytes`. The pages are memory like any other (counted in the
+//! process's cgroup as shared memory, not always in its RSS), and freed when the last
+//! holder lets go: the store, a hit being written, or the socket still sending them.
+//!
+//! Each such body holds one file descriptor. They come from a budget of half the
+//! process's open-file limit ([`FileBudget`]), so that connections always have the other
+//! half; past it, or when the kernel refuses a file, a body simply stays on the heap.
+
+use bytes::Bytes;
+use rustix::fs::{MemfdFlags, SealFlags};
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Bodies this long or longer are kept in a memory file. Below it a copy costs less than
+/// the extra system call and the page rounding (at most 4 KiB, so at most 6 % here).
+pub const FILE_BACKED_MIN: usize = 64 * 1024;
+
+/// Bytes charged per memory file on top of its pages: the kernel's inode, dentry, open
+/// file and mapping, rounded up.
+const FILE_OVERHEAD: usize = 1024;
+
+/// A stored body: its bytes, and when they are a memory file's mapping, that file.
+#[derive(Clone)]
+pub(super) struct Body {
+    bytes: Bytes,
+    file: Option<Arc<MemFile>>,
+}
+
+impl Body {
+    /// A body on the heap, charged for its length.
+    pub(super) fn heap(bytes: Bytes) -> Body {
+        Body { bytes, file: None }
+    }
+
+    /// The concatenation of `chunks` (`len` bytes in all), as one exact-size allocation, or
+    /// in a memory file when it is large enough and `budget` has a descriptor left.
+    pub(super) fn from_chunks(chunks: &[Bytes], len: usize, budget: &Arc<FileBudget>) -> Body {
+        if len >= FILE_BACKED_MIN {
+            if let Some(ticket) = budget.take() {
+                match MemFile::create(chunks, len, ticket) {
+                    Ok((bytes, file)) => {
+                        return Body {
+                            bytes,
+                            file: Some(Arc::new(file)),
+                        }
+                    }
+                    Err(e) => budget.report_failure(&e),
+                }
+            }
+        }
+        // One exact-size copy: incoming chunks may be views into larger network buffers,
+        // which would pin more memory than the entry is charged for.
+        let mut body = Vec::with_capacity(len);
+        for chunk in chunks {
+            body.extend_from_slice(chunk);
+        }
+        Body::heap(Bytes::from(body))
+    }
+
+    pub(super) fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The memory file holding exactly [`bytes`](Body::bytes), if there is one.
+    pub(super) fn file(&self) -> Option<&File> {
+        self.file.as_deref().map(|f| &f.file)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// What the body costs in memory: its length, or for a memory file its whole pages
+    /// plus the kernel's per-file objects.
+    pub(super) fn charged_len(&self) -> usize {
+        match self.file {
+            None => self.bytes.len(),
+            Some(_) => {
+                let page = rustix::param::page_size();
+                self.bytes
+                    .len()
+                    .div_ceil(page)
+                    .saturating_mul(page)
+                    .saturating_add(FILE_OVERHEAD)
+            }
+        }
+    }
+}
+
+/// A sealed memory file and the descriptor it holds from its [`FileBudget`].
+struct MemFile {
+    file: File,
+    _ticket: Ticket,
+}
+
+impl MemFile {
+    /// Write `chunks` into a new memory file, seal it, and map it read-only.
+    fn create(chunks: &[Bytes], len: usize, ticket: Ticket) -> io::Result<(Bytes, MemFile)> {
+        let fd = rustix::fs::memfd_create(
+            "holdfast-body",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        let mut file = File::from(fd);
+        file.set_len(len as u64)?;
+        for chunk in chunks {
+            file.write_all(chunk)?;
+        }
+        // From here on the contents can neither change nor move: what was mapped or handed
+        // to a socket stays what was stored.
+        rustix::fs::fcntl_add_seals(
+            &file,
+            SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+        )?;
+        let map = map_sealed(&file, len)?;
+        Ok((
+            Bytes::from_owner(map),
+            MemFile {
+                file,
+                _ticket: ticket,
+            },
+        ))
+    }
+}
+
+#[allow(unsafe_code)]
+fn map_sealed(file: &File, len: usize) -> io::Result<memmap2::Mmap> {
+    // SAFETY: mapping a file is unsafe because another party could change or truncate it
+    // underneath the mapping. This one is a memory file only this process has, sealed
+    // against writing, shrinking and growing (and against removing those seals) before it
+    // is mapped, and `len` is its exact size: the mapped bytes cannot change or go away.
+    unsafe { memmap2::MmapOptions::new().len(len).map(file) }
+}
+
+/// How many memory files bodies may hold at once, and how many they do.
+#[derive(Debug)]
+pub struct FileBudget {
+    limit: usize,
+    in_use: AtomicUsize,
+    warned: AtomicBool,
+}
+
+impl FileBudget {
+    /// Half the process's current open-file limit (see [`raise_open_file_limit`]).
+    pub fn from_open_file_limit() -> Arc<FileBudget> {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
+        FileBudget::with_limit(limit)
+    }
+
+    /// At most `limit` memory files at once; 0 keeps every body on the heap.
+    pub fn with_limit(limit: usize) -> Arc<FileBudget> {
+        Arc::new(FileBudget {
+            limit,
+            in_use: AtomicUsize::new(0),
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// Memory files held by stored bodies (and by hits still being written) right now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    fn take(self: &Arc<Self>) -> Option<Ticket> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Ticket(Arc::clone(self)))
+    }
+
+    fn report_failure(&self, e: &io::Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "cannot keep a large body in a memory file ({e}); keeping it on the heap, \
+                 where each hit copies it (warned once)"
+            );
+        } else {
+            log::debug!("cannot keep a large body in a memory file: {e}");
+        }
+    }
+}
+
+/// One descriptor of a [`FileBudget`], given back when dropped.
+struct Ticket(Arc<FileBudget>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Raise the soft open-file limit to the hard one, so that large bodies can use memory
+/// files without crowding out connections. Returns the soft limit now in force (`None`:
+/// unlimited).
+pub fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return limit.maximum,
+            Err(e) => log::warn!("cannot raise the open-file limit to its maximum: {e}"),
+        }
+    }
+    limit.current
+}
