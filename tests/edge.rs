@@ -391,7 +391,9 @@ async fn hits_to_an_http_1_0_client_say_close_and_close() {
 }
 
 /// A client that reads a large hit slowly, a little at a time, still gets all of it:
-/// the edge goes on sending as the socket drains.
+/// the edge goes on sending as the socket drains. Invalidating and refilling the object
+/// meanwhile changes nothing in what that client gets (the body is sent from a memory
+/// file, which the store lets go of at the invalidation).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_reader_gets_a_large_hit_whole() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -414,18 +416,28 @@ async fn a_slow_reader_gets_a_large_hit_whole() {
     let mut got = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let started = Instant::now();
+    let mut replaced = false;
     loop {
         let n = conn.read(&mut chunk).await.unwrap();
         if n == 0 {
             break;
         }
         got.extend_from_slice(&chunk[..n]);
+        if !replaced && got.len() > 1024 * 1024 {
+            replaced = true;
+            origin.route("/large", Behavior::ok("max-age=60", "replaced"));
+            let post = request(edge.addr, "POST", HOST, "/large", &[], b"x").await;
+            assert_eq!(post.status, 200);
+            let refilled = edge.get(HOST, "/large").await;
+            assert_eq!(refilled.text(), "replaced", "the POST invalidated the copy");
+        }
         // Far slower than the edge can send: its socket fills up again and again.
         if got.len() < 2 * 1024 * 1024 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "too slow");
     }
+    assert!(replaced, "the object was replaced during the transfer");
     let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
     assert!(head.contains("cache-status: holdfast; hit"), "{head}");
@@ -435,7 +447,8 @@ async fn a_slow_reader_gets_a_large_hit_whole() {
     );
     assert!(head.contains("connection: close"), "{head}");
     assert!(got[head_end..] == big[..], "the body differs");
-    assert_eq!(origin.hits_for("/large"), 1);
+    // The first fill, the POST, and the refill.
+    assert_eq!(origin.hits_for("/large"), 3);
 }
 
 /// An origin answer framed by chunked encoding (no Content-Length) is served from the

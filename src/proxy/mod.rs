@@ -255,7 +255,8 @@ impl Edge {
             let code = stored.header().status.as_u16();
             ctx.sent_directly = Some((code, 0));
             let render = status.render();
-            let sending = direct.send_stored(stored.header(), age, &render, &body, head_only);
+            let file = stored.body_file();
+            let sending = direct.send_stored(stored.header(), age, &render, &body, file, head_only);
             if let Some(sent) = sending.await {
                 ctx.sent_directly = Some((code, sent?));
                 return Ok(true);
