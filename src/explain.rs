@@ -529,7 +529,8 @@ fn stored_copies(rule: Option<&Rule>, cacheable: bool, at: Timestamp) -> String 
             "expired at {}: refetched from the origin; may be served stale within the stale windows",
             utc(expiry.timestamp())
         ),
-        HitCheck::AsStored => format!(
+        // check_hit does not look at windows: never ScheduleMoved.
+        HitCheck::AsStored | HitCheck::ScheduleMoved { .. } => format!(
             "fresh at most until {} (expires_at)",
             utc(expiry.timestamp())
         ),

@@ -352,10 +352,15 @@ pub enum HitCheck {
     /// The rule's `expires_at` has passed: treat as expired from that instant; stale
     /// serving only if the rule allows it.
     ExpiredAt { at: SystemTime, serve_stale: bool },
+    /// The copy was stored under other rules, and which rule applies changed at `at` (an
+    /// `active` window's boundary, see [`check_schedule`]): treat as expired from that
+    /// instant; stale serving within the copy's own windows.
+    ScheduleMoved { at: SystemTime },
 }
 
 /// An object stored before a rule's `expires_at` (or before the rule existed) must
-/// not be served fresh after it.
+/// not be served fresh after it. `AsStored` or `ExpiredAt`; windows are
+/// [`check_stored`]'s part.
 pub fn check_hit(rule: Option<&Rule>, fresh_until: SystemTime, now: SystemTime) -> HitCheck {
     let Some(rule) = rule else {
         return HitCheck::AsStored;
@@ -390,6 +395,27 @@ pub fn check_schedule(
     now: SystemTime,
 ) -> Option<SystemTime> {
     next_rule_change(customer, rule, path, stored).filter(|&at| at <= now && fresh_until > at)
+}
+
+/// Everything the rules that apply now say about a stored copy at hit time: [`check_hit`],
+/// then, for a copy it leaves as stored, [`check_schedule`].
+pub fn check_stored(
+    customer: &Customer,
+    rule: Option<&Rule>,
+    path: &str,
+    stored: SystemTime,
+    fresh_until: SystemTime,
+    now: SystemTime,
+) -> HitCheck {
+    match check_hit(rule, fresh_until, now) {
+        HitCheck::AsStored => {
+            match check_schedule(customer, rule, path, stored, fresh_until, now) {
+                Some(at) => HitCheck::ScheduleMoved { at },
+                None => HitCheck::AsStored,
+            }
+        }
+        expired => expired,
+    }
 }
 
 /// Whether an origin answer with this status counts as an error for stale-if-error.

@@ -1395,6 +1395,31 @@ fn a_copy_stored_before_a_window_moved_is_not_fresh_past_its_boundary() {
 }
 
 #[test]
+fn check_stored_gives_the_rule_expiry_first_then_the_schedule() {
+    let from = plus(now(), 3600);
+    let until = plus(now(), 7200);
+    let c = sale_customer(from, until);
+    let path = "/products/shoes";
+    let stored = now();
+    let claims = plus(stored, 86_400);
+    let at = |t: SystemTime| check_stored(&c, matching_rule(&c, path, t), path, stored, claims, t);
+    assert_eq!(at(minus(from, 1)), HitCheck::AsStored);
+    assert_eq!(at(plus(from, 60)), HitCheck::ScheduleMoved { at: from });
+
+    // A rule whose expires_at has passed wins over a moved window.
+    let mut expiring = sale_customer(from, until);
+    expiring.rules[0].expires_at = Some(utc_instant(plus(from, 30)));
+    let rule = matching_rule(&expiring, path, plus(from, 60));
+    assert_eq!(
+        check_stored(&expiring, rule, path, stored, claims, plus(from, 60)),
+        HitCheck::ExpiredAt {
+            at: plus(from, 30),
+            serve_stale: false
+        }
+    );
+}
+
+#[test]
 fn freshness_stops_where_another_rule_takes_over() {
     let from = plus(now(), 3600);
     let until = plus(now(), 7200);

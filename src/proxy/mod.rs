@@ -203,16 +203,14 @@ impl Edge {
         };
         let fresh_until = stored.fresh_until();
         if stored.has_variance()
-            || policy::check_hit(ctx.rule(), fresh_until, now) != HitCheck::AsStored
-            || policy::check_schedule(
+            || policy::check_stored(
                 &customer,
                 ctx.rule(),
                 req.uri.path(),
                 stored.created(),
                 fresh_until,
                 now,
-            )
-            .is_some()
+            ) != HitCheck::AsStored
         {
             return Ok(false);
         }
@@ -401,21 +399,9 @@ impl ProxyHttp for Edge {
         let Some(customer) = ctx.customer() else {
             return Ok(None);
         };
-        let check = policy::check_hit(ctx.rule(), meta.fresh_until(), now);
-        if check == HitCheck::AsStored {
-            let path = session.req_header().uri.path();
-            let (stored, fresh_until) = (meta.created(), meta.fresh_until());
-            if let Some(at) =
-                policy::check_schedule(customer, ctx.rule(), path, stored, fresh_until, now)
-            {
-                // Stored before a window moved: expired from that boundary on.
-                ctx.schedule_moved = true;
-                return Ok(Some(ForcedFreshness::ForceExpiredServeStale {
-                    expired_at: Some(at),
-                }));
-            }
-        }
-        match check {
+        let path = session.req_header().uri.path();
+        let (stored, fresh_until) = (meta.created(), meta.fresh_until());
+        match policy::check_stored(customer, ctx.rule(), path, stored, fresh_until, now) {
             HitCheck::AsStored if !is_fresh && meta.serve_stale_if_error(now) => {
                 // A stale copy while the origin is known to be failing: serve it now
                 // rather than queue behind other requests' attempts at a dead origin.
@@ -430,6 +416,13 @@ impl ProxyHttp for Edge {
                 }
             }
             HitCheck::AsStored => Ok(None),
+            HitCheck::ScheduleMoved { at } => {
+                // Stored before a window moved: expired from that boundary on.
+                ctx.schedule_moved = true;
+                Ok(Some(ForcedFreshness::ForceExpiredServeStale {
+                    expired_at: Some(at),
+                }))
+            }
             HitCheck::ExpiredAt { at, serve_stale } => {
                 ctx.expired_by_rule = true;
                 Ok(Some(if serve_stale {
