@@ -34,14 +34,17 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     server.bootstrap();
 
     // Large bodies hold a memory file each, from half of this limit.
-    match crate::storage::raise_open_file_limit() {
-        Some(limit) => info!("open-file limit {limit}; large bodies may hold up to half of it"),
-        None => info!("no open-file limit"),
-    }
+    let open_files = crate::storage::raise_open_file_limit();
     let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
         node.cache.memory,
         node.cache.max_object,
     )));
+    info!(
+        "open-file limit {}; bodies of {} bytes or more may use up to {} memory files",
+        open_files.map_or("unlimited".to_string(), |n| n.to_string()),
+        crate::storage::FILE_BACKED_MIN,
+        store.memory_file_limit()
+    );
     let customers = syncer.state().customers();
     let metrics = Arc::new(Metrics::default());
 

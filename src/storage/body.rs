@@ -9,9 +9,10 @@
 //! process's cgroup as shared memory, not always in its RSS), and freed when the last
 //! holder lets go: the store, a hit being written, or the socket still sending them.
 //!
-//! Each such body holds one file descriptor. They come from a budget of half the
-//! process's open-file limit ([`FileBudget`]), so that connections always have the other
-//! half; past it, or when the kernel refuses a file, a body simply stays on the heap.
+//! Each such body holds one file descriptor and one mapping. They come from a budget of
+//! half the process's open-file limit and half the kernel's mappings per process
+//! ([`FileBudget`]), so that connections and the heap always have the other half; past
+//! it, or when the kernel refuses a file, a body simply stays on the heap.
 
 use bytes::Bytes;
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -23,6 +24,9 @@ use std::sync::Arc;
 /// Bodies this long or longer are kept in a memory file. Below it a copy costs less than
 /// the extra system call and the page rounding (at most 4 KiB, so at most 6 % here).
 pub const FILE_BACKED_MIN: usize = 64 * 1024;
+
+/// Linux's default `vm.max_map_count`, assumed when it cannot be read.
+const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 
 /// Bytes charged per memory file on top of its pages: the kernel's inode, dentry, open
 /// file and mapping, rounded up.
@@ -149,12 +153,18 @@ pub struct FileBudget {
 }
 
 impl FileBudget {
-    /// Half the process's current open-file limit (see [`raise_open_file_limit`]).
-    pub fn from_open_file_limit() -> Arc<FileBudget> {
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+    /// Half the process's current open-file limit (see [`raise_open_file_limit`]), and
+    /// at most half the kernel's limit on memory mappings per process
+    /// (`vm.max_map_count`): every other mapping, the heap's included, fails past that.
+    pub fn from_system_limits() -> Arc<FileBudget> {
+        let files = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .map_or(usize::MAX, |n| usize::try_from(n / 2).unwrap_or(usize::MAX));
-        FileBudget::with_limit(limit)
+        let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(DEFAULT_MAX_MAP_COUNT);
+        FileBudget::with_limit(files.min(maps / 2))
     }
 
     /// At most `limit` memory files at once; 0 keeps every body on the heap.
@@ -164,6 +174,10 @@ impl FileBudget {
             in_use: AtomicUsize::new(0),
             warned: AtomicBool::new(false),
         })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Memory files held by stored bodies (and by hits still being written) right now.

@@ -87,7 +87,7 @@ impl MemoryStore {
     /// overhead estimate). `max_object`: largest body stored; bigger responses are silently not
     /// stored (the proxy still streams them to the client).
     pub fn new(memory: usize, max_object: usize) -> MemoryStore {
-        MemoryStore::with_file_budget(memory, max_object, FileBudget::from_open_file_limit())
+        MemoryStore::with_file_budget(memory, max_object, FileBudget::from_system_limits())
     }
 
     /// As [`MemoryStore::new`], with bodies of [`FILE_BACKED_MIN`] bytes or more kept in at
@@ -136,6 +136,11 @@ impl MemoryStore {
     /// Memory files held by large bodies right now (stored, or in a hit still being sent).
     pub fn memory_files(&self) -> usize {
         self.files.in_use()
+    }
+
+    /// How many memory files large bodies may hold at once; past it they stay on the heap.
+    pub fn memory_file_limit(&self) -> usize {
+        self.files.limit()
     }
 
     /// Current weight of everything stored, in bytes; never above [`Self::capacity`].
