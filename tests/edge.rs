@@ -292,6 +292,22 @@ async fn large_hits_arrive_whole_on_a_kept_alive_connection() {
             }
         }
     }
+    // A large body (kept in a memory file) answers HEAD and Range from the cache too.
+    let head = request(edge.addr, "HEAD", HOST, "/big", &[], b"").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("307200"));
+    assert!(head.body.is_empty());
+    let range = request(
+        edge.addr,
+        "GET",
+        HOST,
+        "/big",
+        &[("Range", "bytes=200000-200009")],
+        b"",
+    )
+    .await;
+    assert_eq!(range.status, 206);
+    assert_eq!(range.text(), big[200_000..200_010]);
     assert_eq!(origin.hits(), 3);
 }
 
