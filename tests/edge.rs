@@ -970,8 +970,11 @@ async fn eviction_keeps_the_store_within_its_bound() {
         .await
         .text();
     let value = |name: &str| metric(&metrics, name);
+    // 350 bodies of 32 KiB or more went through; only those still stored hold a file.
     let files = value("holdfast_cache_memory_files");
-    assert!((1..=10).contains(&files), "{metrics}");
+    assert!(files >= 1, "{metrics}");
+    assert!(files <= value("holdfast_cache_objects"), "{metrics}");
+    assert!(files <= 32, "{metrics}");
     assert!(value("holdfast_cache_bytes") <= 1024 * 1024, "{metrics}");
 }
 
