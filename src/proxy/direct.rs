@@ -19,10 +19,11 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use http::header;
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::l4::stream::Stream;
@@ -61,10 +62,10 @@ impl Direct {
 
     /// Send a stored response as a hit without copying its header: the stored fields
     /// as they are, except those the hit sets itself (`Age`, `Cache-Status`, `Date`,
-    /// `Connection`, and `Content-Length` with the stored body's length in place of
-    /// other framing), then those, then `Via`. `None` when the stored header does not
-    /// keep its fields' case (Pingora keeps it for every origin answer): use [`send`].
-    /// `file`, when given, holds exactly `body` and is sent from instead (`sendfile`).
+    /// `Connection`, and `Content-Length: content_length` in place of other framing),
+    /// then those, then `Via`; then `body` (empty for HEAD). `None` when the stored
+    /// header does not keep its fields' case (Pingora keeps it for every origin answer):
+    /// use [`send`].
     ///
     /// [`send`]: Direct::send
     pub async fn send_stored(
@@ -72,9 +73,8 @@ impl Direct {
         stored: &ResponseHeader,
         age: u64,
         cache_status: &str,
-        body: &Bytes,
-        file: Option<&File>,
-        head_only: bool,
+        content_length: usize,
+        body: Payload<'_>,
     ) -> Option<Result<usize>> {
         if !stored.has_case() {
             return None;
@@ -96,19 +96,14 @@ impl Direct {
         put_field(
             &mut buf,
             b"Content-Length",
-            itoa::Buffer::new().format(body.len()).as_bytes(),
+            itoa::Buffer::new().format(content_length).as_bytes(),
         );
         put_field(&mut buf, b"Cache-Status", cache_status.as_bytes());
         put_field(&mut buf, b"Via", b"1.1 holdfast");
         put_field(&mut buf, b"Date", get_cached_date().as_bytes());
         put_field(&mut buf, b"Connection", self.connection().as_bytes());
         buf.put_slice(b"\r\n");
-        let payload = match file {
-            _ if head_only => Payload::Memory(&[]),
-            Some(file) => Payload::File(file, body.len()),
-            None => Payload::Memory(body),
-        };
-        Some(self.finish(&buf, payload).await)
+        Some(self.finish(&buf, body).await)
     }
 
     fn connection(&self) -> &'static str {
@@ -119,19 +114,18 @@ impl Direct {
         }
     }
 
-    /// Send `resp` and `body` (`None` for a response without one: HEAD, 304, 204).
-    /// `resp` must frame the body with `Content-Length`; it gets the `Date` and
-    /// `Connection` headers Pingora would have added. Returns the body bytes sent. An
-    /// error means the client went away or stopped reading: the connection must not be
-    /// reused, and nothing more may be written to it.
-    pub async fn send(&self, resp: &mut ResponseHeader, body: Option<&Bytes>) -> Result<usize> {
-        let body: &[u8] = body.map_or(&[], |b| &b[..]);
+    /// Send `resp` and `body` ([`Payload::EMPTY`] for a response without one: HEAD,
+    /// 304, 204). `resp` must frame the body with `Content-Length`; it gets the `Date`
+    /// and `Connection` headers Pingora would have added. Returns the body bytes sent.
+    /// An error means the client went away or stopped reading: the connection must not
+    /// be reused, and nothing more may be written to it.
+    pub async fn send(&self, resp: &mut ResponseHeader, body: Payload<'_>) -> Result<usize> {
         resp.insert_header(header::DATE, get_cached_date())?;
         resp.insert_header(header::CONNECTION, self.connection())?;
         let mut head = status_line(resp)?;
         resp.header_to_h1_wire(&mut head);
         head.put_slice(b"\r\n");
-        self.finish(&head, Payload::Memory(body)).await
+        self.finish(&head, body).await
     }
 
     /// Write `head` and `body`; the body's length, or the error as Pingora's.
@@ -174,19 +168,38 @@ impl Direct {
     }
 }
 
-/// What follows the header.
+/// The body that follows a header: bytes in memory, or a span of a sealed memory file.
 #[derive(Clone, Copy)]
-enum Payload<'a> {
+pub enum Payload<'a> {
     Memory(&'a [u8]),
-    /// A sealed memory file and its length.
-    File(&'a File, usize),
+    File {
+        file: &'a File,
+        start: usize,
+        len: usize,
+    },
 }
 
-impl Payload<'_> {
+impl<'a> Payload<'a> {
+    /// No body.
+    pub const EMPTY: Payload<'static> = Payload::Memory(&[]);
+
+    /// `span` of a stored body, sent from its memory file when it has one (`file` holds
+    /// exactly `body`).
+    pub fn stored(body: &'a [u8], file: Option<&'a File>, span: Range<usize>) -> Payload<'a> {
+        match file {
+            Some(file) => Payload::File {
+                file,
+                start: span.start,
+                len: span.len(),
+            },
+            None => Payload::Memory(&body[span]),
+        }
+    }
+
     fn len(&self) -> usize {
         match *self {
             Payload::Memory(bytes) => bytes.len(),
-            Payload::File(_, len) => len,
+            Payload::File { len, .. } => len,
         }
     }
 }
@@ -195,9 +208,9 @@ impl Payload<'_> {
 /// it. Returns the new total sent, or `WouldBlock` when the socket took nothing.
 fn send_from(fd: RawFd, head: &[u8], body: Payload<'_>, start: usize) -> io::Result<usize> {
     let socket = borrow(fd);
-    let body = match body {
+    let (file, from, len) = match body {
         Payload::Memory(body) => return send_vectored_from(socket, head, body, start),
-        Payload::File(file, len) => (file, len),
+        Payload::File { file, start, len } => (file, start, len),
     };
     let mut sent = start;
     if sent < head.len() {
@@ -211,12 +224,11 @@ fn send_from(fd: RawFd, head: &[u8], body: Payload<'_>, start: usize) -> io::Res
             return Ok(sent);
         }
     }
-    let (file, len) = body;
     let done = sent - head.len();
     if done == len {
         return Ok(sent);
     }
-    let mut offset = done as u64;
+    let mut offset = (from + done) as u64;
     match retry(|| {
         Ok(rustix::fs::sendfile(
             socket,

@@ -27,13 +27,18 @@ use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Session};
 
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::storage::MemoryStore;
+use direct::Payload;
 use health::OriginHealth;
+
+/// Most ranges one request may ask for: the limit of Pingora's own range filter on the
+/// full path, so that both paths decide a `Range` alike.
+const MAX_RANGES: Option<usize> = Some(200);
 pub use status::CacheStatus;
 
 /// The cache lock shared by every request: N concurrent misses for one key reach the
@@ -175,12 +180,13 @@ async fn respond_text(
 
 impl Edge {
     /// The fast path for the common cases: a fresh, complete, non-varying stored response
-    /// to a plain GET or HEAD, or a stale one within its stale-if-error window while the
+    /// to a GET or HEAD, or a stale one within its stale-if-error window while the
     /// origin is known to be failing (see [`health`]). It answers straight from the store,
     /// skipping pingora-cache's phase machine, and keeps every semantic of a hit:
-    /// conditional requests (304), HEAD, `Age`, `Cache-Status`, `Via`. Anything else
-    /// (Range, Vary, stale with a healthy origin, expired by a rule) returns `false` and
-    /// takes the full path.
+    /// conditional requests (304), HEAD, a single `Range` (206, decided by Pingora's own
+    /// range filter), `Age`, `Cache-Status`, `Via`. Anything else (several ranges or none
+    /// satisfiable, Vary, stale with a healthy origin, expired by a rule) returns `false`
+    /// and takes the full path.
     async fn serve_fresh_hit(
         &self,
         session: &mut Session,
@@ -191,9 +197,6 @@ impl Edge {
             return Ok(false);
         };
         let req = session.req_header();
-        if req.headers.contains_key(header::RANGE) {
-            return Ok(false);
-        }
         let key = key_for(&customer, req);
         let stored = self.store.peek(&key);
         // The full path needs the same key; build and hash it once per request.
@@ -213,6 +216,24 @@ impl Edge {
             ) != HitCheck::AsStored
         {
             return Ok(false);
+        }
+        let no_body = matches!(stored.header().status.as_u16(), 204 | 304);
+        let head_only = req.method == http::Method::HEAD;
+        // Only the status and the validators count, which the hit does not change.
+        let not_modified = not_modified_filter(req, stored.header());
+        // One satisfiable range is answered here. Several ranges (multipart), or none
+        // satisfiable (416), take the full path, as does everything Pingora answers.
+        let mut ranged = None;
+        if !not_modified && !no_body && req.headers.contains_key(header::RANGE) {
+            let mut resp = stored.header().clone();
+            resp.remove_header(&header::TRANSFER_ENCODING);
+            resp.insert_header(header::CONTENT_LENGTH, stored.body_len())?;
+            match range_header_filter(req, &mut resp, MAX_RANGES) {
+                RangeType::Single(span) => ranged = Some((resp, span)),
+                // Ignored (If-Range does not match, not a byte range): the whole body.
+                RangeType::None => {}
+                RangeType::Multi(_) | RangeType::Invalid => return Ok(false),
+            }
         }
         let ttl = unix_secs_diff(fresh_until, now);
         let status = if fresh_until >= now {
@@ -241,27 +262,31 @@ impl Edge {
             }
         };
         ctx.from_store = Some(status.clone());
-        let no_body = matches!(stored.header().status.as_u16(), 204 | 304);
-        let head_only = req.method == http::Method::HEAD;
-        // Only the status and the validators count, which the hit does not change.
-        let not_modified = not_modified_filter(req, stored.header());
+        let body = stored.body();
         let direct = direct::Direct::new(session);
-        if let Some(direct) = direct.as_ref().filter(|_| !no_body && !not_modified) {
+        let plain = !no_body && !not_modified && ranged.is_none();
+        if let Some(direct) = direct.as_ref().filter(|_| plain) {
             // The common case, a 200 and the like: written without copying the header.
-            let body = stored.body();
             let age = stored.age(now).as_secs();
             let code = stored.header().status.as_u16();
             ctx.sent_directly = Some((code, 0));
             let render = status.render();
-            let file = stored.body_file();
-            let sending = direct.send_stored(stored.header(), age, &render, &body, file, head_only);
+            let payload = if head_only {
+                Payload::EMPTY
+            } else {
+                Payload::stored(&body, stored.body_file(), 0..body.len())
+            };
+            let sending = direct.send_stored(stored.header(), age, &render, body.len(), payload);
             if let Some(sent) = sending.await {
                 ctx.sent_directly = Some((code, sent?));
                 return Ok(true);
             }
             ctx.sent_directly = None;
         }
-        let mut resp = stored.header().clone();
+        let (mut resp, span) = match ranged {
+            Some((resp, span)) => (resp, span),
+            None => (stored.header().clone(), 0..body.len()),
+        };
         resp.set_version(http::Version::HTTP_11);
         resp.insert_header(header::AGE, stored.age(now).as_secs())?;
         if !no_body && !resp.headers.contains_key(header::CONTENT_LENGTH) {
@@ -275,19 +300,25 @@ impl Edge {
         let header_only = not_modified || no_body || head_only;
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
-        let body = (!header_only).then(|| stored.body());
         if let Some(direct) = direct {
+            let payload = if header_only {
+                Payload::EMPTY
+            } else {
+                Payload::stored(&body, stored.body_file(), span)
+            };
             // Set before sending: after a failed send nothing else may be written.
             ctx.sent_directly = Some((resp.status.as_u16(), 0));
-            let sent = direct.send(&mut resp, body.as_ref()).await?;
+            let sent = direct.send(&mut resp, payload).await?;
             ctx.sent_directly = Some((resp.status.as_u16(), sent));
             return Ok(true);
         }
         session
             .write_response_header(Box::new(resp), header_only)
             .await?;
-        if let Some(body) = body {
-            session.write_response_body(Some(body), true).await?;
+        if !header_only {
+            session
+                .write_response_body(Some(body.slice(span)), true)
+                .await?;
         }
         Ok(true)
     }
