@@ -17,11 +17,13 @@
 #      each of BENCH_DURATION at BENCH_CONNECTIONS connections, so that the drift of a shared
 #      machine falls on both alike; and keeps the median of each number over a server's runs:
 #        hit-1k, hit-100k  one cached object requested over and over (checked to be a hit);
+#        range-100k        the first 64 KiB of the cached 100 KiB object (`Range: bytes=0-65535`,
+#                          checked to be a 206 hit), over and over;
 #        miss              every request a new URL (query-string counter), stored on the way;
 #        stale             objects cached with max-age=1, stale-if-error=3600 by both, the
 #                          origin then stopped and max-age waited out: every answer is
 #                          stale-if-error (checked on both before measuring);
-#      and, when oha is installed (on PATH, or BENCH_OHA=1), drives the hit and stale phases
+#      and, when oha is installed (on PATH, or BENCH_OHA=1), drives all but the miss phase
 #      with oha too, alternating the same way;
 #   4. prints one table per load generator: req/s, p50, p99, errors, CPU use, CPU µs per
 #      request and peak RSS (VmHWM) of both, the Holdfast/nginx req/s ratio and the
@@ -45,7 +47,7 @@
 # Settings (environment):
 #   BENCH_DURATION=10s   BENCH_RUNS=3   BENCH_WARMUP=2s   BENCH_CONNECTIONS=64
 #   BENCH_WRK_THREADS=1  BENCH_SERVER_CPU=0  BENCH_CLIENT_CPU=1
-#   BENCH_PHASES="hit-1k hit-100k miss stale"   BENCH_PORT_BASE=28080 (uses 4 ports from it)
+#   BENCH_PHASES="hit-1k hit-100k range-100k miss stale"   BENCH_PORT_BASE=28080 (uses 4 ports from it)
 #   BENCH_HOLDFAST_MEMORY=4GiB   BENCH_HOLDFAST_LOG=warn (RUST_LOG; nginx has access_log off)
 #   BENCH_OHA=1          install oha if missing (cargo install oha --locked); oha on PATH is used
 #   BENCH_OUT=FILE       also write the table (markdown) to FILE
@@ -62,7 +64,7 @@ CONNS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
-PHASES=${BENCH_PHASES:-"hit-1k hit-100k miss stale"}
+PHASES=${BENCH_PHASES:-"hit-1k hit-100k range-100k miss stale"}
 PORT_BASE=${BENCH_PORT_BASE:-28080}
 HF_MEMORY=${BENCH_HOLDFAST_MEMORY:-4GiB}
 HF_LOG=${BENCH_HOLDFAST_LOG:-warn}
@@ -75,6 +77,9 @@ HF_PORT=$((PORT_BASE + 1))
 HF_ADMIN=$((PORT_BASE + 2))
 NGX_PORT=$((PORT_BASE + 3))
 HOST=bench.local
+# The request header fields every request of the current phase carries.
+REQ_HEADERS=(-H "Host: $HOST")
+RANGE_HEADER="Range: bytes=0-65535"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() {
@@ -394,7 +399,7 @@ server_port() { if [ "$1" = holdfast ]; then echo "$HF_PORT"; else echo "$NGX_PO
 
 # The cache status of one request: Holdfast's Cache-Status or nginx's X-Cache-Status.
 cache_status() { # server path
-  curl -s -o /dev/null -D - -H "Host: $HOST" "http://127.0.0.1:$(server_port "$1")$2" |
+  curl -s -o /dev/null -D - "${REQ_HEADERS[@]}" "http://127.0.0.1:$(server_port "$1")$2" |
     tr -d '\r' | awk -F': ' 'tolower($1) == "cache-status" || tolower($1) == "x-cache-status" { print $2 }'
 }
 
@@ -425,7 +430,7 @@ wrk_run() { # server path duration [script [args...]]
   out=$({
     TIMEFORMAT='WRKCPU %U %S'
     time timeout "$limit" taskset -c "$CLIENT_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"$dur" \
-      --timeout 5s -H "Host: $HOST" -s "$script" "http://127.0.0.1:$(server_port "$server")$path" -- "$@"
+      --timeout 5s "${REQ_HEADERS[@]}" -s "$script" "http://127.0.0.1:$(server_port "$server")$path" -- "$@"
   } 2>&1) || die "wrk failed against $server$path: $out"
   echo "$out" | awk '
     /^WRKCPU / { cpu = $2 + $3 }
@@ -448,9 +453,9 @@ oha_run() { # server path duration
   limit=$(awk -v d="$(secs "$dur")" 'BEGIN { printf "%d", d + 30 }')
   # oha >= 1.5 takes --output-format json; older ones -j.
   json=$(timeout "$limit" taskset -c "$CLIENT_CPU" oha -z "$dur" -c "$CONNS" --no-tui \
-    --output-format json -H "Host: $HOST" "$url" 2>/dev/null) ||
+    --output-format json "${REQ_HEADERS[@]}" "$url" 2>/dev/null) ||
     json=$(timeout "$limit" taskset -c "$CLIENT_CPU" oha -z "$dur" -c "$CONNS" --no-tui -j \
-      -H "Host: $HOST" "$url") ||
+      "${REQ_HEADERS[@]}" "$url") ||
     die "oha failed against $server$path"
   # summary.requestsPerSec; latencyPercentiles.p50/p99 in seconds;
   # statusCodeDistribution {"200": n, ...}; errorDistribution {"message": n, ...}.
@@ -554,7 +559,7 @@ metric() { # name: value from Holdfast's admin /metrics
 }
 
 run_phase() { # phase
-  local phase=$1 path script="" server rss0=0 objects0=0
+  local phase=$1 path script="" server got rss0=0 objects0=0
   local -A hit=([holdfast]='(^|; )hit' [nginx]='^HIT$') stale=([holdfast]='fwd=stale' [nginx]='^STALE$')
   start_origin
   start_server holdfast
@@ -565,6 +570,19 @@ run_phase() { # phase
       for server in holdfast nginx; do
         cache_status "$server" "$path" >/dev/null
         expect_status "$server" "$path" "${hit[$server]}" "a hit"
+      done
+      ;;
+    range-100k)
+      path=/100k.bin
+      for server in holdfast nginx; do
+        cache_status "$server" "$path" >/dev/null
+      done
+      REQ_HEADERS+=(-H "$RANGE_HEADER")
+      for server in holdfast nginx; do
+        expect_status "$server" "$path" "${hit[$server]}" "a hit"
+        got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "${REQ_HEADERS[@]}" \
+          "http://127.0.0.1:$(server_port "$server")$path")
+        [ "$got" = "206 65536" ] || die "$server $path: expected a 206 of 65536 bytes, got $got"
       done
       ;;
     miss)
@@ -614,6 +632,7 @@ run_phase() { # phase
   fi
   stop_servers
   start_origin
+  REQ_HEADERS=(-H "Host: $HOST")
 }
 
 # ---------------------------------------------------------------- report
@@ -701,7 +720,7 @@ write_files
 CLK_TCK=$(getconf CLK_TCK)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for phase in $PHASES; do
-  case $phase in hit-1k | hit-100k | miss | stale) ;; *) die "unknown phase $phase" ;; esac
+  case $phase in hit-1k | hit-100k | range-100k | miss | stale) ;; *) die "unknown phase $phase" ;; esac
   run_phase "$phase"
 done
 stop_origin
