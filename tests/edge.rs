@@ -330,16 +330,35 @@ async fn range_requests_are_answered_from_the_cache_as_the_rfc_says() {
         "/big",
         Behavior::status(
             200,
-            &[("Cache-Control", "max-age=60"), ("ETag", "\"v1\"")],
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("ETag", "\"v1\""),
+                ("Accept-Ranges", "bytes"),
+            ],
             &big,
         ),
     );
     let edge = shop(&origin, "", "").await;
     assert_eq!(edge.get(HOST, "/big").await.body.len(), big.len());
+    let whole = edge.get(HOST, "/big").await;
+    assert_eq!(whole.header("accept-ranges"), Some("bytes"));
     let get = |headers: &'static [(&'static str, &'static str)]| {
         let addr = edge.addr;
         async move { request(addr, "GET", HOST, "/big", headers, b"").await }
     };
+
+    // One range: a 206 of it, as Pingora's range filter makes it.
+    let r = get(&[("Range", "bytes=100-199")]).await;
+    assert_eq!((r.status, r.text()), (206, big[100..200].to_string()));
+    assert_eq!(r.header("content-range"), Some("bytes 100-199/102400"));
+    assert_eq!(r.header("content-length"), Some("100"));
+    assert_eq!(r.header("accept-ranges"), None);
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert!(
+        r.cache_status().starts_with("holdfast; hit"),
+        "{}",
+        r.cache_status()
+    );
 
     // Several ranges: one multipart answer.
     let r = get(&[("Range", "bytes=0-1,10-11")]).await;

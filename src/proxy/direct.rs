@@ -62,10 +62,12 @@ impl Direct {
 
     /// Send a stored response as a hit without copying its header: the stored fields
     /// as they are, except those the hit sets itself (`Age`, `Cache-Status`, `Date`,
-    /// `Connection`, and `Content-Length: content_length` in place of other framing),
-    /// then those, then `Via`; then `body` (empty for HEAD). `None` when the stored
-    /// header does not keep its fields' case (Pingora keeps it for every origin answer):
-    /// use [`send`].
+    /// `Connection`, and `Content-Length` in place of other framing), then those, then
+    /// `Via`; then `body` (empty for HEAD). With `range` (of a 200 whose body is
+    /// `body_len` bytes) it is the 206 Pingora's range filter makes of it: that status,
+    /// the range's length, its `Content-Range`, and no `Accept-Ranges`. `None` when the
+    /// stored header does not keep its fields' case (Pingora keeps it for every origin
+    /// answer): use [`send`].
     ///
     /// [`send`]: Direct::send
     pub async fn send_stored(
@@ -73,7 +75,8 @@ impl Direct {
         stored: &ResponseHeader,
         age: u64,
         cache_status: &str,
-        content_length: usize,
+        body_len: usize,
+        range: Option<Range<usize>>,
         body: Payload<'_>,
     ) -> Option<Result<usize>> {
         if !stored.has_case() {
@@ -81,23 +84,37 @@ impl Direct {
         }
         // Always HTTP/1.1, as the fast path answers whatever the origin spoke.
         let mut buf = BytesMut::with_capacity(512);
-        put_status_line(&mut buf, "HTTP/1.1 ", stored);
+        match range {
+            None => put_status_line(&mut buf, "HTTP/1.1 ", stored),
+            Some(_) => buf.put_slice(b"HTTP/1.1 206 Partial Content\r\n"),
+        }
         for (name, value) in stored.case_header_iter() {
             let name = name.as_slice();
-            if SET_BY_THE_HIT
-                .iter()
-                .any(|set| name.eq_ignore_ascii_case(set))
+            let set_here = |set: &&[u8]| name.eq_ignore_ascii_case(set);
+            if SET_BY_THE_HIT.iter().any(set_here)
+                || (range.is_some() && SET_BY_A_RANGE.iter().any(set_here))
             {
                 continue;
             }
             put_field(&mut buf, name, value.as_bytes());
         }
         put_field(&mut buf, b"Age", itoa::Buffer::new().format(age).as_bytes());
+        let content_length = range.as_ref().map_or(body_len, Range::len);
         put_field(
             &mut buf,
             b"Content-Length",
             itoa::Buffer::new().format(content_length).as_bytes(),
         );
+        if let Some(range) = &range {
+            let mut value = BytesMut::with_capacity(48);
+            value.put_slice(b"bytes ");
+            value.put_slice(itoa::Buffer::new().format(range.start).as_bytes());
+            value.put_u8(b'-');
+            value.put_slice(itoa::Buffer::new().format(range.end - 1).as_bytes());
+            value.put_u8(b'/');
+            value.put_slice(itoa::Buffer::new().format(body_len).as_bytes());
+            put_field(&mut buf, b"Content-Range", &value);
+        }
         put_field(&mut buf, b"Cache-Status", cache_status.as_bytes());
         put_field(&mut buf, b"Via", b"1.1 holdfast");
         put_field(&mut buf, b"Date", get_cached_date().as_bytes());
@@ -286,6 +303,10 @@ const SET_BY_THE_HIT: [&[u8]; 6] = [
     b"date",
     b"transfer-encoding",
 ];
+
+/// Header fields a 206 sets (`Content-Range`) or drops (`Accept-Ranges`), as Pingora's
+/// range filter does.
+const SET_BY_A_RANGE: [&[u8]; 2] = [b"accept-ranges", b"content-range"];
 
 fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
     buf.put_slice(name);

@@ -6,6 +6,7 @@
 
 mod direct;
 mod health;
+mod ranges;
 mod status;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,14 +33,14 @@ use pingora_proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Sess
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
-use crate::storage::MemoryStore;
+use crate::storage::{MemoryStore, StoredResponse};
 use direct::Payload;
 use health::OriginHealth;
+pub use status::CacheStatus;
 
 /// Most ranges one request may ask for: the limit of Pingora's own range filter on the
 /// full path, so that both paths decide a `Range` alike.
 const MAX_RANGES: Option<usize> = Some(200);
-pub use status::CacheStatus;
 
 /// The cache lock shared by every request: N concurrent misses for one key reach the
 /// origin once. The age timeout frees a lock whose writer died.
@@ -178,6 +179,15 @@ async fn respond_text(
         .await
 }
 
+/// The stored header framed by the stored body's length, as Pingora's range filter
+/// wants it.
+fn ranged_header(stored: &StoredResponse) -> Result<ResponseHeader> {
+    let mut resp = stored.header().clone();
+    resp.remove_header(&header::TRANSFER_ENCODING);
+    resp.insert_header(header::CONTENT_LENGTH, stored.body_len())?;
+    Ok(resp)
+}
+
 impl Edge {
     /// The fast path for the common cases: a fresh, complete, non-varying stored response
     /// to a GET or HEAD, or a stale one within its stale-if-error window while the
@@ -221,18 +231,22 @@ impl Edge {
         let head_only = req.method == http::Method::HEAD;
         // Only the status and the validators count, which the hit does not change.
         let not_modified = not_modified_filter(req, stored.header());
-        // One satisfiable range is answered here. Several ranges (multipart), or none
-        // satisfiable (416), take the full path, as does everything Pingora answers.
+        // One satisfiable range is answered here, as Pingora's range filter decides it.
+        // Several ranges (multipart), or none satisfiable (416), take the full path.
         let mut ranged = None;
-        if !not_modified && !no_body && req.headers.contains_key(header::RANGE) {
-            let mut resp = stored.header().clone();
-            resp.remove_header(&header::TRANSFER_ENCODING);
-            resp.insert_header(header::CONTENT_LENGTH, stored.body_len())?;
-            match range_header_filter(req, &mut resp, MAX_RANGES) {
-                RangeType::Single(span) => ranged = Some((resp, span)),
-                // Ignored (If-Range does not match, not a byte range): the whole body.
-                RangeType::None => {}
-                RangeType::Multi(_) | RangeType::Invalid => return Ok(false),
+        if !not_modified && !no_body {
+            if let Some(value) = req.headers.get(header::RANGE) {
+                let common = stored.header().status == http::StatusCode::OK
+                    && !req.headers.contains_key(header::IF_RANGE);
+                ranged = match common.then(|| ranges::simple(value.as_bytes(), stored.body_len())) {
+                    Some(Some(span)) => Some(span),
+                    _ => match range_header_filter(req, &mut ranged_header(&stored)?, MAX_RANGES) {
+                        RangeType::Single(span) => Some(span),
+                        // Ignored (If-Range does not match, not a byte range): the whole body.
+                        RangeType::None => None,
+                        RangeType::Multi(_) | RangeType::Invalid => return Ok(false),
+                    },
+                };
             }
         }
         let ttl = unix_secs_diff(fresh_until, now);
@@ -264,19 +278,30 @@ impl Edge {
         ctx.from_store = Some(status.clone());
         let body = stored.body();
         let direct = direct::Direct::new(session);
-        let plain = !no_body && !not_modified && ranged.is_none();
+        let plain = !no_body && !not_modified;
         if let Some(direct) = direct.as_ref().filter(|_| plain) {
             // The common case, a 200 and the like: written without copying the header.
             let age = stored.age(now).as_secs();
-            let code = stored.header().status.as_u16();
+            let code = match ranged {
+                Some(_) => 206,
+                None => stored.header().status.as_u16(),
+            };
             ctx.sent_directly = Some((code, 0));
             let render = status.render();
+            let span = ranged.clone().unwrap_or(0..body.len());
             let payload = if head_only {
                 Payload::EMPTY
             } else {
-                Payload::stored(&body, stored.body_file(), 0..body.len())
+                Payload::stored(&body, stored.body_file(), span)
             };
-            let sending = direct.send_stored(stored.header(), age, &render, body.len(), payload);
+            let sending = direct.send_stored(
+                stored.header(),
+                age,
+                &render,
+                body.len(),
+                ranged.clone(),
+                payload,
+            );
             if let Some(sent) = sending.await {
                 ctx.sent_directly = Some((code, sent?));
                 return Ok(true);
@@ -284,7 +309,12 @@ impl Edge {
             ctx.sent_directly = None;
         }
         let (mut resp, span) = match ranged {
-            Some((resp, span)) => (resp, span),
+            Some(span) => {
+                // The same decision again, on the header this answer is built from.
+                let mut resp = ranged_header(&stored)?;
+                range_header_filter(req, &mut resp, MAX_RANGES);
+                (resp, span)
+            }
             None => (stored.header().clone(), 0..body.len()),
         };
         resp.set_version(http::Version::HTTP_11);
