@@ -464,6 +464,7 @@ async fn a_hit_keeps_the_origins_fields_but_its_own() {
             "{method}"
         );
         assert_eq!(r.header("content-length"), Some("6"), "{method}");
+        assert_eq!(r.header("accept-ranges"), Some("bytes"), "{method}");
         assert_eq!(r.header("connection"), Some("close"), "{method}");
     }
     assert_eq!(origin.hits_for("/fields"), 1);

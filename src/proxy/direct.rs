@@ -63,9 +63,10 @@ impl Direct {
     /// Send a stored response as a hit without copying its header: the stored fields
     /// as they are, except those the hit sets itself (`Age`, `Cache-Status`, `Date`,
     /// `Connection`, and `Content-Length` in place of other framing), then those, then
-    /// `Via`; then `body` (empty for HEAD). With `range` (of a 200 whose body is
-    /// `body_len` bytes) it is the 206 Pingora's range filter makes of it: that status,
-    /// the range's length, its `Content-Range`, and no `Accept-Ranges`. `None` when the
+    /// `Via`; then `body` (empty for HEAD). A 200 says `Accept-Ranges: bytes`. With
+    /// `range` (of a 200 whose body is `body_len` bytes) it is the 206 Pingora's range
+    /// filter makes of it: that status, the range's length, its `Content-Range`, and no
+    /// `Accept-Ranges`. `None` when the
     /// stored header does not keep its fields' case (Pingora keeps it for every origin
     /// answer): use [`send`].
     ///
@@ -88,15 +89,21 @@ impl Direct {
             None => put_status_line(&mut buf, "HTTP/1.1 ", stored),
             Some(_) => buf.put_slice(b"HTTP/1.1 206 Partial Content\r\n"),
         }
+        // A 200 is one Pingora's range filter would have seen: it says `Accept-Ranges:
+        // bytes` (or, as a 206, nothing) whatever the origin said.
+        let ranges_said_here = stored.status == http::StatusCode::OK;
         for (name, value) in stored.case_header_iter() {
             let name = name.as_slice();
             let set_here = |set: &&[u8]| name.eq_ignore_ascii_case(set);
             if SET_BY_THE_HIT.iter().any(set_here)
-                || (range.is_some() && SET_BY_A_RANGE.iter().any(set_here))
+                || ((range.is_some() || ranges_said_here) && SET_BY_A_RANGE.iter().any(set_here))
             {
                 continue;
             }
             put_field(&mut buf, name, value.as_bytes());
+        }
+        if ranges_said_here && range.is_none() {
+            put_field(&mut buf, b"Accept-Ranges", b"bytes");
         }
         put_field(&mut buf, b"Age", itoa::Buffer::new().format(age).as_bytes());
         let content_length = range.as_ref().map_or(body_len, Range::len);

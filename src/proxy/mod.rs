@@ -327,6 +327,10 @@ impl Edge {
         if not_modified {
             to_304(&mut resp);
         }
+        if resp.status == http::StatusCode::OK {
+            // As Pingora's range filter says of every 200 it sees, ranged or not.
+            resp.insert_header(header::ACCEPT_RANGES, "bytes")?;
+        }
         let header_only = not_modified || no_body || head_only;
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
