@@ -96,7 +96,8 @@ impl Direct {
             let name = name.as_slice();
             let set_here = |set: &&[u8]| name.eq_ignore_ascii_case(set);
             if SET_BY_THE_HIT.iter().any(set_here)
-                || ((range.is_some() || ranges_said_here) && SET_BY_A_RANGE.iter().any(set_here))
+                || (ranges_said_here && name.eq_ignore_ascii_case(b"accept-ranges"))
+                || (range.is_some() && SET_BY_A_RANGE.iter().any(set_here))
             {
                 continue;
             }
