@@ -33,7 +33,7 @@ use pingora_proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Sess
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
-use crate::storage::{MemoryStore, StoredResponse};
+use crate::storage::MemoryStore;
 use direct::Payload;
 use health::OriginHealth;
 pub use status::CacheStatus;
@@ -179,13 +179,12 @@ async fn respond_text(
         .await
 }
 
-/// The stored header framed by the stored body's length, as Pingora's range filter
-/// wants it.
-fn ranged_header(stored: &StoredResponse) -> Result<ResponseHeader> {
-    let mut resp = stored.header().clone();
+/// Frame a stored answer by its complete body's length (stored answers may have come
+/// chunked), as Pingora's range filter also wants it.
+fn frame_by_length(resp: &mut ResponseHeader, len: usize) -> Result<()> {
     resp.remove_header(&header::TRANSFER_ENCODING);
-    resp.insert_header(header::CONTENT_LENGTH, stored.body_len())?;
-    Ok(resp)
+    resp.insert_header(header::CONTENT_LENGTH, len)?;
+    Ok(())
 }
 
 impl Edge {
@@ -240,12 +239,16 @@ impl Edge {
                     && !req.headers.contains_key(header::IF_RANGE);
                 ranged = match common.then(|| ranges::simple(value.as_bytes(), stored.body_len())) {
                     Some(Some(span)) => Some(span),
-                    _ => match range_header_filter(req, &mut ranged_header(&stored)?, MAX_RANGES) {
-                        RangeType::Single(span) => Some(span),
-                        // Ignored (If-Range does not match, not a byte range): the whole body.
-                        RangeType::None => None,
-                        RangeType::Multi(_) | RangeType::Invalid => return Ok(false),
-                    },
+                    _ => {
+                        let mut scratch = stored.header().clone();
+                        frame_by_length(&mut scratch, stored.body_len())?;
+                        match range_header_filter(req, &mut scratch, MAX_RANGES) {
+                            RangeType::Single(span) => Some(span),
+                            // Ignored (If-Range does not match, not a byte range): the whole body.
+                            RangeType::None => None,
+                            RangeType::Multi(_) | RangeType::Invalid => return Ok(false),
+                        }
+                    }
                 };
             }
         }
@@ -308,29 +311,21 @@ impl Edge {
             }
             ctx.sent_directly = None;
         }
-        let (mut resp, span) = match ranged {
-            Some(span) => {
-                // The same decision again, on the header this answer is built from.
-                let mut resp = ranged_header(&stored)?;
-                range_header_filter(req, &mut resp, MAX_RANGES);
-                (resp, span)
-            }
-            None => (stored.header().clone(), 0..body.len()),
-        };
+        let mut resp = stored.header().clone();
         resp.set_version(http::Version::HTTP_11);
         resp.insert_header(header::AGE, stored.age(now).as_secs())?;
-        if !no_body && !resp.headers.contains_key(header::CONTENT_LENGTH) {
-            // The stored body is complete: its length frames it (also for HEAD).
-            resp.remove_header(&header::TRANSFER_ENCODING);
-            resp.insert_header(header::CONTENT_LENGTH, stored.body_len())?;
+        if !no_body && (ranged.is_some() || !resp.headers.contains_key(header::CONTENT_LENGTH)) {
+            // The stored body is complete: its length frames it (also for HEAD), and a
+            // range is decided against it.
+            frame_by_length(&mut resp, body.len())?;
         }
         if not_modified {
             to_304(&mut resp);
         }
-        if resp.status == http::StatusCode::OK {
-            // As Pingora's range filter says of every 200 it sees, ranged or not.
-            resp.insert_header(header::ACCEPT_RANGES, "bytes")?;
-        }
+        // Pingora's range filter, as on the full path: the 206 of the range decided above,
+        // or `Accept-Ranges: bytes` on a 200.
+        range_header_filter(req, &mut resp, MAX_RANGES);
+        let span = ranged.unwrap_or(0..body.len());
         let header_only = not_modified || no_body || head_only;
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
