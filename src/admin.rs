@@ -14,14 +14,14 @@ use pingora_core::protocols::http::ServerSession;
 
 use crate::config::Customers;
 use crate::metrics::Metrics;
-use crate::storage::MemoryStore;
+use crate::storage::CacheStore;
 use crate::sync::{Outcome, Syncer};
 
 /// What the admin endpoints read.
 pub struct Admin {
     pub customers: Arc<ArcSwap<Customers>>,
     pub metrics: Arc<Metrics>,
-    pub store: &'static MemoryStore,
+    pub store: &'static dyn CacheStore,
     /// Config state (`GET /config`) and reloads (`POST /reload`).
     pub sync: Arc<Syncer>,
 }

@@ -86,6 +86,15 @@ fn main() -> ExitCode {
         return explain(&cli.conf, &node, &url, at.as_deref(), json);
     }
     if cli.test {
+        if let Some(disk) = &node.cache.disk {
+            match holdfast::storage::disk::check_dir(&disk.path, disk.size) {
+                Ok(note) => println!("holdfast: {note}"),
+                Err(e) => {
+                    eprintln!("holdfast: {}: cache.disk: {e}", cli.conf.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
         println!(
             "holdfast: {} is valid ({} inline customers)",
             cli.conf.display(),

@@ -1,6 +1,5 @@
 //! Process-wide counters, rendered in the Prometheus text format by the admin listener.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug, Default)]
@@ -14,14 +13,9 @@ pub struct Metrics {
 
 impl Metrics {
     /// Render the counters; `store` adds the cache store's gauges.
-    pub fn render(&self, store: &crate::storage::MemoryStore) -> String {
+    pub fn render(&self, store: &dyn crate::storage::CacheStore) -> String {
         let mut out = String::new();
-        let mut line = |name: &str, help: &str, kind: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
+        let mut line = crate::storage::metric_writer(&mut out);
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         line(
             "holdfast_requests_total",
@@ -47,30 +41,8 @@ impl Metrics {
             "gauge",
             self.inflight.load(Ordering::Relaxed) as u64,
         );
-        line(
-            "holdfast_cache_bytes",
-            "Bytes held by the cache store.",
-            "gauge",
-            store.used_bytes() as u64,
-        );
-        line(
-            "holdfast_cache_objects",
-            "Objects held by the cache store.",
-            "gauge",
-            store.len() as u64,
-        );
-        line(
-            "holdfast_cache_memory_files",
-            "Open memory files holding large bodies (one descriptor each).",
-            "gauge",
-            store.memory_files() as u64,
-        );
-        line(
-            "holdfast_cache_evictions_total",
-            "Objects evicted to stay within cache.memory.",
-            "counter",
-            store.evictions(),
-        );
+        drop(line);
+        store.render_metrics(&mut out);
         out
     }
 }

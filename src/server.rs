@@ -16,8 +16,12 @@ use crate::config::NodeConfig;
 use crate::demo_origin::DemoOrigin;
 use crate::metrics::Metrics;
 use crate::proxy::Edge;
-use crate::storage::MemoryStore;
+use crate::storage::disk::DiskTier;
+use crate::storage::{CacheStore, MemoryStore, Tiered};
 use crate::sync::{StartError, SyncService};
+
+/// How long an exiting node waits for queued disk writes.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
 
 /// Build every service of the node and run until a signal stops it. Fails before any
 /// listener opens when there is no valid customer config at all.
@@ -35,7 +39,7 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
 
     // Large bodies hold a memory file each, from half of this limit.
     let open_files = crate::storage::raise_open_file_limit();
-    let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
+    let memory: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
         node.cache.memory,
         node.cache.max_object,
     )));
@@ -43,8 +47,22 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
         "open-file limit {}; bodies of {} bytes or more may use up to {} memory files",
         open_files.map_or("unlimited".to_string(), |n| n.to_string()),
         crate::storage::FILE_BACKED_MIN,
-        store.memory_file_limit()
+        memory.memory_file_limit()
     );
+    let store: &'static dyn CacheStore = match &node.cache.disk {
+        Some(disk) => {
+            let tier = DiskTier::open(&disk.path, disk.size, node.cache.max_object);
+            if tier.disabled().is_none() {
+                info!(
+                    "disk tier at {} ({} bytes); loading its index in the background",
+                    disk.path.display(),
+                    tier.capacity()
+                );
+            }
+            Box::leak(Box::new(Tiered::new(memory, tier)))
+        }
+        None => memory,
+    };
     let customers = syncer.state().customers();
     let metrics = Arc::new(Metrics::default());
 
@@ -109,6 +127,8 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
             grace: node.shutdown_grace,
         }),
     });
+    // Objects stored in the last moments still go to disk before the process exits.
+    store.flush(FLUSH_AT_EXIT);
     Ok(())
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{customer, request, Behavior, Conn, Holdfast, Origin};
+use common::{customer, metric, request, Behavior, Conn, Holdfast, Origin};
 
 const HOST: &str = "shop.test";
 
@@ -1020,15 +1020,6 @@ async fn objects_over_max_object_are_proxied_not_stored() {
         assert_eq!(r.body.len(), big.len());
     }
     assert_eq!(origin.hits_for("/big"), 2);
-}
-
-/// The value of the metric `name` in a `/metrics` text.
-fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from metrics:\n{metrics}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

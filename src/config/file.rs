@@ -127,6 +127,8 @@ pub(super) struct StoreFile {
     pub max_object: Size,
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout: Dur,
+    #[serde(default)]
+    pub disk: Option<DiskFile>,
 }
 
 impl Default for StoreFile {
@@ -135,8 +137,17 @@ impl Default for StoreFile {
             memory: default_memory(),
             max_object: default_max_object(),
             lock_timeout: default_lock_timeout(),
+            disk: None,
         }
     }
+}
+
+/// `cache.disk`: the persistent tier behind the memory store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DiskFile {
+    pub path: String,
+    pub size: Size,
 }
 
 #[derive(Debug, Deserialize)]

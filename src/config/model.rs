@@ -50,6 +50,17 @@ pub struct StoreConfig {
     /// How long a request waits for another request that is filling the same key
     /// (`cache.lock_timeout`) before it goes to the origin itself.
     pub lock_timeout: Duration,
+    /// The persistent tier (`cache.disk`), if any.
+    pub disk: Option<DiskConfig>,
+}
+
+/// `cache.disk`: where the persistent tier keeps its files and how much it may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The directory (relative paths are relative to the node file).
+    pub path: PathBuf,
+    /// Bound of the bytes its objects take on disk.
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

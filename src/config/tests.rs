@@ -101,6 +101,7 @@ fn design_example_lands_in_the_model() {
             memory: 256 << 20,
             max_object: 16 << 20,
             lock_timeout: Duration::from_secs(5),
+            disk: None,
         }
     );
     assert_eq!(

@@ -64,7 +64,7 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
     }
     distinct_listeners(ctx, &listeners)?;
 
-    let cache = store(ctx, &f.cache)?;
+    let cache = store(ctx, base, &f.cache)?;
     let control_plane = match f.control_plane {
         Some(cp) => Some(control_plane(ctx, base, cp)?),
         None => None,
@@ -132,7 +132,7 @@ fn distinct_listeners(ctx: &Ctx, listeners: &[(String, Vec<Seg>)]) -> Result<(),
     Ok(())
 }
 
-fn store(ctx: &Ctx, f: &super::file::StoreFile) -> Result<StoreConfig, ConfigError> {
+fn store(ctx: &Ctx, base: &Path, f: &super::file::StoreFile) -> Result<StoreConfig, ConfigError> {
     let at = |key| [Key("cache"), Key(key)];
     if f.memory.0 == 0 {
         return Err(ctx.err(
@@ -165,10 +165,60 @@ fn store(ctx: &Ctx, f: &super::file::StoreFile) -> Result<StoreConfig, ConfigErr
             ),
         ));
     }
+    let disk = match &f.disk {
+        Some(d) => Some(disk(ctx, base, d, f.max_object.0)?),
+        None => None,
+    };
     Ok(StoreConfig {
         memory: f.memory.0,
         max_object: f.max_object.0,
         lock_timeout: f.lock_timeout.0,
+        disk,
+    })
+}
+
+/// Smallest `cache.disk.size` accepted: room for a few objects at the least.
+const MIN_DISK_SIZE: usize = 1 << 20;
+
+fn disk(
+    ctx: &Ctx,
+    base: &Path,
+    d: &super::file::DiskFile,
+    max_object: usize,
+) -> Result<DiskConfig, ConfigError> {
+    let at = |key| [Key("cache"), Key("disk"), Key(key)];
+    if d.path.trim().is_empty() {
+        return Err(ctx.err(
+            &at("path"),
+            Target::Value,
+            "cache.disk.path is empty; name the cache directory, e.g. path: /var/lib/holdfast/cache"
+                .into(),
+        ));
+    }
+    if d.size.0 < MIN_DISK_SIZE {
+        return Err(ctx.err(
+            &at("size"),
+            Target::Value,
+            format!(
+                "cache.disk.size ({} bytes) is below the 1MiB minimum; give the disk tier room, e.g. size: 10GiB",
+                d.size.0
+            ),
+        ));
+    }
+    if d.size.0 < max_object {
+        return Err(ctx.err(
+            &at("size"),
+            Target::Value,
+            format!(
+                "cache.disk.size ({} bytes) is smaller than cache.max_object ({max_object} bytes); \
+                 raise size or lower max_object",
+                d.size.0
+            ),
+        ));
+    }
+    Ok(DiskConfig {
+        path: resolve(base, &d.path),
+        size: d.size.0 as u64,
     })
 }
 

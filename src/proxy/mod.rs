@@ -33,7 +33,7 @@ use pingora_proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Sess
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
-use crate::storage::MemoryStore;
+use crate::storage::CacheStore;
 use direct::Payload;
 use health::OriginHealth;
 pub use status::CacheStatus;
@@ -50,7 +50,7 @@ static CACHE_LOCK: Lazy<Box<CacheKeyLockImpl>> =
 /// The edge: routes by Host, applies the customer's policy, fills and serves the cache.
 pub struct Edge {
     customers: Arc<ArcSwap<Customers>>,
-    store: &'static MemoryStore,
+    store: &'static dyn CacheStore,
     lock_timeout: Duration,
     max_object: usize,
     metrics: Arc<Metrics>,
@@ -61,7 +61,7 @@ pub struct Edge {
 impl Edge {
     pub fn new(
         customers: Arc<ArcSwap<Customers>>,
-        store: &'static MemoryStore,
+        store: &'static dyn CacheStore,
         lock_timeout: Duration,
         max_object: usize,
         metrics: Arc<Metrics>,
@@ -426,7 +426,7 @@ impl ProxyHttp for Edge {
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         if ctx.customer.is_some() && ctx.bypass.is_none() {
             session.cache.enable(
-                self.store,
+                self.store as &'static (dyn Storage + Sync),
                 None,
                 None,
                 Some(CACHE_LOCK.as_ref()),

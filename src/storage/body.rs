@@ -72,6 +72,35 @@ impl Body {
         Body::heap(Bytes::from(body))
     }
 
+    /// `len` bytes of `src` from `offset`, read back from a persistent tier: for a large
+    /// body into a memory file by the kernel (`sendfile` from file to file, never through
+    /// this process's memory), else into one exact-size buffer. What comes back is what a
+    /// checksum must then be taken over: the sealed copy, not the file it came from.
+    pub(super) fn read_from(
+        src: &File,
+        offset: u64,
+        len: usize,
+        budget: &Arc<FileBudget>,
+    ) -> io::Result<Body> {
+        if len >= FILE_BACKED_MIN {
+            if let Some(ticket) = budget.take() {
+                match MemFile::copy_of(src, offset, len, ticket) {
+                    Ok((bytes, file)) => {
+                        return Ok(Body {
+                            bytes,
+                            file: Some(Arc::new(file)),
+                        })
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(e),
+                    Err(e) => budget.report_failure(&e),
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        std::os::unix::fs::FileExt::read_exact_at(src, &mut body, offset)?;
+        Ok(Body::heap(Bytes::from(body)))
+    }
+
     pub(super) fn bytes(&self) -> &Bytes {
         &self.bytes
     }
@@ -111,15 +140,36 @@ struct MemFile {
 impl MemFile {
     /// Write `chunks` into a new memory file, seal it, and map it read-only.
     fn create(chunks: &[Bytes], len: usize, ticket: Ticket) -> io::Result<(Bytes, MemFile)> {
-        let fd = rustix::fs::memfd_create(
-            "holdfast-body",
-            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-        )?;
-        let mut file = File::from(fd);
-        file.set_len(len as u64)?;
+        let mut file = new_memfd(len)?;
         for chunk in chunks {
             file.write_all(chunk)?;
         }
+        MemFile::seal(file, len, ticket)
+    }
+
+    /// Copy `len` bytes of `src` from `offset` into a new memory file, in the kernel, then
+    /// seal and map it. `UnexpectedEof` when `src` ends before that.
+    fn copy_of(
+        src: &File,
+        offset: u64,
+        len: usize,
+        ticket: Ticket,
+    ) -> io::Result<(Bytes, MemFile)> {
+        let file = new_memfd(len)?;
+        let mut from = offset;
+        let mut copied = 0;
+        while copied < len {
+            match rustix::fs::sendfile(&file, src, Some(&mut from), len - copied) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => copied += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        MemFile::seal(file, len, ticket)
+    }
+
+    fn seal(file: File, len: usize, ticket: Ticket) -> io::Result<(Bytes, MemFile)> {
         // From here on the contents can neither change nor move: what was mapped or handed
         // to a socket stays what was stored.
         rustix::fs::fcntl_add_seals(
@@ -135,6 +185,17 @@ impl MemFile {
             },
         ))
     }
+}
+
+/// A new memory file, sized `len`, that can be sealed.
+fn new_memfd(len: usize) -> io::Result<File> {
+    let fd = rustix::fs::memfd_create(
+        "holdfast-body",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    let file = File::from(fd);
+    file.set_len(len as u64)?;
+    Ok(file)
 }
 
 #[allow(unsafe_code)]

@@ -34,14 +34,14 @@ const HEADER_FIELD_OVERHEAD: usize = 128;
 /// The parts of a [`CacheMeta`] an entry keeps, enough to rebuild an equivalent one on each hit.
 #[derive(Clone)]
 pub(super) struct MetaParts {
-    fresh_until: SystemTime,
-    created: SystemTime,
-    updated: SystemTime,
-    epoch_override: Option<SystemTime>,
-    stale_while_revalidate_sec: u32,
-    stale_if_error_sec: u32,
-    variance: Option<HashBinary>,
-    header: ResponseHeader,
+    pub(super) fresh_until: SystemTime,
+    pub(super) created: SystemTime,
+    pub(super) updated: SystemTime,
+    pub(super) epoch_override: Option<SystemTime>,
+    pub(super) stale_while_revalidate_sec: u32,
+    pub(super) stale_if_error_sec: u32,
+    pub(super) variance: Option<HashBinary>,
+    pub(super) header: ResponseHeader,
 }
 
 impl MetaParts {
@@ -177,19 +177,24 @@ fn owned_header(header: &ResponseHeader) -> ResponseHeader {
 pub(super) struct Entry {
     pub(super) body: Body,
     pub(super) meta: MetaParts,
+    /// The cache key's text (customer, scheme, host, path, query), kept beside its hash
+    /// so that a persistent tier can say what each file holds.
+    pub(super) key_text: Arc<str>,
     weight: u64,
 }
 
 impl Entry {
     /// `body` should own an exact-size buffer: its length (or its pages) is what gets charged.
-    pub(super) fn new(body: Body, meta: MetaParts) -> Entry {
+    pub(super) fn new(body: Body, meta: MetaParts, key_text: Arc<str>) -> Entry {
         let weight = body
             .charged_len()
             .saturating_add(meta.header_weight())
+            .saturating_add(key_text.len())
             .saturating_add(PER_ENTRY_OVERHEAD);
         Entry {
             body,
             meta,
+            key_text,
             weight: u64::try_from(weight).unwrap_or(u64::MAX),
         }
     }

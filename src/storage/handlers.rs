@@ -6,11 +6,18 @@ use super::MemoryStore;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
-use pingora_cache::storage::{HandleHit, HandleMiss, MissFinishType};
+use pingora_cache::storage::{HandleHit, HandleMiss, HitHandler, MissFinishType};
 use pingora_cache::trace::SpanHandle;
-use pingora_cache::{CacheKey, Storage};
+use pingora_cache::{CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
 use std::any::Any;
+use std::sync::Arc;
+
+/// What pingora-cache's lookup hands out for a stored entry: its meta and a hit handler.
+pub(super) fn hit_for(entry: &Entry) -> (CacheMeta, HitHandler) {
+    let hit = MemoryHit::new(entry.body.bytes().clone(), entry.weight());
+    (entry.meta.to_meta(), Box::new(hit))
+}
 
 /// Serves one stored body, whole or one range of it, without copying it.
 pub(super) struct MemoryHit {
@@ -108,6 +115,7 @@ impl HandleHit for MemoryHit {
 pub(super) struct MemoryMiss {
     store: &'static MemoryStore,
     key: HashBinary,
+    key_text: Arc<str>,
     meta: MetaParts,
     chunks: Vec<Bytes>,
     size: usize,
@@ -120,6 +128,7 @@ impl MemoryMiss {
     pub(super) fn new(
         store: &'static MemoryStore,
         key: HashBinary,
+        key_text: Arc<str>,
         meta: MetaParts,
         started: u64,
         oversized: bool,
@@ -127,6 +136,7 @@ impl MemoryMiss {
         MemoryMiss {
             store,
             key,
+            key_text,
             meta,
             chunks: Vec::new(),
             size: 0,
@@ -161,14 +171,24 @@ impl HandleMiss for MemoryMiss {
     }
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        Ok(self.finish_stored().0)
+    }
+}
+
+impl MemoryMiss {
+    /// Store the fill; what pingora is told, and the entry when it was stored (with
+    /// the write sequence number its fill began at).
+    pub(super) fn finish_stored(self: Box<Self>) -> (MissFinishType, Option<(Arc<Entry>, u64)>) {
         let this = *self;
         if this.oversized {
-            return Ok(MissFinishType::Created(0));
+            return (MissFinishType::Created(0), None);
         }
         let body = Body::from_chunks(&this.chunks, this.size, &this.store.files);
-        let entry = Entry::new(body, this.meta);
-        let stored = this.store.admit(this.key, entry, this.started);
-        Ok(MissFinishType::Created(stored.unwrap_or(0)))
+        let entry = Arc::new(Entry::new(body, this.meta, this.key_text));
+        match this.store.admit(this.key, Arc::clone(&entry), this.started) {
+            Some(weight) => (MissFinishType::Created(weight), Some((entry, this.started))),
+            None => (MissFinishType::Created(0), None),
+        }
     }
 }
 

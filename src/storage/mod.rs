@@ -22,15 +22,17 @@
 //! `max_object` each), and readers do not see partial bodies: they wait on pingora's cache lock.
 
 mod body;
+pub mod disk;
 mod entry;
 mod handlers;
 #[cfg(test)]
 mod tests;
+mod tiered;
 
 use async_trait::async_trait;
 pub use body::{raise_open_file_limit, FileBudget, FILE_BACKED_MIN};
 use entry::{Displaced, Entry, EntryWeighter, EvictionCounter, MetaParts, PER_ENTRY_OVERHEAD};
-use handlers::{hex, MemoryHit, MemoryMiss};
+use handlers::{hex, hit_for, MemoryMiss};
 use http::header::CONTENT_LENGTH;
 use pingora_cache::eviction::CacheEntryKey;
 use pingora_cache::key::{CacheHashKey, HashBinary};
@@ -44,6 +46,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+pub use tiered::Tiered;
 
 type Entries = Cache<HashBinary, Arc<Entry>, EntryWeighter, DefaultHashBuilder, EvictionCounter>;
 
@@ -59,7 +62,7 @@ const MAX_SHARDS: usize = 64;
 /// Average entry weight assumed to size the tables; a guess within an order of magnitude will do.
 const TYPICAL_ENTRY: usize = 16 * 1024;
 /// Recently purged keys remembered to cancel fills that were under way at the purge.
-const PURGE_MEMORY: usize = 4096;
+pub(crate) const PURGE_MEMORY: usize = 4096;
 /// How long `update_meta`/`expire` wait for another update of the same key to land.
 const BUSY_WAIT: Duration = Duration::from_millis(10);
 
@@ -182,7 +185,22 @@ impl MemoryStore {
     /// The stored response for `key`, for the fast hit path: no `CacheMeta` is built and
     /// nothing is copied but a refcount. Counts as an access for eviction.
     pub fn peek(&self, key: &CacheKey) -> Option<StoredResponse> {
-        self.entries.get(&key.combined_bin()).map(StoredResponse)
+        self.entry(&key.combined_bin()).map(StoredResponse)
+    }
+
+    /// The stored entry for `key`; counts as an access.
+    fn entry(&self, key: &HashBinary) -> Option<Arc<Entry>> {
+        self.entries.get(key)
+    }
+
+    /// A new write sequence number: fills and purges are ordered by these.
+    fn next_sequence(&self) -> u64 {
+        self.sequence.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Memory files and their budget, for bodies read back from another tier.
+    fn file_budget(&self) -> &Arc<FileBudget> {
+        &self.files
     }
 
     fn body_limit(&self) -> usize {
@@ -191,7 +209,7 @@ impl MemoryStore {
 
     /// Store a finished fill unless it is too heavy or its key was purged since it began.
     /// Returns the stored weight.
-    fn admit(&self, key: HashBinary, entry: Entry, started: u64) -> Option<usize> {
+    fn admit(&self, key: HashBinary, entry: Arc<Entry>, started: u64) -> Option<usize> {
         let weight = entry.weight();
         if weight > self.max_entry_weight {
             log::debug!(
@@ -204,7 +222,6 @@ impl MemoryStore {
         if self.purged_since(&key, started) {
             return None;
         }
-        let entry = Arc::new(entry);
         let mut displaced = Displaced::writing(key, &entry);
         self.entries
             .insert_with_lifecycle(key, Arc::clone(&entry), &mut displaced);
@@ -221,6 +238,7 @@ impl MemoryStore {
         usize::try_from(weight).ok()
     }
 
+    /// `key` was purged (invalidated) after write sequence number `started`.
     fn purged_since(&self, key: &HashBinary, started: u64) -> bool {
         self.purged
             .get(key)
@@ -228,7 +246,89 @@ impl MemoryStore {
     }
 }
 
-/// A read-only view of one stored response (see [`MemoryStore::peek`]).
+impl MemoryStore {
+    /// The handler that buffers one fill of `key` and stores it when it finishes.
+    fn miss_handler(&'static self, key: &CacheKey, meta: &CacheMeta) -> MemoryMiss {
+        let started = self.next_sequence();
+        let oversized = content_length(meta).is_some_and(|len| len > self.body_limit);
+        MemoryMiss::new(
+            self,
+            key.combined_bin(),
+            Arc::from(key.primary_key_str().unwrap_or_default()),
+            MetaParts::from_meta(meta),
+            started,
+            oversized,
+        )
+    }
+}
+
+/// The cache as the edge sees it: one store, whatever tiers stand behind it.
+///
+/// The proxy, the admin listener and the metrics hold a `&'static dyn CacheStore` and
+/// never learn which tier answered: a memory-only [`MemoryStore`], or [`Tiered`] (memory
+/// in front of a persistent [`disk::DiskTier`]). Purges and invalidations go through
+/// pingora-cache's [`Storage::purge`], which every tier honours.
+pub trait CacheStore: Storage + Send + Sync + 'static {
+    /// The stored response for `key`, for the fast hit path; counts as an access. A
+    /// tier behind memory that holds it promotes it to memory first.
+    fn peek(&'static self, key: &CacheKey) -> Option<StoredResponse>;
+
+    /// Append this store's gauges and counters in the Prometheus text format.
+    fn render_metrics(&self, out: &mut String);
+
+    /// Finish what is pending (writes to a persistent tier) before the process exits,
+    /// waiting at most `timeout`.
+    fn flush(&self, timeout: Duration);
+}
+
+impl CacheStore for MemoryStore {
+    fn peek(&'static self, key: &CacheKey) -> Option<StoredResponse> {
+        MemoryStore::peek(self, key)
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        let mut line = metric_writer(out);
+        line(
+            "holdfast_cache_bytes",
+            "Bytes held by the cache store.",
+            "gauge",
+            self.used_bytes() as u64,
+        );
+        line(
+            "holdfast_cache_objects",
+            "Objects held by the cache store.",
+            "gauge",
+            self.len() as u64,
+        );
+        line(
+            "holdfast_cache_memory_files",
+            "Open memory files holding large bodies (one descriptor each).",
+            "gauge",
+            self.memory_files() as u64,
+        );
+        line(
+            "holdfast_cache_evictions_total",
+            "Objects evicted to stay within cache.memory.",
+            "counter",
+            self.evictions(),
+        );
+    }
+
+    fn flush(&self, _timeout: Duration) {}
+}
+
+/// Writes one Prometheus metric (help, type, value) per call.
+pub fn metric_writer(out: &mut String) -> impl FnMut(&str, &str, &str, u64) + '_ {
+    move |name, help, kind, value| {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
+/// A read-only view of one stored response (see [`CacheStore::peek`]).
 pub struct StoredResponse(Arc<Entry>);
 
 impl StoredResponse {
@@ -290,7 +390,7 @@ impl std::fmt::Debug for MemoryStore {
 
 /// Shards for quick_cache: a power of two, up to four per core (its default), fewer when that
 /// would leave a shard too small for [`LARGEST_PER_SHARD`] of the largest responses.
-fn shard_count(memory: usize, max_object: usize) -> usize {
+pub(crate) fn shard_count(memory: usize, max_object: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let largest = max_object
         .saturating_add(HEADER_ALLOWANCE)
@@ -329,11 +429,7 @@ impl Storage for MemoryStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let Some(entry) = self.entries.get(&key.combined_bin()) else {
-            return Ok(None);
-        };
-        let hit = MemoryHit::new(entry.body.bytes().clone(), entry.weight());
-        Ok(Some((entry.meta.to_meta(), Box::new(hit))))
+        Ok(self.entry(&key.combined_bin()).map(|entry| hit_for(&entry)))
     }
 
     async fn get_miss_handler(
@@ -342,15 +438,7 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let started = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let oversized = content_length(meta).is_some_and(|len| len > self.body_limit);
-        Ok(Box::new(MemoryMiss::new(
-            self,
-            key.combined_bin(),
-            MetaParts::from_meta(meta),
-            started,
-            oversized,
-        )))
+        Ok(Box::new(self.miss_handler(key, meta)))
     }
 
     async fn purge(
@@ -365,7 +453,7 @@ impl Storage for MemoryStore {
         // Same bytes as the CacheKey's combined_bin(): primary hash, mixed with the variance if any.
         let key = target.key().combined_bin();
         if matches!(purge_type, PurgeType::Invalidation) {
-            let purged_at = self.sequence.fetch_add(1, Ordering::Relaxed);
+            let purged_at = self.next_sequence();
             self.purged.insert(key, purged_at);
         }
         Ok(match self.entries.remove(&key) {
@@ -422,7 +510,7 @@ impl Storage for MemoryStore {
                 log::debug!("not updating cache entry {}: replaced since", hex(&key));
                 return EntryAction::Retain(false);
             }
-            let updated = Entry::new(stored.body.clone(), parts);
+            let updated = Entry::new(stored.body.clone(), parts, Arc::clone(&stored.key_text));
             if updated.weight() <= stored.weight() {
                 *stored = Arc::new(updated);
                 EntryAction::Retain(true)

@@ -398,6 +398,45 @@ impl Holdfast {
         }
     }
 
+    /// Start the binary again on the same node file, directory and ports, after it was
+    /// stopped (the persistent tier, `cache_file` and the log are still there).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut child = spawn(&self.conf, self.dir.path());
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                // The old process's ports may linger a moment; try again.
+                assert!(
+                    Instant::now() < deadline,
+                    "holdfast did not restart ({status}):\n{}",
+                    self.log()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                child = spawn(&self.conf, self.dir.path());
+                continue;
+            }
+            let data = TcpStream::connect(self.addr).await.is_ok();
+            let admin = TcpStream::connect(self.admin).await.is_ok();
+            if data && admin {
+                self.child = Some(child);
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("holdfast did not listen after a restart:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let r = request(self.admin, "GET", "admin", "/metrics", &[], b"").await;
+        assert_eq!(r.status, 200, "GET /metrics");
+        r.text()
+    }
+
     /// GET `path` with `Host: host` on the data port.
     pub async fn get(&self, host: &str, path: &str) -> Resp {
         request(self.addr, "GET", host, path, &[], b"").await
@@ -449,6 +488,15 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let mut f = std::fs::File::create(&p).expect("create");
     f.write_all(text.as_bytes()).expect("write");
     p
+}
+
+/// The value of the metric `name` in a `/metrics` text.
+pub fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from metrics:\n{metrics}"))
 }
 
 /// A response as the client saw it.

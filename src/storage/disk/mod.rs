@@ -1,0 +1,599 @@
+//! The persistent tier: one file per stored response, so that a node restarted while its
+//! origins are unreachable still serves what it held.
+//!
+//! Layout under `cache.disk.path`:
+//! - `objects/ab/abcdef…`: one file per object, named by the hex of its cache key hash
+//!   (the first byte picks one of 256 directories). The format is in [`format`]: the key
+//!   text, the meta and the header, then the body whole, all under one checksum.
+//! - `tmp/`: files being written. A write goes to `tmp/` and is renamed into place when
+//!   complete, so a crash leaves either the old file, the new one, or a stray temporary
+//!   that the next start removes: never half a file under an object's name.
+//!
+//! Because a file's name is its key's hash, a lookup needs no index: it opens the one
+//! path the key names. The index ([`quick_cache`], weighed by bytes on disk) exists to
+//! keep the tier within `size` (evicting, S3-FIFO-like, by unlinking) and to answer
+//! misses without a system call once it is loaded. At start it is rebuilt in the
+//! background from the files' prefixes (nginx's cache loader, without a snapshot to go
+//! stale); lookups meanwhile open the path and find what is there.
+//!
+//! What it must never do:
+//! - serve bytes whose checksum did not match: a read copies the body (in the kernel)
+//!   into a sealed memory file or an exact buffer and checks the checksum over that copy,
+//!   which is then what is served; a file that fails is unlinked and counted;
+//! - bring back what was purged: an invalidation unlinks the file at once, and a write
+//!   that began before it removes its own file again (see [`DiskTier::remove`]);
+//! - fail a request: every error here degrades to "not on disk", with a warning and a
+//!   metric. A directory that cannot be created leaves the node memory-only.
+//!
+//! Durability: files are not fsynced one by one. A killed process loses nothing that was
+//! renamed into place (the kernel has it); a power loss may lose the last seconds of
+//! writes, and what it tears is caught by the checksum and dropped.
+
+mod format;
+mod index;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use pingora_cache::key::HashBinary;
+
+use super::body::{Body, FileBudget};
+use super::entry::Entry;
+use format::{Prefix, PREFIX_LEN};
+use index::Index;
+
+/// Objects waiting to be written at most; past it a store is not written to disk.
+const WRITE_QUEUE: usize = 4096;
+/// Body bytes waiting to be written at most (they are shared with memory, but a queue
+/// that holds them keeps them alive after memory lets go).
+const WRITE_QUEUE_BYTES: u64 = 64 << 20;
+/// Bytes read at once from the start of a file: the prefix, the head, and for a small
+/// object the body too, in one system call.
+const FIRST_READ: usize = 8 * 1024;
+/// How often the same kind of failure is logged at warning level.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The persistent tier. Build it with [`DiskTier::open`]; it lives for the process.
+pub struct DiskTier {
+    root: PathBuf,
+    /// `None` when the directory could not be set up: the node runs memory-only.
+    state: Option<Active>,
+    stats: Stats,
+    /// Why the tier is disabled, when it is.
+    disabled: Option<String>,
+}
+
+/// The working parts of an enabled tier.
+struct Active {
+    objects: PathBuf,
+    tmp: PathBuf,
+    index: Index,
+    loading: AtomicBool,
+    queue: SyncSender<Job>,
+    queued_bytes: AtomicU64,
+    /// Jobs sent and not yet finished, for [`DiskTier::flush`].
+    pending: AtomicU64,
+    /// Key → write sequence number of its last invalidation.
+    purged: quick_cache::sync::Cache<HashBinary, u64>,
+    temp_names: AtomicU64,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+/// Counters shown on `/metrics`.
+#[derive(Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_failures: AtomicU64,
+    pub writes_skipped: AtomicU64,
+    pub checksum_failures: AtomicU64,
+    pub recovered: AtomicU64,
+    pub dropped_at_start: AtomicU64,
+}
+
+/// One object to write: the entry as memory stored it, and when its fill began.
+struct Job {
+    key: HashBinary,
+    entry: Arc<Entry>,
+    started: u64,
+}
+
+/// Why a read found nothing usable.
+enum ReadError {
+    /// No such file.
+    Missing,
+    /// The file is not a whole, matching object file: drop it.
+    Corrupt(&'static str),
+    /// Reading failed (I/O error): leave the file, count nothing.
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound => ReadError::Missing,
+            io::ErrorKind::UnexpectedEof => ReadError::Corrupt("shorter than its prefix says"),
+            _ => ReadError::Io(e),
+        }
+    }
+}
+
+impl DiskTier {
+    /// Set up the tier at `root` with room for `size` bytes, then start loading its index
+    /// and its writer in the background. When the directory cannot be set up, the tier
+    /// is disabled (logged, and `holdfast_disk_enabled 0`), never an error.
+    pub fn open(root: &Path, size: u64, max_object: usize) -> &'static DiskTier {
+        let tier = match Active::create(root, size, max_object) {
+            Ok((active, jobs)) => DiskTier {
+                root: root.to_path_buf(),
+                state: Some(active),
+                stats: Stats::default(),
+                disabled: None,
+            }
+            .start(jobs),
+            Err(e) => {
+                let why = format!("cannot use cache.disk.path {}: {e}", root.display());
+                log::warn!("{why}; the disk tier is off and this node caches in memory only");
+                Box::leak(Box::new(DiskTier {
+                    root: root.to_path_buf(),
+                    state: None,
+                    stats: Stats::default(),
+                    disabled: Some(why),
+                }))
+            }
+        };
+        tier
+    }
+
+    fn start(self, jobs: Receiver<Job>) -> &'static DiskTier {
+        let tier: &'static DiskTier = Box::leak(Box::new(self));
+        let spawned = std::thread::Builder::new()
+            .name("holdfast-disk-load".into())
+            .spawn(move || tier.load_index())
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("holdfast-disk-write".into())
+                    .spawn(move || tier.write_loop(jobs))
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start the disk tier's threads: {e}");
+        }
+        tier
+    }
+
+    /// The directory, as configured.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Why the tier is off, when it is.
+    pub fn disabled(&self) -> Option<&str> {
+        self.disabled.as_deref()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Objects and bytes the index holds.
+    pub fn usage(&self) -> (usize, u64) {
+        self.state
+            .as_ref()
+            .map_or((0, 0), |a| (a.index.len(), a.index.weight()))
+    }
+
+    /// The bound actually enforced on bytes on disk.
+    pub fn capacity(&self) -> u64 {
+        self.state.as_ref().map_or(0, |a| a.index.capacity())
+    }
+
+    /// Evictions to stay within `size`.
+    pub fn evictions(&self) -> u64 {
+        self.state.as_ref().map_or(0, |a| a.index.evictions())
+    }
+
+    /// The index is still being rebuilt from the directory.
+    pub fn loading(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|a| a.loading.load(Ordering::Acquire))
+    }
+
+    /// Read `key`'s object back, checked: `None` when it is not on disk or its file
+    /// fails its checks (then the file is dropped and counted). Large bodies come back
+    /// in sealed memory files from `budget`.
+    pub(super) fn read(&self, key: &HashBinary, budget: &Arc<FileBudget>) -> Option<Entry> {
+        let active = self.state.as_ref()?;
+        if !active.index.contains(key) && !active.loading.load(Ordering::Acquire) {
+            return None;
+        }
+        let path = active.object_path(key);
+        match read_object(&path, key, budget) {
+            Ok(entry) => {
+                active.index.touch(key);
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                Some(entry)
+            }
+            Err(ReadError::Missing) => {
+                active.index.forget(key);
+                None
+            }
+            Err(ReadError::Corrupt(why)) => {
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "disk cache: dropping {}: {why}; the request goes to the origin",
+                    path.display()
+                );
+                active.index.forget(key);
+                remove_file(&path);
+                None
+            }
+            Err(ReadError::Io(e)) => {
+                active.warn(&format!("disk cache: cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    /// Queue `entry` to be written as `key`'s object. `started` is the write sequence
+    /// number its fill (or update) began at: a purge after it cancels the write. When
+    /// the queue is full the object is simply not written (counted).
+    pub(super) fn write(&self, key: HashBinary, entry: Arc<Entry>, started: u64) {
+        let Some(active) = self.state.as_ref() else {
+            return;
+        };
+        let bytes = entry.body.len() as u64;
+        if active.queued_bytes.load(Ordering::Relaxed) + bytes > WRITE_QUEUE_BYTES {
+            self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        active.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        active.pending.fetch_add(1, Ordering::AcqRel);
+        let job = Job {
+            key,
+            entry,
+            started,
+        };
+        if let Err(e) = active.queue.try_send(job) {
+            active.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            active.pending.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                TrySendError::Full(_) => self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed),
+                TrySendError::Disconnected(_) => {
+                    self.stats.write_failures.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    }
+
+    /// Remove `key`'s object now, and cancel writes of it that began before write
+    /// sequence number `purged_at`. Whether there was a file to remove.
+    pub(super) fn remove(&self, key: &HashBinary, purged_at: u64) -> bool {
+        let Some(active) = self.state.as_ref() else {
+            return false;
+        };
+        active.purged.insert(*key, purged_at);
+        active.index.forget(key);
+        remove_file(&active.object_path(key))
+    }
+
+    /// Wait until queued writes are on disk, at most `timeout`.
+    pub fn flush(&self, timeout: Duration) {
+        let Some(active) = self.state.as_ref() else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        while active.pending.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                log::warn!(
+                    "disk cache: {} writes still queued at exit; those objects are not on disk",
+                    active.pending.load(Ordering::Acquire)
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn write_loop(&self, jobs: Receiver<Job>) {
+        let Some(active) = self.state.as_ref() else {
+            return;
+        };
+        for job in jobs {
+            let bytes = job.entry.body.len() as u64;
+            if !active.purged_since(&job.key, job.started) {
+                match active.write_object(&job) {
+                    Ok(size) => {
+                        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+                        active.index.insert(job.key, size, &active.objects);
+                        if active.purged_since(&job.key, job.started) {
+                            // A purge landed while this was being written: it must not
+                            // survive it.
+                            active.index.forget(&job.key);
+                            remove_file(&active.object_path(&job.key));
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                        active.warn(&format!(
+                            "disk cache: cannot write an object under {}: {e}; it stays in memory only",
+                            self.root.display()
+                        ));
+                    }
+                }
+            }
+            active.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            active.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Rebuild the index from the files' prefixes; drop torn and foreign files.
+    fn load_index(&self) {
+        let Some(active) = self.state.as_ref() else {
+            return;
+        };
+        let began = Instant::now();
+        let (mut found, mut dropped) = (0u64, 0u64);
+        if let Ok(stray) = std::fs::read_dir(&active.tmp) {
+            for f in stray.flatten() {
+                remove_file(&f.path());
+            }
+        }
+        for shard in 0..=255u8 {
+            let dir = active.objects.join(format!("{shard:02x}"));
+            let Ok(files) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let path = f.path();
+                let Some(key) = f.file_name().to_str().and_then(parse_hex_key) else {
+                    log::warn!(
+                        "disk cache: leaving {} alone: not an object file name",
+                        path.display()
+                    );
+                    continue;
+                };
+                match check_prefix(&path) {
+                    Some(size) => {
+                        found += 1;
+                        active.index.insert_if_absent(key, size, &active.objects);
+                    }
+                    None => {
+                        dropped += 1;
+                        remove_file(&path);
+                    }
+                }
+            }
+        }
+        active.loading.store(false, Ordering::Release);
+        self.stats.recovered.store(found, Ordering::Relaxed);
+        self.stats
+            .dropped_at_start
+            .store(dropped, Ordering::Relaxed);
+        let (objects, bytes) = self.usage();
+        log::info!(
+            "disk cache {}: recovered {found} objects in {} ms ({objects} kept, {bytes} bytes); \
+             dropped {dropped} torn or foreign files",
+            self.root.display(),
+            began.elapsed().as_millis()
+        );
+    }
+}
+
+impl Active {
+    fn create(root: &Path, size: u64, max_object: usize) -> io::Result<(Active, Receiver<Job>)> {
+        let objects = root.join("objects");
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        for shard in 0..=255u8 {
+            std::fs::create_dir_all(objects.join(format!("{shard:02x}")))?;
+        }
+        // Prove the directory takes writes now, not at the first miss.
+        let probe = tmp.join(format!("probe-{}", std::process::id()));
+        File::create(&probe)?.write_all(b"holdfast")?;
+        std::fs::remove_file(&probe)?;
+        let (queue, jobs) = sync_channel(WRITE_QUEUE);
+        Ok((
+            Active {
+                objects,
+                tmp,
+                index: Index::new(size, max_object),
+                loading: AtomicBool::new(true),
+                queue,
+                queued_bytes: AtomicU64::new(0),
+                pending: AtomicU64::new(0),
+                purged: quick_cache::sync::Cache::new(super::PURGE_MEMORY),
+                temp_names: AtomicU64::new(0),
+                last_warning: Mutex::new(None),
+            },
+            jobs,
+        ))
+    }
+
+    fn object_path(&self, key: &HashBinary) -> PathBuf {
+        object_path(&self.objects, key)
+    }
+
+    fn purged_since(&self, key: &HashBinary, started: u64) -> bool {
+        self.purged.get(key).is_some_and(|at| at > started)
+    }
+
+    /// Write the object to a temporary file and rename it into place. Returns its size.
+    fn write_object(&self, job: &Job) -> io::Result<u64> {
+        let entry = &job.entry;
+        let body = entry.body.bytes();
+        let head = format::encode(&job.key, &entry.key_text, &entry.meta, body);
+        let n = self.temp_names.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .tmp
+            .join(format!("{}.{n}", super::handlers::hex(&job.key)));
+        let written = (|| {
+            let mut file = File::create(&temp)?;
+            file.write_all(&head)?;
+            file.write_all(body)?;
+            std::fs::rename(&temp, self.object_path(&job.key))
+        })();
+        if let Err(e) = written {
+            remove_file(&temp);
+            return Err(e);
+        }
+        Ok((head.len() + body.len()) as u64)
+    }
+
+    /// Log at warning level at most once per [`WARN_EVERY`], else at debug level.
+    fn warn(&self, message: &str) {
+        let mut last = self.last_warning.lock();
+        let now = Instant::now();
+        if last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
+            *last = Some(now);
+            log::warn!("{message} (repeats are logged at debug level for a minute)");
+        } else {
+            log::debug!("{message}");
+        }
+    }
+}
+
+fn object_path(objects: &Path, key: &HashBinary) -> PathBuf {
+    let hex = super::handlers::hex(key);
+    objects.join(&hex[..2]).join(hex)
+}
+
+fn parse_hex_key(name: &str) -> Option<HashBinary> {
+    if name.len() != 32 {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(name.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// The file's size when its prefix is an object file's and its length what the prefix
+/// says; `None` for a torn or foreign file. The checksum is checked when it is read.
+fn check_prefix(path: &Path) -> Option<u64> {
+    let file = File::open(path).ok()?;
+    let mut prefix = [0u8; PREFIX_LEN];
+    file.read_exact_at(&mut prefix, 0).ok()?;
+    let prefix = Prefix::parse(&prefix)?;
+    let len = file.metadata().ok()?.len();
+    (len == prefix.file_len()).then_some(len)
+}
+
+/// Read and check one object file.
+fn read_object(
+    path: &Path,
+    key: &HashBinary,
+    budget: &Arc<FileBudget>,
+) -> Result<Entry, ReadError> {
+    let file = File::open(path)?;
+    let mut first = vec![0u8; FIRST_READ];
+    let n = read_up_to(&file, &mut first)?;
+    first.truncate(n);
+    let prefix = Prefix::parse(&first).ok_or(ReadError::Corrupt("not an object file"))?;
+    let len = file.metadata()?.len();
+    if len != prefix.file_len() {
+        return Err(ReadError::Corrupt("its length is not what its prefix says"));
+    }
+    let head_end = PREFIX_LEN + prefix.head_len;
+    if first.len() < head_end {
+        let mut rest = vec![0u8; head_end - first.len()];
+        file.read_exact_at(&mut rest, first.len() as u64)?;
+        first.extend_from_slice(&rest);
+    }
+    let head = &first[PREFIX_LEN..head_end];
+    let mut hasher = format::checksum_start(prefix.head_len, prefix.body_len, head);
+    let body_len = usize::try_from(prefix.body_len)
+        .map_err(|_| ReadError::Corrupt("its body length is too large"))?;
+    let body = if first.len() >= head_end + body_len {
+        // Small: the first read had it all.
+        let bytes = bytes::Bytes::copy_from_slice(&first[head_end..head_end + body_len]);
+        Body::heap(bytes)
+    } else {
+        Body::read_from(&file, prefix.body_offset(), body_len, budget)?
+    };
+    hasher.update(body.bytes());
+    if hasher.digest() != prefix.checksum {
+        return Err(ReadError::Corrupt("its checksum does not match"));
+    }
+    let head = format::decode_head(head).ok_or(ReadError::Corrupt("its head does not decode"))?;
+    if head.key != *key {
+        return Err(ReadError::Corrupt("it holds another key"));
+    }
+    Ok(Entry::new(body, head.meta, head.key_text))
+}
+
+/// Read from the start of `file` until `buf` is full or the file ends.
+fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Unlink `path`; whether it was there.
+fn remove_file(path: &Path) -> bool {
+    match std::fs::remove_file(path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            log::warn!("disk cache: cannot remove {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// Check that `path` can be the disk tier's directory (for `holdfast -t`): it exists
+/// and takes a file, or it can be created. Nothing is left behind.
+pub fn check_dir(path: &Path, size: u64) -> Result<String, String> {
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("no part of {} exists", path.display()))?;
+    if !existing.is_dir() {
+        return Err(format!(
+            "{} is not a directory; point cache.disk.path at a directory",
+            existing.display()
+        ));
+    }
+    let probe = existing.join(format!(".holdfast-probe-{}", std::process::id()));
+    File::create(&probe)
+        .and_then(|mut f| f.write_all(b"holdfast"))
+        .map_err(|e| {
+            format!(
+                "cannot write in {} ({e}); make it writable by the user holdfast runs as",
+                existing.display()
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    let stat = rustix::fs::statvfs(existing)
+        .map_err(|e| format!("cannot stat {}: {e}", existing.display()))?;
+    let total = stat.f_blocks.saturating_mul(stat.f_frsize);
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if size > total {
+        return Err(format!(
+            "cache.disk.size ({size} bytes) is larger than the whole filesystem of {} ({total} bytes); lower it",
+            existing.display()
+        ));
+    }
+    let mut note = format!("disk tier at {} ({size} bytes)", path.display());
+    if size > free {
+        note.push_str(&format!(
+            "; warning: only {free} bytes are free there now, so the tier may fill the disk and stop writing"
+        ));
+    }
+    Ok(note)
+}

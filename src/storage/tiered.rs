@@ -1,0 +1,266 @@
+//! Memory in front of disk, as one [`CacheStore`].
+//!
+//! Every stored response goes to memory and, behind it, to the disk tier's writer. A
+//! lookup that memory misses reads the disk tier, checks the object, puts it back in
+//! memory (promotion) and answers from there, so every hit, whichever tier held it,
+//! leaves through the same code. Purges and invalidations reach both tiers before they
+//! return.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_cache::key::{CacheHashKey, HashBinary};
+use pingora_cache::storage::{
+    HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta, Storage};
+use pingora_error::Result;
+
+use super::disk::DiskTier;
+use super::entry::Entry;
+use super::handlers::{hit_for, MemoryMiss};
+use super::{metric_writer, CacheStore, MemoryStore, StoredResponse};
+
+/// The memory store with a persistent tier behind it.
+pub struct Tiered {
+    memory: &'static MemoryStore,
+    disk: &'static DiskTier,
+}
+
+impl Tiered {
+    pub fn new(memory: &'static MemoryStore, disk: &'static DiskTier) -> Tiered {
+        Tiered { memory, disk }
+    }
+
+    pub fn memory(&self) -> &'static MemoryStore {
+        self.memory
+    }
+
+    pub fn disk(&self) -> &'static DiskTier {
+        self.disk
+    }
+
+    /// `key`'s entry from memory, or else read back from disk and promoted to memory.
+    fn find(&self, key: &HashBinary) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.memory.entry(key) {
+            return Some(entry);
+        }
+        // Taken before the read: a purge that lands during it wins.
+        let started = self.memory.next_sequence();
+        let entry = Arc::new(self.disk.read(key, self.memory.file_budget())?);
+        if self.memory.purged_since(key, started) {
+            return None;
+        }
+        self.memory.admit(*key, Arc::clone(&entry), started);
+        Some(entry)
+    }
+
+    /// Write memory's current entry for `key` to disk again (after its meta changed).
+    fn rewrite(&self, key: &HashBinary) {
+        let started = self.memory.next_sequence();
+        if let Some(entry) = self.memory.entry(key) {
+            self.disk.write(*key, entry, started);
+        }
+    }
+}
+
+/// A fill that memory stores and the disk tier then writes.
+struct TieredMiss {
+    memory: MemoryMiss,
+    disk: &'static DiskTier,
+    key: HashBinary,
+}
+
+#[async_trait]
+impl HandleMiss for TieredMiss {
+    async fn write_body(&mut self, data: bytes::Bytes, eof: bool) -> Result<()> {
+        self.memory.write_body(data, eof).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let this = *self;
+        let (finish, stored) = Box::new(this.memory).finish_stored();
+        if let Some((entry, started)) = stored {
+            this.disk.write(this.key, entry, started);
+        }
+        Ok(finish)
+    }
+}
+
+#[async_trait]
+impl Storage for Tiered {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        Ok(self.find(&key.combined_bin()).map(|entry| hit_for(&entry)))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(TieredMiss {
+            memory: self.memory.miss_handler(key, meta),
+            disk: self.disk,
+            key: key.combined_bin(),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let key = target.key().combined_bin();
+        let outcome = self.memory.purge(target, purge_type, trace).await?;
+        let was_on_disk = self.disk.remove(&key, self.memory.next_sequence());
+        Ok(match outcome {
+            PurgeOutcome::NotFound if was_on_disk => PurgeOutcome::Purged(None),
+            other => other,
+        })
+    }
+
+    async fn expire(
+        &'static self,
+        target: PurgeTarget<'_>,
+        trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let key = target.key().combined_bin();
+        // Expired where it is served from, memory, after a promotion if need be; then
+        // on disk, so that it stays expired after a restart.
+        self.find(&key);
+        let outcome = self.memory.expire(target, trace).await?;
+        if matches!(outcome, PurgeOutcome::Expired) {
+            self.rewrite(&key);
+        }
+        Ok(outcome)
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        trace: &SpanHandle,
+    ) -> Result<bool> {
+        let hash = key.combined_bin();
+        self.find(&hash);
+        let updated = self.memory.update_meta(key, meta, trace).await?;
+        if updated {
+            self.rewrite(&hash);
+        }
+        Ok(updated)
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        false
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+impl CacheStore for Tiered {
+    fn peek(&'static self, key: &CacheKey) -> Option<StoredResponse> {
+        self.find(&key.combined_bin()).map(StoredResponse)
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.memory.render_metrics(out);
+        let disk = self.disk;
+        let (objects, bytes) = disk.usage();
+        let stats = disk.stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let mut line = metric_writer(out);
+        line(
+            "holdfast_disk_enabled",
+            "1 when the disk tier is in use; 0 when its directory could not be set up.",
+            "gauge",
+            u64::from(disk.disabled().is_none()),
+        );
+        line(
+            "holdfast_disk_loading",
+            "1 while the disk tier's index is being rebuilt after a start.",
+            "gauge",
+            u64::from(disk.loading()),
+        );
+        line(
+            "holdfast_disk_bytes",
+            "Bytes the disk tier's objects take, in whole 4 KiB blocks.",
+            "gauge",
+            bytes,
+        );
+        line(
+            "holdfast_disk_capacity_bytes",
+            "The bound on holdfast_disk_bytes (cache.disk.size).",
+            "gauge",
+            disk.capacity(),
+        );
+        line(
+            "holdfast_disk_objects",
+            "Objects held by the disk tier.",
+            "gauge",
+            objects as u64,
+        );
+        line(
+            "holdfast_disk_hits_total",
+            "Objects read back from the disk tier and checked (then promoted to memory).",
+            "counter",
+            get(&stats.hits),
+        );
+        line(
+            "holdfast_disk_writes_total",
+            "Objects written to the disk tier.",
+            "counter",
+            get(&stats.writes),
+        );
+        line(
+            "holdfast_disk_write_failures_total",
+            "Writes to the disk tier that failed (disk full, unwritable); the objects stay in memory.",
+            "counter",
+            get(&stats.write_failures),
+        );
+        line(
+            "holdfast_disk_writes_skipped_total",
+            "Objects not written because the disk tier's write queue was full.",
+            "counter",
+            get(&stats.writes_skipped),
+        );
+        line(
+            "holdfast_disk_checksum_failures_total",
+            "Object files that failed their checks when read (corrupt or torn); each was dropped.",
+            "counter",
+            get(&stats.checksum_failures),
+        );
+        line(
+            "holdfast_disk_evictions_total",
+            "Objects evicted to stay within cache.disk.size.",
+            "counter",
+            disk.evictions(),
+        );
+        line(
+            "holdfast_disk_recovered_objects",
+            "Object files found at start.",
+            "gauge",
+            get(&stats.recovered),
+        );
+        line(
+            "holdfast_disk_dropped_at_start",
+            "Torn or foreign files removed at start.",
+            "gauge",
+            get(&stats.dropped_at_start),
+        );
+    }
+
+    fn flush(&self, timeout: Duration) {
+        self.disk.flush(timeout);
+    }
+}
