@@ -47,7 +47,8 @@
 # Settings (environment):
 #   BENCH_DURATION=10s   BENCH_RUNS=3   BENCH_WARMUP=2s   BENCH_CONNECTIONS=64
 #   BENCH_WRK_THREADS=1  BENCH_SERVER_CPU=0  BENCH_CLIENT_CPU=1
-#   BENCH_PHASES="hit-1k hit-100k range-100k miss stale"   BENCH_PORT_BASE=28080 (uses 4 ports from it)
+#   BENCH_PHASES="hit-1k hit-100k range-100k miss stale disk-100k"
+#   BENCH_DISK_OBJECTS=2000   BENCH_DISK_MEMORY=32MiB (disk-100k: the working set, Holdfast's memory tier)   BENCH_PORT_BASE=28080 (uses 4 ports from it)
 #   BENCH_HOLDFAST_MEMORY=4GiB   BENCH_HOLDFAST_LOG=warn (RUST_LOG; nginx has access_log off)
 #   BENCH_OHA=1          install oha if missing (cargo install oha --locked); oha on PATH is used
 #   BENCH_OUT=FILE       also write the table (markdown) to FILE
@@ -64,7 +65,10 @@ CONNS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
-PHASES=${BENCH_PHASES:-"hit-1k hit-100k range-100k miss stale"}
+PHASES=${BENCH_PHASES:-"hit-1k hit-100k range-100k miss stale disk-100k"}
+# disk-100k: a working set of DISK_OBJECTS x 100 KiB, larger than Holdfast's memory tier.
+DISK_OBJECTS=${BENCH_DISK_OBJECTS:-2000}
+DISK_MEMORY=${BENCH_DISK_MEMORY:-32MiB}
 PORT_BASE=${BENCH_PORT_BASE:-28080}
 HF_MEMORY=${BENCH_HOLDFAST_MEMORY:-4GiB}
 HF_LOG=${BENCH_HOLDFAST_LOG:-warn}
@@ -308,6 +312,12 @@ customers:
       stale_if_error: 1h
 EOF
 
+  # The disk-100k phase: the same customer, with a memory tier smaller than the working
+  # set and the disk tier on the filesystem nginx keeps its cache on.
+  sed -e "s/^  memory: .*/  memory: $DISK_MEMORY/" \
+    -e "s|^  max_object: 1MiB|  max_object: 1MiB\n  disk: { path: $WORK/holdfast-disk, size: 4GiB }|" \
+    "$WORK/holdfast.yaml" >"$WORK/holdfast-disk.yaml"
+
   # wrk scripts: done() prints exact numbers; miss.lua makes every URL new.
   cat >"$WORK/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -330,6 +340,21 @@ end
 function request()
   n = n + 1
   return wrk.format(nil, prefix .. n)
+end
+EOF
+  # disk-walk.lua asks for each of the working set's objects in turn (to fill both
+  # caches); disk.lua for one of them at random each time.
+  cat "$WORK/report.lua" - >"$WORK/disk-walk.lua" <<EOF
+local n = -1
+function request()
+  n = (n + 1) % $DISK_OBJECTS
+  return wrk.format(nil, "/miss/100k.bin?o=" .. n)
+end
+EOF
+  cat "$WORK/report.lua" - >"$WORK/disk.lua" <<EOF
+function init(args) math.randomseed(#(args[1] or "") * 7919 + os.time()) end
+function request()
+  return wrk.format(nil, "/miss/100k.bin?o=" .. math.random(0, $DISK_OBJECTS - 1))
 end
 EOF
 }
@@ -365,10 +390,11 @@ stop_origin() {
 # Both caches run during a phase, on the same core; only the one being driven is busy.
 HF_PID=
 NGX_PID=
+HF_CONF=holdfast.yaml
 start_server() { # holdfast | nginx
   case $1 in
     holdfast)
-      RUST_LOG=$HF_LOG taskset -c "$SERVER_CPU" "$WORK/holdfast" -c "$WORK/holdfast.yaml" \
+      RUST_LOG=$HF_LOG taskset -c "$SERVER_CPU" "$WORK/holdfast" -c "$WORK/$HF_CONF" \
         >>"$WORK/logs/holdfast.log" 2>&1 &
       HF_PID=$!
       PIDS+=("$HF_PID")
@@ -562,6 +588,9 @@ run_phase() { # phase
   local phase=$1 path script="" server got rss0=0 objects0=0
   local -A hit=([holdfast]='(^|; )hit' [nginx]='^HIT$') stale=([holdfast]='fwd=stale' [nginx]='^STALE$')
   start_origin
+  HF_CONF=holdfast.yaml
+  [ "$phase" != disk-100k ] || HF_CONF=holdfast-disk.yaml
+  rm -rf "$WORK/holdfast-disk"
   start_server holdfast
   start_server nginx
   case $phase in
@@ -588,6 +617,20 @@ run_phase() { # phase
     miss)
       path=/miss/1k.bin
       script=$WORK/miss.lua
+      ;;
+    disk-100k)
+      path=/miss/100k.bin
+      script=$WORK/disk.lua
+      for server in holdfast nginx; do
+        log "$phase/$server: filling with $DISK_OBJECTS objects of 100 KiB"
+        wrk_run "$server" "$path" "$WARMUP" "$WORK/disk-walk.lua" >/dev/null
+        expect_status "$server" "$path?o=$((DISK_OBJECTS - 1))" "${hit[$server]}" "a hit"
+        expect_status "$server" "$path?o=0" "${hit[$server]}" "a hit"
+      done
+      [ "$(metric holdfast_disk_objects)" -ge "$DISK_OBJECTS" ] ||
+        die "holdfast's disk tier holds $(metric holdfast_disk_objects) objects, not $DISK_OBJECTS: warm longer (BENCH_WARMUP)"
+      DISK_HITS0=$(metric holdfast_disk_hits_total)
+      DISK_REQS0=$(metric holdfast_requests_total)
       ;;
     stale)
       # Stored by these requests; with max-age=1 the next may already be a revalidation.
@@ -617,6 +660,11 @@ run_phase() { # phase
   fi
   log "$phase: measuring $RUNS x $DURATION per server at $CONNS connections, alternating"
   measure wrk_run "$phase" "$path" "$script"
+  if [ "$phase" = disk-100k ]; then
+    DISK_SHARE=$(awk -v h="$(($(metric holdfast_disk_hits_total) - DISK_HITS0))" \
+      -v r="$(($(metric holdfast_requests_total) - DISK_REQS0))" 'BEGIN { printf "%.0f", r ? 100 * h / r : 0 }')
+    DISK_BYTES_PER_OBJECT=$(($(du -sb "$WORK/holdfast-disk/objects" | cut -f1) / $(metric holdfast_disk_objects)))
+  fi
   if [ "$phase" = miss ]; then
     HF_OBJECTS=$(metric holdfast_cache_objects)
     HF_BYTES=$(metric holdfast_cache_bytes)
@@ -625,7 +673,7 @@ run_phase() { # phase
     HF_RSS_GROWTH_KIB=$(($(rss_kib "$HF_PID") - rss0))
   fi
   if [ "$OHA" = 1 ] || command -v oha >/dev/null; then
-    if [ "$phase" != miss ]; then
+    if [ "$phase" != miss ] && [ "$phase" != disk-100k ]; then
       log "$phase: oha $RUNS x $DURATION per server, alternating"
       measure oha_run "$phase" "$path"
     fi
@@ -680,6 +728,12 @@ report() {
     printf -- '- load average before: %s; after: %s\n' "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
     table wrk
     if printf '%s\n' "${!RESULT[@]}" | grep -q '^oha/'; then table oha; fi
+    if [ -n "${DISK_SHARE:-}" ]; then
+      printf '\ndisk-100k: %s objects of 100 KiB chosen at random; Holdfast with %s of memory in front of its disk tier, nginx with its cache, both on %s. ' \
+        "$DISK_OBJECTS" "$DISK_MEMORY" "$(df --output=fstype "$WORK" | tail -1)"
+      printf '%s%% of Holdfast'"'"'s answers were read from its disk tier (holdfast_disk_hits_total / holdfast_requests_total); ' "$DISK_SHARE"
+      printf 'bytes on disk per object (du of the objects directory / holdfast_disk_objects): %s.\n' "$DISK_BYTES_PER_OBJECT"
+    fi
     if [ "${HF_NEW_OBJECTS:-0}" -gt 0 ]; then
       printf '\nHoldfast memory per cached object (miss phase, 1 KiB bodies): %s objects stored, ' "$HF_OBJECTS"
       printf '%s evictions; holdfast_cache_bytes / holdfast_cache_objects = %s bytes/object; ' \
@@ -720,7 +774,7 @@ write_files
 CLK_TCK=$(getconf CLK_TCK)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for phase in $PHASES; do
-  case $phase in hit-1k | hit-100k | range-100k | miss | stale) ;; *) die "unknown phase $phase" ;; esac
+  case $phase in hit-1k | hit-100k | range-100k | miss | stale | disk-100k) ;; *) die "unknown phase $phase" ;; esac
   run_phase "$phase"
 done
 stop_origin

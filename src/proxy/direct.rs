@@ -30,6 +30,8 @@ use pingora_core::protocols::l4::stream::Stream;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+
+use crate::storage::BodyRef;
 use rustix::net::SendFlags;
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
@@ -193,13 +195,15 @@ impl Direct {
     }
 }
 
-/// The body that follows a header: bytes in memory, or a span of a sealed memory file.
+/// The body that follows a header: bytes in memory, or a span of a file (a sealed
+/// memory file, or the disk tier's object file), which is never changed while it is sent.
 #[derive(Clone, Copy)]
 pub enum Payload<'a> {
     Memory(&'a [u8]),
     File {
         file: &'a File,
-        start: usize,
+        /// Where the span starts in the file.
+        start: u64,
         len: usize,
     },
 }
@@ -208,16 +212,15 @@ impl<'a> Payload<'a> {
     /// No body.
     pub const EMPTY: Payload<'static> = Payload::Memory(&[]);
 
-    /// `span` of a stored body, sent from its memory file when it has one (`file` holds
-    /// exactly `body`).
-    pub fn stored(body: &'a [u8], file: Option<&'a File>, span: Range<usize>) -> Payload<'a> {
-        match file {
-            Some(file) => Payload::File {
+    /// `span` of a stored body, sent from its file when it has one.
+    pub fn stored(body: BodyRef<'a>, span: Range<usize>) -> Payload<'a> {
+        match body {
+            BodyRef::File { file, offset } => Payload::File {
                 file,
-                start: span.start,
+                start: offset + span.start as u64,
                 len: span.len(),
             },
-            None => Payload::Memory(&body[span]),
+            BodyRef::Memory(bytes) => Payload::Memory(&bytes[span]),
         }
     }
 
@@ -253,7 +256,7 @@ fn send_from(fd: RawFd, head: &[u8], body: Payload<'_>, start: usize) -> io::Res
     if done == len {
         return Ok(sent);
     }
-    let mut offset = (from + done) as u64;
+    let mut offset = from + done as u64;
     match retry(|| {
         Ok(rustix::fs::sendfile(
             socket,
@@ -262,7 +265,8 @@ fn send_from(fd: RawFd, head: &[u8], body: Payload<'_>, start: usize) -> io::Res
             len - done,
         )?)
     }) {
-        // The file is sealed at its length: it cannot end early.
+        // A memory file is sealed at its length, and an object file is never changed
+        // in place (a rewrite renames a new file over it): neither can end early.
         Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
         Ok(n) => Ok(sent + n),
         // The header went out in this call: report that progress, not the full socket.

@@ -279,7 +279,7 @@ impl Edge {
             }
         };
         ctx.from_store = Some(status.clone());
-        let body = stored.body();
+        let body_len = stored.body_len();
         let direct = direct::Direct::new(session);
         let plain = !no_body && !not_modified;
         if let Some(direct) = direct.as_ref().filter(|_| plain) {
@@ -291,17 +291,17 @@ impl Edge {
             };
             ctx.sent_directly = Some((code, 0));
             let render = status.render();
-            let span = ranged.clone().unwrap_or(0..body.len());
+            let span = ranged.clone().unwrap_or(0..body_len);
             let payload = if head_only {
                 Payload::EMPTY
             } else {
-                Payload::stored(&body, stored.body_file(), span)
+                Payload::stored(stored.body_ref(), span)
             };
             let sending = direct.send_stored(
                 stored.header(),
                 age,
                 &render,
-                body.len(),
+                body_len,
                 ranged.clone(),
                 payload,
             );
@@ -317,7 +317,7 @@ impl Edge {
         if !no_body && (ranged.is_some() || !resp.headers.contains_key(header::CONTENT_LENGTH)) {
             // The stored body is complete: its length frames it (also for HEAD), and a
             // range is decided against it.
-            frame_by_length(&mut resp, body.len())?;
+            frame_by_length(&mut resp, body_len)?;
         }
         if not_modified {
             to_304(&mut resp);
@@ -325,7 +325,7 @@ impl Edge {
         // Pingora's range filter, as on the full path: the 206 of the range decided above,
         // or `Accept-Ranges: bytes` on a 200.
         range_header_filter(req, &mut resp, MAX_RANGES);
-        let span = ranged.unwrap_or(0..body.len());
+        let span = ranged.unwrap_or(0..body_len);
         let header_only = not_modified || no_body || head_only;
         resp.insert_header("Cache-Status", status.render())?;
         resp.append_header("Via", "1.1 holdfast")?;
@@ -333,7 +333,7 @@ impl Edge {
             let payload = if header_only {
                 Payload::EMPTY
             } else {
-                Payload::stored(&body, stored.body_file(), span)
+                Payload::stored(stored.body_ref(), span)
             };
             // Set before sending: after a failed send nothing else may be written.
             ctx.sent_directly = Some((resp.status.as_u16(), 0));
@@ -345,9 +345,10 @@ impl Edge {
             .write_response_header(Box::new(resp), header_only)
             .await?;
         if !header_only {
-            session
-                .write_response_body(Some(body.slice(span)), true)
-                .await?;
+            let body = stored.read_body(span).map_err(|e| {
+                Error::because(ErrorType::InternalError, "reading a cached body", e)
+            })?;
+            session.write_response_body(Some(body), true).await?;
         }
         Ok(true)
     }

@@ -34,17 +34,44 @@ const DEFAULT_MAX_MAP_COUNT: usize = 65_530;
 /// file and mapping, rounded up.
 const FILE_OVERHEAD: usize = 1024;
 
-/// A stored body: its bytes, and when they are a memory file's mapping, that file.
+/// A stored body: on the heap, in a sealed memory file (mapped), or in a persistent
+/// tier's object file, which is read or sent from where it is.
 #[derive(Clone)]
 pub(super) struct Body {
-    bytes: Bytes,
-    file: Option<Arc<MemFile>>,
+    kind: Kind,
+    len: usize,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Heap(Bytes),
+    Memory { bytes: Bytes, file: Arc<MemFile> },
+    Disk(Arc<DiskFile>),
+}
+
+/// Where a body's bytes can be had without a copy: in memory, or at an offset of a file
+/// (for `sendfile`).
+#[derive(Clone, Copy)]
+pub enum BodyRef<'a> {
+    Memory(&'a [u8]),
+    File { file: &'a File, offset: u64 },
+}
+
+/// An open object file of the persistent tier whose body was checked, and the
+/// descriptor it holds from its [`FileBudget`].
+struct DiskFile {
+    file: File,
+    offset: u64,
+    _ticket: Ticket,
 }
 
 impl Body {
     /// A body on the heap, charged for its length.
     pub(super) fn heap(bytes: Bytes) -> Body {
-        Body { bytes, file: None }
+        Body {
+            len: bytes.len(),
+            kind: Kind::Heap(bytes),
+        }
     }
 
     /// The concatenation of `chunks` (`len` bytes in all), as one exact-size allocation, or
@@ -55,8 +82,11 @@ impl Body {
                 match MemFile::create(chunks, len, ticket) {
                     Ok((bytes, file)) => {
                         return Body {
-                            bytes,
-                            file: Some(Arc::new(file)),
+                            kind: Kind::Memory {
+                                bytes,
+                                file: Arc::new(file),
+                            },
+                            len,
                         }
                     }
                     Err(e) => budget.report_failure(&e),
@@ -72,61 +102,83 @@ impl Body {
         Body::heap(Bytes::from(body))
     }
 
-    /// `len` bytes of `src` from `offset`, read back from a persistent tier: for a large
-    /// body into a memory file by the kernel (`sendfile` from file to file, never through
-    /// this process's memory), else into one exact-size buffer. What comes back is what a
-    /// checksum must then be taken over: the sealed copy, not the file it came from.
-    pub(super) fn read_from(
-        src: &File,
+    /// `len` bytes of the open object file `file` from `offset`, left where they are:
+    /// sent from the file and read from it when asked. `None` when `budget` has no
+    /// descriptor left to keep the file open.
+    pub(super) fn on_disk(
+        file: File,
         offset: u64,
         len: usize,
         budget: &Arc<FileBudget>,
-    ) -> io::Result<Body> {
-        if len >= FILE_BACKED_MIN {
-            if let Some(ticket) = budget.take() {
-                match MemFile::copy_of(src, offset, len, ticket) {
-                    Ok((bytes, file)) => {
-                        return Ok(Body {
-                            bytes,
-                            file: Some(Arc::new(file)),
-                        })
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(e),
-                    Err(e) => budget.report_failure(&e),
-                }
+    ) -> Option<Body> {
+        let ticket = budget.take()?;
+        Some(Body {
+            kind: Kind::Disk(Arc::new(DiskFile {
+                file,
+                offset,
+                _ticket: ticket,
+            })),
+            len,
+        })
+    }
+
+    /// The bytes, when they are in memory.
+    pub(super) fn in_memory(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Heap(bytes) | Kind::Memory { bytes, .. } => Some(bytes),
+            Kind::Disk(_) => None,
+        }
+    }
+
+    /// Where the bytes can be sent or read from without a copy.
+    pub(super) fn as_ref(&self) -> BodyRef<'_> {
+        match &self.kind {
+            Kind::Heap(bytes) => BodyRef::Memory(bytes),
+            Kind::Memory { file, .. } => BodyRef::File {
+                file: &file.file,
+                offset: 0,
+            },
+            Kind::Disk(disk) => BodyRef::File {
+                file: &disk.file,
+                offset: disk.offset,
+            },
+        }
+    }
+
+    /// The bytes of `span`: shared when in memory, else read from the file.
+    pub(super) fn read(&self, span: std::ops::Range<usize>) -> io::Result<Bytes> {
+        match &self.kind {
+            Kind::Heap(bytes) | Kind::Memory { bytes, .. } => Ok(bytes.slice(span)),
+            Kind::Disk(disk) => {
+                let mut out = vec![0; span.len()];
+                std::os::unix::fs::FileExt::read_exact_at(
+                    &disk.file,
+                    &mut out,
+                    disk.offset + span.start as u64,
+                )?;
+                Ok(Bytes::from(out))
             }
         }
-        let mut body = vec![0; len];
-        std::os::unix::fs::FileExt::read_exact_at(src, &mut body, offset)?;
-        Ok(Body::heap(Bytes::from(body)))
-    }
-
-    pub(super) fn bytes(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    /// The memory file holding exactly [`bytes`](Body::bytes), if there is one.
-    pub(super) fn file(&self) -> Option<&File> {
-        self.file.as_deref().map(|f| &f.file)
     }
 
     pub(super) fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
-    /// What the body costs in memory: its length, or for a memory file its whole pages
-    /// plus the kernel's per-file objects.
+    /// What the body costs in memory: its length; for a memory file its whole pages plus
+    /// the kernel's per-file objects; for an object file only those objects (its pages
+    /// are the page cache's, which the kernel reclaims as it needs).
     pub(super) fn charged_len(&self) -> usize {
-        match self.file {
-            None => self.bytes.len(),
-            Some(_) => {
+        match self.kind {
+            Kind::Heap(_) => self.len,
+            Kind::Memory { .. } => {
                 let page = rustix::param::page_size();
-                self.bytes
-                    .len()
+                self.len
                     .div_ceil(page)
                     .saturating_mul(page)
                     .saturating_add(FILE_OVERHEAD)
             }
+            Kind::Disk(_) => FILE_OVERHEAD,
         }
     }
 }
@@ -143,28 +195,6 @@ impl MemFile {
         let mut file = new_memfd(len)?;
         for chunk in chunks {
             file.write_all(chunk)?;
-        }
-        MemFile::seal(file, len, ticket)
-    }
-
-    /// Copy `len` bytes of `src` from `offset` into a new memory file, in the kernel, then
-    /// seal and map it. `UnexpectedEof` when `src` ends before that.
-    fn copy_of(
-        src: &File,
-        offset: u64,
-        len: usize,
-        ticket: Ticket,
-    ) -> io::Result<(Bytes, MemFile)> {
-        let file = new_memfd(len)?;
-        let mut from = offset;
-        let mut copied = 0;
-        while copied < len {
-            match rustix::fs::sendfile(&file, src, Some(&mut from), len - copied) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => copied += n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
         }
         MemFile::seal(file, len, ticket)
     }

@@ -14,9 +14,18 @@ use std::any::Any;
 use std::sync::Arc;
 
 /// What pingora-cache's lookup hands out for a stored entry: its meta and a hit handler.
-pub(super) fn hit_for(entry: &Entry) -> (CacheMeta, HitHandler) {
-    let hit = MemoryHit::new(entry.body.bytes().clone(), entry.weight());
-    (entry.meta.to_meta(), Box::new(hit))
+/// A body kept in an object file is read into memory for it (the fast path sends such
+/// bodies from the file instead).
+pub(super) fn hit_for(entry: &Entry) -> Result<(CacheMeta, HitHandler)> {
+    let body = entry.body.read(0..entry.body.len()).map_err(|e| {
+        Error::because(
+            ErrorType::InternalError,
+            "reading a cached body from its file",
+            e,
+        )
+    })?;
+    let hit = MemoryHit::new(body, entry.weight());
+    Ok((entry.meta.to_meta(), Box::new(hit)))
 }
 
 /// Serves one stored body, whole or one range of it, without copying it.

@@ -30,7 +30,7 @@ mod tests;
 mod tiered;
 
 use async_trait::async_trait;
-pub use body::{raise_open_file_limit, FileBudget, FILE_BACKED_MIN};
+pub use body::{raise_open_file_limit, BodyRef, FileBudget, FILE_BACKED_MIN};
 use entry::{Displaced, Entry, EntryWeighter, EvictionCounter, MetaParts, PER_ENTRY_OVERHEAD};
 use handlers::{hex, hit_for, MemoryMiss};
 use http::header::CONTENT_LENGTH;
@@ -336,15 +336,29 @@ impl StoredResponse {
         self.0.meta.header()
     }
 
-    /// The body, shared with the store.
-    pub fn body(&self) -> bytes::Bytes {
-        self.0.body.bytes().clone()
+    /// Where the body can be sent from without a copy: memory, or a file at an offset
+    /// (a sealed memory file for a large body, or the disk tier's object file).
+    pub fn body_ref(&self) -> BodyRef<'_> {
+        self.0.body.as_ref()
     }
 
-    /// The sealed memory file holding exactly the body, when it is large enough to have one:
-    /// it can be sent with `sendfile`, without copying.
+    /// The bytes of `span` of the body: shared with the store when it is in memory,
+    /// read from its file otherwise.
+    pub fn read_body(&self, span: std::ops::Range<usize>) -> std::io::Result<bytes::Bytes> {
+        self.0.body.read(span)
+    }
+
+    /// The whole body (see [`StoredResponse::read_body`]).
+    pub fn body(&self) -> std::io::Result<bytes::Bytes> {
+        self.read_body(0..self.body_len())
+    }
+
+    /// The file the body can be sent from, when it has one.
     pub fn body_file(&self) -> Option<&std::fs::File> {
-        self.0.body.file()
+        match self.body_ref() {
+            BodyRef::File { file, .. } => Some(file),
+            BodyRef::Memory(_) => None,
+        }
     }
 
     pub fn fresh_until(&self) -> SystemTime {
@@ -429,7 +443,9 @@ impl Storage for MemoryStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        Ok(self.entry(&key.combined_bin()).map(|entry| hit_for(&entry)))
+        self.entry(&key.combined_bin())
+            .map(|entry| hit_for(&entry))
+            .transpose()
     }
 
     async fn get_miss_handler(

@@ -97,7 +97,9 @@ impl Storage for Tiered {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        Ok(self.find(&key.combined_bin()).map(|entry| hit_for(&entry)))
+        self.find(&key.combined_bin())
+            .map(|entry| hit_for(&entry))
+            .transpose()
     }
 
     async fn get_miss_handler(

@@ -7,7 +7,7 @@
 //!     16     4  head length H
 //!     20     4  zero (reserved)
 //!     24     8  body length B
-//!     32     H  head: key hash, meta fields, key text, response header
+//!     32     H  head: key hash, meta fields, key text, response header, padding
 //!   32+H     B  body, exactly as stored
 //! ```
 //!
@@ -36,6 +36,9 @@ pub(super) const PREFIX_LEN: usize = 32;
 /// Largest head accepted when reading: far above any real header, small enough that a
 /// corrupt length cannot make a read allocate without bound.
 pub(super) const MAX_HEAD: usize = 1 << 20;
+/// Bodies this large start on a [`PAGE`] boundary in their file.
+const ALIGN_FROM: usize = crate::storage::FILE_BACKED_MIN;
+const PAGE: usize = 4096;
 
 /// The fixed prefix of an object file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,16 @@ pub(super) fn encode(key: &HashBinary, key_text: &str, meta: &MetaParts, body: &
     }
     put_bytes(&mut head, key_text.as_bytes());
     encode_header(&mut head, &meta.header);
+    // Zero padding (its length, then the zeros) so that a large body starts on a page
+    // boundary: sent with `sendfile`, its pages then map whole onto the socket's.
+    let pad = if body.len() >= ALIGN_FROM {
+        let unpadded = PREFIX_LEN + head.len() + 4;
+        unpadded.next_multiple_of(PAGE) - unpadded
+    } else {
+        0
+    };
+    head.extend_from_slice(&(pad as u32).to_le_bytes());
+    head.resize(head.len() + pad, 0);
 
     let mut hasher = checksum_start(head.len(), body.len() as u64, &head);
     hasher.update(body);
@@ -147,7 +160,8 @@ pub(super) fn decode_head(head: &[u8]) -> Option<Head> {
     let key_text = std::str::from_utf8(r.bytes()?).ok()?;
     let key_text = Arc::from(key_text);
     let header = decode_header(&mut r)?;
-    if !r.0.is_empty() {
+    let pad = r.u32()? as usize;
+    if r.take(pad)?.iter().any(|&b| b != 0) || !r.0.is_empty() {
         return None;
     }
     Some(Head {

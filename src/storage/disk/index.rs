@@ -15,11 +15,13 @@ const BLOCK: u64 = 4096;
 /// Average object size assumed to size the tables.
 const TYPICAL_OBJECT: u64 = 64 * 1024;
 
-/// One object on disk: its charged size and which write put it there.
+/// One object on disk: its charged size, which write put it there, and whether this
+/// process knows its contents match its checksum.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     charged: u64,
     write: u64,
+    verified: bool,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -100,11 +102,12 @@ impl Index {
 
     /// Record a file of `size` bytes written for `key`, evicting (unlinking) others to
     /// make room; a file too large for the tier is unlinked at once.
-    pub(super) fn insert(&self, key: HashBinary, size: u64, objects: &Path) {
+    pub(super) fn insert(&self, key: HashBinary, size: u64, verified: bool, objects: &Path) {
         let write = self.writes.fetch_add(1, Ordering::Relaxed);
         let slot = Slot {
             charged: size.div_ceil(BLOCK).max(1) * BLOCK,
             write,
+            verified,
         };
         let mut displaced = Displaced {
             writing: Some((key, write)),
@@ -117,7 +120,7 @@ impl Index {
     /// [`Index::insert`], unless `key` is already known (a write of this process won).
     pub(super) fn insert_if_absent(&self, key: HashBinary, size: u64, objects: &Path) {
         if !self.slots.contains_key(&key) {
-            self.insert(key, size, objects);
+            self.insert(key, size, false, objects);
         }
     }
 
@@ -125,9 +128,17 @@ impl Index {
         self.slots.contains_key(key)
     }
 
-    /// Count a read of `key` for eviction.
-    pub(super) fn touch(&self, key: &HashBinary) {
-        let _ = self.slots.get(key);
+    /// This process checked `key`'s file against its checksum, or wrote it.
+    pub(super) fn verified(&self, key: &HashBinary) -> bool {
+        self.slots.peek(key).is_some_and(|slot| slot.verified)
+    }
+
+    /// Record that `key`'s file matched its checksum; counts as a read for eviction.
+    pub(super) fn mark_verified(&self, key: &HashBinary) {
+        let _ = self.slots.entry(key, None, |_, slot| {
+            slot.verified = true;
+            quick_cache::sync::EntryAction::Retain(())
+        });
     }
 
     /// Drop `key` from the index (its file is gone or going).

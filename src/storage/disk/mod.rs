@@ -17,9 +17,13 @@
 //! stale); lookups meanwhile open the path and find what is there.
 //!
 //! What it must never do:
-//! - serve bytes whose checksum did not match: a read copies the body (in the kernel)
-//!   into a sealed memory file or an exact buffer and checks the checksum over that copy,
-//!   which is then what is served; a file that fails is unlinked and counted;
+//! - serve bytes whose checksum did not match: a small body is read into memory and
+//!   checked on every read; a large one is checked the first time this process reads its
+//!   file (files it wrote itself were checksummed from the bytes written), then kept
+//!   open and sent from the file with `sendfile`, never copied through this process.
+//!   Files are never changed in place (a rewrite is a new file renamed over the old), so
+//!   an open, checked file stays what was checked. A file that fails is unlinked and
+//!   counted;
 //! - bring back what was purged: an invalidation unlinks the file at once, and a write
 //!   that began before it removes its own file again (see [`DiskTier::remove`]);
 //! - fail a request: every error here degrades to "not on disk", with a warning and a
@@ -44,7 +48,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use pingora_cache::key::HashBinary;
 
-use super::body::{Body, FileBudget};
+use super::body::{Body, FileBudget, FILE_BACKED_MIN};
 use super::entry::Entry;
 use format::{Prefix, PREFIX_LEN};
 use index::Index;
@@ -57,6 +61,8 @@ const WRITE_QUEUE_BYTES: u64 = 64 << 20;
 /// Bytes read at once from the start of a file: the prefix, the head, and for a small
 /// object the body too, in one system call.
 const FIRST_READ: usize = 8 * 1024;
+/// Bytes read at a time to check a large body's checksum.
+const HASH_CHUNK: usize = 256 * 1024;
 /// How often the same kind of failure is logged at warning level.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -215,9 +221,9 @@ impl DiskTier {
             return None;
         }
         let path = active.object_path(key);
-        match read_object(&path, key, budget) {
+        match read_object(&path, key, active.index.verified(key), budget) {
             Ok(entry) => {
-                active.index.touch(key);
+                active.index.mark_verified(key);
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 Some(entry)
             }
@@ -312,7 +318,8 @@ impl DiskTier {
                 match active.write_object(&job) {
                     Ok(size) => {
                         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-                        active.index.insert(job.key, size, &active.objects);
+                        // Written from the bytes its checksum was taken over.
+                        active.index.insert(job.key, size, true, &active.objects);
                         if active.purged_since(&job.key, job.started) {
                             // A purge landed while this was being written: it must not
                             // survive it.
@@ -428,8 +435,9 @@ impl Active {
     /// Write the object to a temporary file and rename it into place. Returns its size.
     fn write_object(&self, job: &Job) -> io::Result<u64> {
         let entry = &job.entry;
-        let body = entry.body.bytes();
-        let head = format::encode(&job.key, &entry.key_text, &entry.meta, body);
+        // A body kept in an older object file (rewritten after a revalidation) is read back.
+        let body = entry.body.read(0..entry.body.len())?;
+        let head = format::encode(&job.key, &entry.key_text, &entry.meta, &body);
         let n = self.temp_names.fetch_add(1, Ordering::Relaxed);
         let temp = self
             .tmp
@@ -437,7 +445,7 @@ impl Active {
         let written = (|| {
             let mut file = File::create(&temp)?;
             file.write_all(&head)?;
-            file.write_all(body)?;
+            file.write_all(&body)?;
             std::fs::rename(&temp, self.object_path(&job.key))
         })();
         if let Err(e) = written {
@@ -487,18 +495,23 @@ fn check_prefix(path: &Path) -> Option<u64> {
     (len == prefix.file_len()).then_some(len)
 }
 
-/// Read and check one object file.
+/// Read and check one object file. A small body is read into memory and checked every
+/// time. A large one is checked unless `verified` (this process wrote the file or
+/// checked it since it started), by reading it through a buffer once, then left in the
+/// file, which the entry keeps open and hits send from; with no descriptor to spare in
+/// `budget`, it is read into memory instead.
 fn read_object(
     path: &Path,
     key: &HashBinary,
+    verified: bool,
     budget: &Arc<FileBudget>,
 ) -> Result<Entry, ReadError> {
     let file = File::open(path)?;
-    let mut first = vec![0u8; FIRST_READ];
-    let n = read_up_to(&file, &mut first)?;
-    first.truncate(n);
-    let prefix = Prefix::parse(&first).ok_or(ReadError::Corrupt("not an object file"))?;
     let len = file.metadata()?.len();
+    let first_len = usize::try_from(len.min(FIRST_READ as u64)).unwrap_or(FIRST_READ);
+    let mut first = vec![0u8; first_len];
+    file.read_exact_at(&mut first, 0)?;
+    let prefix = Prefix::parse(&first).ok_or(ReadError::Corrupt("not an object file"))?;
     if len != prefix.file_len() {
         return Err(ReadError::Corrupt("its length is not what its prefix says"));
     }
@@ -512,15 +525,37 @@ fn read_object(
     let mut hasher = format::checksum_start(prefix.head_len, prefix.body_len, head);
     let body_len = usize::try_from(prefix.body_len)
         .map_err(|_| ReadError::Corrupt("its body length is too large"))?;
-    let body = if first.len() >= head_end + body_len {
-        // Small: the first read had it all.
-        let bytes = bytes::Bytes::copy_from_slice(&first[head_end..head_end + body_len]);
-        Body::heap(bytes)
+    let offset = prefix.body_offset();
+    let small = body_len < FILE_BACKED_MIN;
+    let body = if small && first.len() >= head_end + body_len {
+        // The first read had it all.
+        Body::heap(bytes::Bytes::copy_from_slice(&first[head_end..head_end + body_len]))
+    } else if small {
+        let mut bytes = vec![0u8; body_len];
+        file.read_exact_at(&mut bytes, offset)?;
+        Body::heap(bytes::Bytes::from(bytes))
     } else {
-        Body::read_from(&file, prefix.body_offset(), body_len, budget)?
+        if !verified {
+            hash_file(&file, offset, body_len, &mut hasher)?;
+        }
+        match Body::on_disk(file, offset, body_len, budget) {
+            Some(body) => body,
+            None => {
+                // No descriptor to keep it open: into memory, checked from that copy.
+                let file = File::open(path)?;
+                let mut bytes = vec![0u8; body_len];
+                file.read_exact_at(&mut bytes, offset)?;
+                hasher = format::checksum_start(prefix.head_len, prefix.body_len, head);
+                hasher.update(&bytes);
+                Body::heap(bytes::Bytes::from(bytes))
+            }
+        }
     };
-    hasher.update(body.bytes());
-    if hasher.digest() != prefix.checksum {
+    if let Some(bytes) = body.in_memory() {
+        hasher.update(bytes);
+    }
+    let checked = small || !verified || body.in_memory().is_some();
+    if checked && hasher.digest() != prefix.checksum {
         return Err(ReadError::Corrupt("its checksum does not match"));
     }
     let head = format::decode_head(head).ok_or(ReadError::Corrupt("its head does not decode"))?;
@@ -530,18 +565,17 @@ fn read_object(
     Ok(Entry::new(body, head.meta, head.key_text))
 }
 
-/// Read from the start of `file` until `buf` is full or the file ends.
-fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+/// Feed `len` bytes of `file` from `offset` to `hasher`, through a buffer.
+fn hash_file(file: &File, offset: u64, len: usize, hasher: &mut xxhash_rust::xxh3::Xxh3) -> io::Result<()> {
+    let mut buf = vec![0u8; HASH_CHUNK.min(len)];
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min(len - done);
+        file.read_exact_at(&mut buf[..n], offset + done as u64)?;
+        hasher.update(&buf[..n]);
+        done += n;
     }
-    Ok(filled)
+    Ok(())
 }
 
 /// Unlink `path`; whether it was there.
