@@ -636,6 +636,9 @@ fn the_image_config_serves_the_demo_passes_its_health_check_and_stops_on_sigterm
         for (addr, port) in &moves {
             text = text.replace(&format!("\"{addr}\""), &format!("\"127.0.0.1:{port}\""));
         }
+        // The image's volume, here a directory of the test's own.
+        let volume = root.path().join("var/lib/holdfast");
+        text = text.replace("/var/lib/holdfast", &volume.display().to_string());
         std::fs::write(&conf, text).expect("write config");
 
         let log = root.path().join("holdfast.log");

@@ -302,7 +302,7 @@ impl CacheStore for MemoryStore {
         );
         line(
             "holdfast_cache_memory_files",
-            "Open memory files holding large bodies (one descriptor each).",
+            "Open files holding large bodies: memory files, and disk-tier object files kept open (one descriptor each).",
             "gauge",
             self.memory_files() as u64,
         );

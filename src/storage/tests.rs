@@ -177,8 +177,7 @@ async fn weight_is_body_plus_header_estimate_plus_overhead() {
     let size = put(store, &k, &meta(), &[1u8; 1000]).await;
     // The key's text is kept beside its hash (for the disk tier), and weighed.
     let key_text = k.primary_key_str().unwrap_or_default().len();
-    let expected =
-        1000 + header_estimate(&header()) + key_text + MemoryStore::per_entry_overhead();
+    let expected = 1000 + header_estimate(&header()) + key_text + MemoryStore::per_entry_overhead();
     assert_eq!(size, expected);
     assert_eq!(store.used_bytes(), expected);
     let (_, hit) = store

@@ -266,3 +266,6 @@ impl CacheStore for Tiered {
         self.disk.flush(timeout);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -529,7 +529,9 @@ fn read_object(
     let small = body_len < FILE_BACKED_MIN;
     let body = if small && first.len() >= head_end + body_len {
         // The first read had it all.
-        Body::heap(bytes::Bytes::copy_from_slice(&first[head_end..head_end + body_len]))
+        Body::heap(bytes::Bytes::copy_from_slice(
+            &first[head_end..head_end + body_len],
+        ))
     } else if small {
         let mut bytes = vec![0u8; body_len];
         file.read_exact_at(&mut bytes, offset)?;
@@ -566,7 +568,12 @@ fn read_object(
 }
 
 /// Feed `len` bytes of `file` from `offset` to `hasher`, through a buffer.
-fn hash_file(file: &File, offset: u64, len: usize, hasher: &mut xxhash_rust::xxh3::Xxh3) -> io::Result<()> {
+fn hash_file(
+    file: &File,
+    offset: u64,
+    len: usize,
+    hasher: &mut xxhash_rust::xxh3::Xxh3,
+) -> io::Result<()> {
     let mut buf = vec![0u8; HASH_CHUNK.min(len)];
     let mut done = 0;
     while done < len {
