@@ -122,8 +122,11 @@ impl Storage for Tiered {
         trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let key = target.key().combined_bin();
-        let outcome = self.memory.purge(target, purge_type, trace).await?;
+        // Disk first: a lookup that misses memory after the memory purge must not find
+        // the file and promote it back. One that opened it just before gets an entry
+        // that memory refuses, being older than the purge (see `find`).
         let was_on_disk = self.disk.remove(&key, self.memory.next_sequence());
+        let outcome = self.memory.purge(target, purge_type, trace).await?;
         Ok(match outcome {
             PurgeOutcome::NotFound if was_on_disk => PurgeOutcome::Purged(None),
             other => other,

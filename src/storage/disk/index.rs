@@ -12,8 +12,11 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 /// Filesystem block: a file takes whole blocks, so that is what it is charged.
 const BLOCK: u64 = 4096;
-/// Average object size assumed to size the tables.
+/// Average object size assumed to size the ghost queue.
 const TYPICAL_OBJECT: u64 = 64 * 1024;
+/// Objects the index's ghost queue (keys recently evicted) is sized for at most; its
+/// tables grow as they fill, whatever this says.
+const MAX_ESTIMATED_OBJECTS: u64 = 1 << 20;
 
 /// One object on disk: its charged size, which write put it there, and whether this
 /// process knows its contents match its checksum.
@@ -79,9 +82,8 @@ impl Index {
         let options = OptionsBuilder::new()
             .shards(shards)
             .estimated_items_capacity(
-                usize::try_from(capacity / TYPICAL_OBJECT)
-                    .unwrap_or(1)
-                    .max(1),
+                usize::try_from((capacity / TYPICAL_OBJECT).clamp(1, MAX_ESTIMATED_OBJECTS))
+                    .unwrap_or(1),
             )
             .weight_capacity(capacity)
             .build()
