@@ -23,7 +23,7 @@
 #        stale             objects cached with max-age=1, stale-if-error=3600 by both, the
 #                          origin then stopped and max-age waited out: every answer is
 #                          stale-if-error (checked on both before measuring);
-#      and, when oha is installed (on PATH, or BENCH_OHA=1), drives all but the miss phase
+#      and, when oha is installed (on PATH, or BENCH_OHA=1), drives all but the miss and disk-100k phases
 #      with oha too, alternating the same way;
 #   4. prints one table per load generator: req/s, p50, p99, errors, CPU use, CPU µs per
 #      request and peak RSS (VmHWM) of both, the Holdfast/nginx req/s ratio and the

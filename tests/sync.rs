@@ -754,7 +754,7 @@ async fn https_verifies_the_control_plane_certificate() {
     );
 }
 
-/// The cache file's text once `done` holds (it is written right after the swap), or
+/// The cache file's text once `done` holds (it is written just before the swap), or
 /// as it is after 3 s.
 async fn written_file(path: &std::path::Path, done: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -765,4 +765,62 @@ async fn written_file(path: &std::path::Path, done: impl Fn(&str) -> bool) -> St
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A version is on disk before it serves: a crash right after the swap must restart on
+/// it, not on the one before. The write of the new version is held up (its temporary
+/// file is a FIFO nobody reads yet); meanwhile the host only the new version has must
+/// not answer. Once the write gives up (a FIFO cannot be fsynced), serving goes on with
+/// the new version, as it does whenever `cache_file` cannot be written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_version_is_not_served_before_cache_file_holds_it() {
+    let a = origin("from-a").await;
+    let b = origin("from-b").await;
+    let cp = Origin::start().await;
+    serve(&cp, &doc(1, &[("shop", "shop.test", a.addr)]));
+    let dir = tempfile::tempdir().unwrap();
+    let cache_file = dir.path().join("customers.yaml");
+    let h = Holdfast::start(&control_plane(&[url(cp.addr)], "1h", &cache_file, "")).await;
+    assert_eq!(config(&h).await["version"], 1);
+    written_file(&cache_file, |t| t.starts_with("version: 1\n")).await;
+
+    // The process's second write of cache_file goes to this temporary name.
+    let fifo = dir
+        .path()
+        .join(format!(".customers.yaml.tmp.{}.1", h.pid()));
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    serve(
+        &cp,
+        &doc(
+            2,
+            &[("shop", "shop.test", a.addr), ("new", "new.test", b.addr)],
+        ),
+    );
+    let admin_addr = h.admin;
+    let reload =
+        tokio::spawn(
+            async move { request(admin_addr, "POST", "admin", "/reload", &[], b"").await },
+        );
+    let held = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < held {
+        let r = request(h.addr, "GET", "new.test", "/", &[], b"").await;
+        assert_ne!(
+            r.status, 200,
+            "version 2 serves while its write to cache_file has not finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the write through; it fails at fsync, and version 2 then serves all the same.
+    let drained = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::open(&fifo).unwrap(), &mut text).unwrap();
+        text
+    });
+    assert!(drained.join().unwrap().starts_with("version: 2\n"));
+    assert_eq!(reload.await.unwrap().status, 200);
+    assert_eq!(body(&h, "new.test").await, (200, "from-b".into()));
+    let c = config(&h).await;
+    assert_eq!(c["version"], 2);
+    assert_eq!(c["cache_file"]["write_failures_total"], 1, "{c:#}");
 }

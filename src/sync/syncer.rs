@@ -181,6 +181,9 @@ impl Syncer {
             {
                 let url = &replicas[i].url;
                 let summary = diff(&self.state.customers().load(), &doc.customers);
+                // On disk first, then served: a crash right after the swap restarts on
+                // this version. A write that fails is counted and serving goes on.
+                self.persist(cp, version, text.clone()).await;
                 self.state.apply(
                     Arc::new(doc.customers),
                     ConfigSource::ControlPlane,
@@ -268,8 +271,7 @@ impl Syncer {
                 warn!("config: control plane {n} (another replica answered)");
             }
             self.state.confirmed(now);
-            if let Some((version, text)) = applied {
-                self.persist(cp, version, text).await;
+            if let Some((version, _)) = applied {
                 return Outcome::Applied { version };
             }
             if let (Some(path), Some(text)) = (self.state.cache_file_lags(), current_text) {
