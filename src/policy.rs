@@ -48,6 +48,17 @@ pub fn is_unsafe(method: &Method) -> bool {
     )
 }
 
+/// A GET or HEAD that carries a body (a `Content-Length` above 0, or any
+/// `Transfer-Encoding`). The origin may answer it by that body, which no cache key
+/// holds: such a request neither reads from nor fills the cache.
+pub fn has_request_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
+}
+
 /// The first rule of `customer` that applies to `path` at `now`.
 pub fn matching_rule<'c>(customer: &'c Customer, path: &str, now: SystemTime) -> Option<&'c Rule> {
     let now = to_timestamp(now);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::scalars::{
-    CustomerName, EnvName, ErrorStatus, HostHeader, HostName, ListenAddr, ServerAddr, StatusTtl,
-    UrlPath, UrlText,
+    CustomerName, EnvName, ErrorStatus, FieldName, HostHeader, HostName, ListenAddr, ServerAddr,
+    StatusTtl, UrlPath, UrlText,
 };
 use super::units::{Dur, InstantText, Size};
 
@@ -30,6 +30,16 @@ pub(super) const DEFAULT_TTL: Duration = Duration::ZERO;
 pub(super) const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::ZERO;
 pub(super) const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
 pub(super) const DEFAULT_STALE_IF_ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
+/// Request fields a client could use to make an origin answer for another host, path or
+/// method than the one the cache key says: dropped before the origin sees the request.
+pub(super) const DEFAULT_DROP_REQUEST_HEADERS: [&str; 6] = [
+    "x-forwarded-host",
+    "x-host",
+    "forwarded",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+];
 
 fn default_memory() -> Size {
     Size(DEFAULT_MEMORY)
@@ -198,6 +208,10 @@ pub(super) struct OriginFile {
     pub connect_timeout: Dur,
     #[serde(default = "default_read_timeout")]
     pub read_timeout: Dur,
+    #[serde(default = "default_true")]
+    pub forwarded: bool,
+    #[serde(default)]
+    pub drop_request_headers: Option<Vec<FieldName>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -148,15 +148,8 @@ impl Customers {
     /// Exact names win over wildcards; `*.example.com` matches `a.example.com` and
     /// `a.b.example.com`, not `example.com`.
     pub fn route(&self, host: &str) -> Option<&Arc<Customer>> {
-        let host = strip_port(host);
-        let host = host.strip_suffix('.').unwrap_or(host);
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
+        let host = canonical_host(host);
+        let host = host.as_ref();
         if let Some(&i) = self.exact.get(host) {
             return Some(&self.list[i]);
         }
@@ -168,6 +161,19 @@ impl Customers {
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Customer>> {
         self.list.iter().find(|c| c.name == name)
+    }
+}
+
+/// The host name a request is routed, keyed and forwarded by: its Host (or authority)
+/// without the port, without a trailing dot, lower-cased. Every place that looks at the
+/// host uses this one form, so what is cached is what the origin was asked for.
+pub fn canonical_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = strip_port(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
     }
 }
 
@@ -208,6 +214,12 @@ pub struct Origin {
     pub host_header: Option<String>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// The edge sets `X-Forwarded-For` (appending the client's address),
+    /// `X-Forwarded-Proto` and `Forwarded` (RFC 7239) on requests to the origin.
+    pub forwarded: bool,
+    /// Lower-cased request fields removed before anything else sees the request (the
+    /// cache key, `Vary`, the origin): `origin.drop_request_headers`.
+    pub drop_request_headers: Vec<http::HeaderName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,6 +74,13 @@ checked_string!(
     check_host_header
 );
 checked_string!(
+    /// A header field name, lower-cased: `x-forwarded-host`.
+    FieldName,
+    "a header field name",
+    check_field_name
+);
+
+checked_string!(
     /// A customer name: `[a-z0-9_-]+`.
     CustomerName,
     "a customer name",
@@ -246,6 +253,15 @@ fn check_path(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_string())
+}
+
+fn check_field_name(s: &str) -> Result<String, String> {
+    match http::HeaderName::from_bytes(s.as_bytes()) {
+        Ok(name) => Ok(name.as_str().to_string()),
+        Err(_) => Err(format!(
+            "{s:?} is not a header field name; write a token such as x-forwarded-host"
+        )),
+    }
 }
 
 fn check_env_name(s: &str) -> Result<String, String> {

@@ -133,6 +133,17 @@ fn design_example_lands_in_the_model() {
             host_header: None,
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(15),
+            forwarded: true,
+            drop_request_headers: [
+                "x-forwarded-host",
+                "x-host",
+                "forwarded",
+                "x-original-url",
+                "x-rewrite-url",
+                "x-http-method-override",
+            ]
+            .map(http::HeaderName::from_static)
+            .to_vec(),
         }
     );
     assert_eq!(
@@ -720,4 +731,74 @@ fn shipped_config_is_valid() {
     }
     let c = load_node_file(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!c.customers.list.is_empty() || c.control_plane.is_some());
+}
+
+#[test]
+fn disk_tier() {
+    let c = check(&format!(
+        "cache:\n  disk: {{ path: cache, size: 10GiB }}\n{MINIMAL}"
+    ))
+    .unwrap();
+    let disk = c.cache.disk.expect("disk");
+    assert_eq!(
+        disk.path,
+        Path::new("conf/cache"),
+        "relative to the node file"
+    );
+    assert_eq!(disk.size, 10 << 30);
+    let abs = check(&format!(
+        "cache:\n  disk: {{ path: /var/cache/hf, size: 1GiB }}\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(abs.cache.disk.unwrap().path, Path::new("/var/cache/hf"));
+    fails(
+        &format!("cache:\n  disk: {{ path: \"\", size: 1GiB }}\n{MINIMAL}"),
+        2,
+        &["cache.disk.path is empty"],
+    );
+    fails(
+        &format!("cache:\n  disk:\n    path: c\n    size: 512KiB\n{MINIMAL}"),
+        4,
+        &["cache.disk.size", "1MiB minimum"],
+    );
+    fails(
+        &format!("cache:\n  max_object: 16MiB\n  disk:\n    path: c\n    size: 8MiB\n{MINIMAL}"),
+        5,
+        &["smaller than cache.max_object", "raise size"],
+    );
+    fails(
+        &format!("cache:\n  disk: {{ path: c }}\n{MINIMAL}"),
+        2,
+        &["size"],
+    );
+}
+
+#[test]
+fn forwarding_fields() {
+    let c = check(MINIMAL).unwrap();
+    let origin = &c.customers.list[0].origin;
+    assert!(origin.forwarded);
+    assert!(origin
+        .drop_request_headers
+        .iter()
+        .any(|n| n == "x-forwarded-host"));
+    let c = check(&MINIMAL.replace(
+        "      servers: [\"127.0.0.1:8000\"]\n",
+        "      servers: [\"127.0.0.1:8000\"]\n      forwarded: false\n      drop_request_headers: [X-Debug]\n",
+    ))
+    .unwrap();
+    let origin = &c.customers.list[0].origin;
+    assert!(!origin.forwarded);
+    assert_eq!(
+        origin.drop_request_headers,
+        [http::HeaderName::from_static("x-debug")]
+    );
+    fails(
+        &MINIMAL.replace(
+            "      servers: [\"127.0.0.1:8000\"]\n",
+            "      servers: [\"127.0.0.1:8000\"]\n      drop_request_headers: [\"bad name\"]\n",
+        ),
+        7,
+        &["not a header field name", "x-forwarded-host"],
+    );
 }

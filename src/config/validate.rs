@@ -416,7 +416,19 @@ fn origin(ctx: &Ctx, at: &[Seg], customer: &str, f: OriginFile) -> Result<Origin
             ),
         ));
     }
+    let drop_request_headers = match f.drop_request_headers {
+        Some(names) => names.into_iter().map(|n| n.0).collect(),
+        None => super::file::DEFAULT_DROP_REQUEST_HEADERS
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+    }
+    .into_iter()
+    .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
+    .collect();
     Ok(Origin {
+        forwarded: f.forwarded,
+        drop_request_headers,
         servers: f.servers.into_iter().map(|s| s.0).collect(),
         tls: f.tls,
         sni: f.sni.map(|s| s.0),

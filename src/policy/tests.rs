@@ -91,6 +91,8 @@ fn customer_named(name: &str, hosts: &[&str], rules: Vec<Rule>) -> Customer {
             host_header: None,
             connect_timeout: secs(1),
             read_timeout: secs(5),
+            forwarded: true,
+            drop_request_headers: Vec::new(),
         },
         cache: policy(),
         rules,
@@ -1840,4 +1842,29 @@ fn parse_http_date_obsolete_forms() {
     let expected = Some(SystemTime::UNIX_EPOCH + secs(784_111_777));
     assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), expected);
     assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), expected);
+}
+
+#[test]
+fn a_get_with_a_body_is_told_apart() {
+    let headers = |fields: &[(&str, &str)]| {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in fields {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    };
+    assert!(!has_request_body(&headers(&[])));
+    assert!(!has_request_body(&headers(&[("content-length", "0")])));
+    assert!(has_request_body(&headers(&[("content-length", "5")])));
+    assert!(has_request_body(&headers(&[(
+        "transfer-encoding",
+        "chunked"
+    )])));
+    assert!(has_request_body(&headers(&[
+        ("content-length", "0"),
+        ("content-length", "3")
+    ])));
 }

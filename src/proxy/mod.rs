@@ -127,12 +127,71 @@ impl Ctx {
     }
 }
 
-/// The request's host: the Host header, else the URI authority (HTTP/2).
+/// The request's host: the authority of its target (absolute-form, or HTTP/2's
+/// `:authority`), which RFC 9112 §3.2.2 says wins over Host, else the Host header.
 fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// Make the request say what it is routed and keyed by, before anything else reads it:
+/// `Host` the canonical host name (no port, no trailing dot, lower case), the target in
+/// origin form (`/path?query`), and none of the fields the customer drops
+/// (`origin.drop_request_headers`: `X-Forwarded-Host`, `X-Original-URL` and the like).
+/// The cache key, `Vary` and the origin then all see the same request.
+fn normalize_request(req: &mut RequestHeader, customer: &Customer, host: &str) -> Result<()> {
+    req.insert_header(header::HOST, host)?;
+    // An absolute-form target (`GET http://shop.example.com/a`): Pingora has checked
+    // that its authority is the Host's and exposes its path, but would forward the raw
+    // target; send the origin form that the key is made of (RFC 9112 §3.2.1).
+    let raw = req.raw_path();
+    if !raw.starts_with(b"/") && raw != b"*" {
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let uri = http::Uri::try_from(target).map_err(|e| {
+            Error::because(ErrorType::InvalidHTTPHeader, "request target", e).into_down()
+        })?;
+        req.set_uri(uri);
+    }
+    for name in &customer.origin.drop_request_headers {
+        req.remove_header(name);
+    }
+    Ok(())
+}
+
+/// `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` and
+/// `Forwarded` (RFC 7239) for the origin, set by the edge.
+fn set_forwarded(upstream: &mut RequestHeader, peer: Option<std::net::IpAddr>) -> Result<()> {
+    let host = upstream
+        .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host())
+        .unwrap_or("")
+        .to_string();
+    if let Some(ip) = peer {
+        let xff = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
+            _ => ip.to_string(),
+        };
+        upstream.insert_header("X-Forwarded-For", xff)?;
+    }
+    upstream.insert_header("X-Forwarded-Proto", "http")?;
+    let node = match peer {
+        Some(std::net::IpAddr::V6(ip)) => format!("for=\"[{ip}]\";"),
+        Some(ip) => format!("for={ip};"),
+        None => String::new(),
+    };
+    upstream.insert_header("Forwarded", format!("{node}host={host};proto=http"))?;
+    Ok(())
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -410,12 +469,16 @@ impl ProxyHttp for Edge {
             return Ok(true);
         };
         let customer = customer.clone();
+        let host = crate::config::canonical_host(host).into_owned();
+        normalize_request(session.req_header_mut(), &customer, &host)?;
         let now = SystemTime::now();
         let req = session.req_header();
         let plan = policy::plan_request(&customer, &req.method, req.uri.path(), now);
         ctx.rule = plan.rule().map(|r| r.index);
         if let RequestPlan::Bypass { reason, .. } = plan {
             ctx.bypass = Some(reason);
+        } else if policy::has_request_body(&req.headers) {
+            ctx.bypass = Some("request-body");
         }
         ctx.customer = Some(customer);
         if ctx.bypass.is_none() {
@@ -633,10 +696,17 @@ impl ProxyHttp for Edge {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.customer().is_some_and(|c| c.origin.forwarded) {
+            let peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            set_forwarded(upstream_request, peer)?;
+        }
         if let Some(host) = ctx.customer().and_then(|c| c.origin.host_header.clone()) {
             upstream_request.insert_header(header::HOST, host)?;
         }
