@@ -189,3 +189,147 @@ async fn a_get_with_a_body_is_neither_served_from_nor_stored_in_the_cache() {
     );
     assert_eq!(origin.hits(), 3);
 }
+
+/// One request written as raw bytes on a fresh connection; the response as parsed.
+async fn raw(edge: &Holdfast, bytes: &[u8]) -> common::Resp {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    conn.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut out),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let headers = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    common::Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_and_methods_outside_the_allow_list_never_reach_the_origin() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    let edge = shop(&origin, "").await;
+
+    let trace = request(
+        edge.addr,
+        "TRACE",
+        HOST,
+        "/t",
+        &[("Cookie", "secret=1")],
+        b"",
+    )
+    .await;
+    assert_eq!(trace.status, 405);
+    assert_eq!(
+        trace.cache_status(),
+        "holdfast; fwd=bypass; detail=method-not-allowed"
+    );
+    assert_eq!(
+        trace.header("allow"),
+        Some("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
+    );
+    assert!(!trace.text().contains("secret"), "TRACE echoes nothing");
+    let unknown = request(edge.addr, "BREW", HOST, "/pot", &[], b"").await;
+    assert_eq!(unknown.status, 501);
+    // OPTIONS with Max-Forwards: 0 is for this hop: answered here.
+    let options = request(
+        edge.addr,
+        "OPTIONS",
+        HOST,
+        "/o",
+        &[("Max-Forwards", "0")],
+        b"",
+    )
+    .await;
+    assert_eq!(options.status, 200);
+    assert_eq!(
+        options.header("allow"),
+        Some("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
+    );
+    assert_eq!(origin.hits(), 0, "{:?}", origin.seen());
+    // Without it, OPTIONS is the origin's to answer.
+    let options = request(
+        edge.addr,
+        "OPTIONS",
+        HOST,
+        "/o",
+        &[("Max-Forwards", "3")],
+        b"",
+    )
+    .await;
+    assert_eq!(options.status, 200);
+    assert_eq!(origin.hits(), 1);
+
+    // A customer that allows fewer methods.
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    let body = format!(
+        "customers:\n{}    methods: [GET, HEAD]\n",
+        customer("shop", HOST, origin.addr, "", "")
+    );
+    let strict = Holdfast::start(&body).await;
+    let put = request(strict.addr, "PUT", HOST, "/x", &[], b"data").await;
+    assert_eq!(put.status, 405);
+    assert_eq!(put.header("allow"), Some("GET, HEAD"));
+    assert_eq!(strict.get(HOST, "/x").await.status, 200);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_length_is_forwarded_as_one_value_or_refused() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("no-store", "ok"));
+    let edge = shop(&origin, "").await;
+
+    let list = raw(
+        &edge,
+        b"POST /l HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5, 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(list.status, 200);
+    let repeated = raw(
+        &edge,
+        b"POST /r HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(
+        matches!(repeated.status, 200 | 400),
+        "repeated equal values: one value or refused, got {}",
+        repeated.status
+    );
+    for seen in origin.seen() {
+        let lengths: Vec<&str> = seen
+            .head
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("content-length:"))
+            .collect();
+        assert_eq!(lengths, ["Content-Length: 5"], "{}", seen.head);
+    }
+    let hits = origin.hits();
+    let differ = raw(
+        &edge,
+        b"POST /d HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5, 6\r\nConnection: close\r\n\r\nhello!",
+    )
+    .await;
+    assert_eq!(differ.status, 400);
+    assert_eq!(origin.hits(), hits, "never forwarded");
+}

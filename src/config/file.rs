@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::scalars::{
-    CustomerName, EnvName, ErrorStatus, FieldName, HostHeader, HostName, ListenAddr, ServerAddr,
-    StatusTtl, UrlPath, UrlText,
+    CustomerName, EnvName, ErrorStatus, FieldName, HostHeader, HostName, ListenAddr, MethodName,
+    ServerAddr, StatusTtl, UrlPath, UrlText,
 };
 use super::units::{Dur, InstantText, Size};
 
@@ -30,6 +30,9 @@ pub(super) const DEFAULT_TTL: Duration = Duration::ZERO;
 pub(super) const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::ZERO;
 pub(super) const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
 pub(super) const DEFAULT_STALE_IF_ERROR_STATUSES: [u16; 4] = [500, 502, 503, 504];
+/// Methods the edge passes on to a customer's origin unless its `methods` says otherwise.
+pub(super) const DEFAULT_METHODS: [&str; 7] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 /// Request fields a client could use to make an origin answer for another host, path or
 /// method than the one the cache key says: dropped before the origin sees the request.
 pub(super) const DEFAULT_DROP_REQUEST_HEADERS: [&str; 6] = [
@@ -192,6 +195,8 @@ pub(super) struct CustomerFile {
     pub cache: CachePolicyFile,
     #[serde(default)]
     pub rules: Option<Vec<RuleFile>>,
+    #[serde(default)]
+    pub methods: Option<Vec<MethodName>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -201,6 +201,9 @@ pub struct Customer {
     pub cache: CachePolicy,
     /// Ordered rules: the first whose match (and active window) applies wins.
     pub rules: Vec<Rule>,
+    /// Request methods passed on to the origin (`methods`); others are answered by the
+    /// edge (405, or 501 for a method it does not know). Never TRACE or CONNECT.
+    pub methods: Vec<http::Method>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -74,6 +74,13 @@ checked_string!(
     check_host_header
 );
 checked_string!(
+    /// A request method the edge passes on: `GET`, `PURGE`; never `TRACE` or `CONNECT`.
+    MethodName,
+    "a request method",
+    check_method
+);
+
+checked_string!(
     /// A header field name, lower-cased: `x-forwarded-host`.
     FieldName,
     "a header field name",
@@ -253,6 +260,21 @@ fn check_path(s: &str) -> Result<String, String> {
         ));
     }
     Ok(s.to_string())
+}
+
+fn check_method(s: &str) -> Result<String, String> {
+    match s {
+        "TRACE" | "CONNECT" => Err(format!(
+            "{s} cannot be allowed: the edge answers it with 405 itself (TRACE would echo \
+             the request, cookies included; CONNECT would make the edge a tunnel); remove it"
+        )),
+        _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "{s:?} is not a request method; write it in capitals, e.g. GET, POST or PURGE"
+        )),
+    }
 }
 
 fn check_field_name(s: &str) -> Result<String, String> {

@@ -802,3 +802,34 @@ fn forwarding_fields() {
         &["not a header field name", "x-forwarded-host"],
     );
 }
+
+#[test]
+fn methods() {
+    let c = check(MINIMAL).unwrap();
+    let names: Vec<&str> = c.customers.list[0]
+        .methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    );
+    let c = check(&format!("{MINIMAL}    methods: [GET, HEAD, PURGE]\n")).unwrap();
+    let names: Vec<&str> = c.customers.list[0]
+        .methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    assert_eq!(names, ["GET", "HEAD", "PURGE"]);
+    fails(
+        &format!("{MINIMAL}    methods: [GET, TRACE]\n"),
+        7,
+        &["TRACE cannot be allowed", "remove it"],
+    );
+    fails(
+        &format!("{MINIMAL}    methods: [get]\n"),
+        7,
+        &["not a request method", "capitals"],
+    );
+}

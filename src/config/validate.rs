@@ -360,12 +360,23 @@ pub(super) fn customers(
         let origin = origin(ctx, &at(&[Key("origin")]), &name, c.origin)?;
         let cache = cache_policy(c.cache);
         let rules = rules(ctx, &at(&[Key("rules")]), c.rules.unwrap_or_default())?;
+        let methods = match c.methods {
+            Some(m) => m.into_iter().map(|m| m.0).collect::<Vec<_>>(),
+            None => super::file::DEFAULT_METHODS
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
+        }
+        .into_iter()
+        .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+        .collect();
         out.push(Customer {
             name,
             hosts: c.hosts.into_iter().map(|h| h.0).collect(),
             origin,
             cache,
             rules,
+            methods,
         });
     }
     Ok(Customers::new(version, out))

@@ -96,6 +96,7 @@ fn customer_named(name: &str, hosts: &[&str], rules: Vec<Rule>) -> Customer {
         },
         cache: policy(),
         rules,
+        methods: vec![http::Method::GET, http::Method::HEAD],
     }
 }
 

@@ -7,6 +7,7 @@
 mod direct;
 mod health;
 mod ranges;
+mod request;
 mod status;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,7 @@ use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::storage::CacheStore;
 use direct::Payload;
 use health::OriginHealth;
+use request::{normalize_request, request_host, screen, set_forwarded};
 pub use status::CacheStatus;
 
 /// Most ranges one request may ask for: the limit of Pingora's own range filter on the
@@ -127,73 +129,6 @@ impl Ctx {
     }
 }
 
-/// The request's host: the authority of its target (absolute-form, or HTTP/2's
-/// `:authority`), which RFC 9112 §3.2.2 says wins over Host, else the Host header.
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-}
-
-/// Make the request say what it is routed and keyed by, before anything else reads it:
-/// `Host` the canonical host name (no port, no trailing dot, lower case), the target in
-/// origin form (`/path?query`), and none of the fields the customer drops
-/// (`origin.drop_request_headers`: `X-Forwarded-Host`, `X-Original-URL` and the like).
-/// The cache key, `Vary` and the origin then all see the same request.
-fn normalize_request(req: &mut RequestHeader, customer: &Customer, host: &str) -> Result<()> {
-    req.insert_header(header::HOST, host)?;
-    // An absolute-form target (`GET http://shop.example.com/a`): Pingora has checked
-    // that its authority is the Host's and exposes its path, but would forward the raw
-    // target; send the origin form that the key is made of (RFC 9112 §3.2.1).
-    let raw = req.raw_path();
-    if !raw.starts_with(b"/") && raw != b"*" {
-        let target = req
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let uri = http::Uri::try_from(target).map_err(|e| {
-            Error::because(ErrorType::InvalidHTTPHeader, "request target", e).into_down()
-        })?;
-        req.set_uri(uri);
-    }
-    for name in &customer.origin.drop_request_headers {
-        req.remove_header(name);
-    }
-    Ok(())
-}
-
-/// `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` and
-/// `Forwarded` (RFC 7239) for the origin, set by the edge.
-fn set_forwarded(upstream: &mut RequestHeader, peer: Option<std::net::IpAddr>) -> Result<()> {
-    let host = upstream
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if let Some(ip) = peer {
-        let xff = match upstream
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
-            _ => ip.to_string(),
-        };
-        upstream.insert_header("X-Forwarded-For", xff)?;
-    }
-    upstream.insert_header("X-Forwarded-Proto", "http")?;
-    let node = match peer {
-        Some(std::net::IpAddr::V6(ip)) => format!("for=\"[{ip}]\";"),
-        Some(ip) => format!("for={ip};"),
-        None => String::new(),
-    };
-    upstream.insert_header("Forwarded", format!("{node}host={host};proto=http"))?;
-    Ok(())
-}
-
 fn is_timeout(e: &Error) -> bool {
     matches!(
         e.etype(),
@@ -226,8 +161,12 @@ async fn respond_text(
     code: u16,
     body: String,
     status: &CacheStatus,
+    allow: Option<&str>,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(code, Some(4))?;
+    let mut resp = ResponseHeader::build(code, Some(5))?;
+    if let Some(allow) = allow {
+        resp.insert_header(header::ALLOW, allow)?;
+    }
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header("Cache-Status", status.render())?;
@@ -465,12 +404,29 @@ impl ProxyHttp for Edge {
                 format!("holdfast: no customer is configured for host {host:?} on this edge\n")
             };
             let code = if host.is_empty() { 400 } else { 421 };
-            respond_text(session, code, body, &status).await?;
+            respond_text(session, code, body, &status, None).await?;
             return Ok(true);
         };
         let customer = customer.clone();
         let host = crate::config::canonical_host(host).into_owned();
         normalize_request(session.req_header_mut(), &customer, &host)?;
+        if let Some(answer) = screen(session.req_header_mut(), &customer) {
+            ctx.customer = Some(customer);
+            ctx.bypass = Some(answer.detail);
+            ctx.edge_detail = Some(answer.detail);
+            let status = CacheStatus {
+                fwd: Some("bypass"),
+                detail: Some(answer.detail),
+                ..Default::default()
+            };
+            if answer.status >= 400 {
+                // What else the client sent on this connection is not worth reading.
+                session.set_keepalive(None);
+            }
+            let allow = answer.allow.as_deref();
+            respond_text(session, answer.status, answer.body, &status, allow).await?;
+            return Ok(true);
+        }
         let now = SystemTime::now();
         let req = session.req_header();
         let plan = policy::plan_request(&customer, &req.method, req.uri.path(), now);
@@ -825,7 +781,7 @@ impl ProxyHttp for Edge {
         if session.response_written().is_none() {
             // The connection is not reused after this answer (below): say so in it.
             session.set_keepalive(None);
-            if let Err(write_err) = respond_text(session, code, body, &status).await {
+            if let Err(write_err) = respond_text(session, code, body, &status, None).await {
                 warn!("could not send the error response: {write_err}");
             }
         }

@@ -1,0 +1,187 @@
+//! The request as it arrives, before anything reads it: which host it is for, the
+//! one form it is routed, keyed and forwarded in, and what the edge refuses or answers
+//! itself (methods, framing), so that no client can make the origin answer, for
+//! everyone, something other than what the cache key says.
+
+use http::header;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+
+use crate::config::Customer;
+
+/// The request's host: the authority of its target (absolute-form, or HTTP/2's
+/// `:authority`), which RFC 9112 §3.2.2 says wins over Host, else the Host header.
+pub(super) fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// Make the request say what it is routed and keyed by, before anything else reads it:
+/// `Host` the canonical host name (no port, no trailing dot, lower case), the target in
+/// origin form (`/path?query`), and none of the fields the customer drops
+/// (`origin.drop_request_headers`: `X-Forwarded-Host`, `X-Original-URL` and the like).
+/// The cache key, `Vary` and the origin then all see the same request.
+pub(super) fn normalize_request(
+    req: &mut RequestHeader,
+    customer: &Customer,
+    host: &str,
+) -> Result<()> {
+    req.insert_header(header::HOST, host)?;
+    // An absolute-form target (`GET http://shop.example.com/a`): Pingora has checked
+    // that its authority is the Host's and exposes its path, but would forward the raw
+    // target; send the origin form that the key is made of (RFC 9112 §3.2.1).
+    let raw = req.raw_path();
+    if !raw.starts_with(b"/") && raw != b"*" {
+        let target = req
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let uri = http::Uri::try_from(target).map_err(|e| {
+            Error::because(ErrorType::InvalidHTTPHeader, "request target", e).into_down()
+        })?;
+        req.set_uri(uri);
+    }
+    for name in &customer.origin.drop_request_headers {
+        req.remove_header(name);
+    }
+    Ok(())
+}
+
+/// `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto` and
+/// `Forwarded` (RFC 7239) for the origin, set by the edge.
+pub(super) fn set_forwarded(
+    upstream: &mut RequestHeader,
+    peer: Option<std::net::IpAddr>,
+) -> Result<()> {
+    let host = upstream
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if let Some(ip) = peer {
+        let xff = match upstream
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
+            _ => ip.to_string(),
+        };
+        upstream.insert_header("X-Forwarded-For", xff)?;
+    }
+    upstream.insert_header("X-Forwarded-Proto", "http")?;
+    let node = match peer {
+        Some(std::net::IpAddr::V6(ip)) => format!("for=\"[{ip}]\";"),
+        Some(ip) => format!("for={ip};"),
+        None => String::new(),
+    };
+    upstream.insert_header("Forwarded", format!("{node}host={host};proto=http"))?;
+    Ok(())
+}
+
+/// What the edge answers itself instead of passing a request on.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct EdgeAnswer {
+    pub status: u16,
+    /// The `Cache-Status` detail (and the access log's).
+    pub detail: &'static str,
+    /// The `Allow` field, for a refused method or an `OPTIONS` the edge answers.
+    pub allow: Option<String>,
+    pub body: String,
+}
+
+/// Methods HTTP defines (RFC 9110 §9): one of these that a customer does not allow is
+/// refused with 405; any other with 501.
+const KNOWN_METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::CONNECT,
+    http::Method::OPTIONS,
+    http::Method::TRACE,
+    http::Method::PATCH,
+];
+
+/// Answer at the edge what must not reach the origin, and make the framing of what may
+/// unambiguous:
+/// - `TRACE` and `CONNECT`: 405 (TRACE would reflect the request, cookies included);
+///   a method not in the customer's `methods`: 405, or 501 for one HTTP does not define;
+/// - `OPTIONS` with `Max-Forwards: 0`: answered here (RFC 9110 §7.6.2), with `Allow`;
+/// - `Content-Length` given as a list or repeated: one value when they agree
+///   (RFC 9110 §8.6), 400 when they do not; beside `Transfer-Encoding` it is dropped,
+///   as RFC 9112 §6.3 has a proxy do, so the origin cannot frame the body otherwise.
+pub(super) fn screen(req: &mut RequestHeader, customer: &Customer) -> Option<EdgeAnswer> {
+    let allow = || {
+        customer
+            .methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let method = req.method.clone();
+    if method == http::Method::TRACE
+        || method == http::Method::CONNECT
+        || !customer.methods.contains(&method)
+    {
+        let known = KNOWN_METHODS.contains(&method);
+        return Some(EdgeAnswer {
+            status: if known { 405 } else { 501 },
+            detail: if known {
+                "method-not-allowed"
+            } else {
+                "method-not-implemented"
+            },
+            allow: known.then(allow),
+            body: format!("holdfast: {method} is not passed on to this site's origin\n"),
+        });
+    }
+    if method == http::Method::OPTIONS
+        && req
+            .headers
+            .get(header::MAX_FORWARDS)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
+    {
+        return Some(EdgeAnswer {
+            status: 200,
+            detail: "max-forwards",
+            allow: Some(allow()),
+            body: String::new(),
+        });
+    }
+    let lengths: Vec<&[u8]> = req
+        .headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    if lengths.is_empty() {
+        return None;
+    }
+    let first = lengths[0];
+    let valid = !first.is_empty() && first.iter().all(u8::is_ascii_digit);
+    if !valid || lengths.iter().any(|l| *l != first) {
+        return Some(EdgeAnswer {
+            status: 400,
+            detail: "bad-framing",
+            allow: None,
+            body: "holdfast: the request's Content-Length values disagree\n".to_string(),
+        });
+    }
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        req.remove_header(&header::CONTENT_LENGTH);
+    } else if lengths.len() > 1 {
+        let one = String::from_utf8_lossy(first).into_owned();
+        if req.insert_header(header::CONTENT_LENGTH, one).is_err() {
+            req.remove_header(&header::CONTENT_LENGTH);
+        }
+    }
+    None
+}
