@@ -88,6 +88,8 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
                 metrics: metrics.clone(),
                 store,
                 sync: syncer.clone(),
+                operator_token: operator_token(admin),
+                hosts: admin.hosts.clone(),
             },
         );
         svc.add_tcp(&admin.listen);
@@ -130,6 +132,25 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     // Objects stored in the last moments still go to disk before the process exits.
     store.flush(FLUSH_AT_EXIT);
     Ok(())
+}
+
+/// The digest of the operator's token from `admin.token_env`'s variable. A variable that
+/// is not set (or empty) leaves admin POSTs to loopback peers, with a warning.
+fn operator_token(admin: &crate::config::AdminConfig) -> Option<crate::admin::access::TokenHash> {
+    let name = admin.token_env.as_deref()?;
+    match std::env::var(name) {
+        Ok(token) if !token.trim().is_empty() => {
+            info!("admin: POSTs need the bearer token in {name}");
+            Some(crate::admin::access::hash_token(token.trim()))
+        }
+        _ => {
+            log::warn!(
+                "admin: admin.token_env names {name}, which is not set; admin POSTs are \
+                 taken from loopback peers only until it is (restart to apply)"
+            );
+            None
+        }
+    }
 }
 
 /// SIGTERM: wait until requests in flight finish (at most `grace`), then let Pingora

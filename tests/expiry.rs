@@ -298,7 +298,15 @@ async fn a_window_added_by_a_reload_applies_to_copies_stored_before_it() {
         "customers:\n{}",
         customer("shop", HOST, origin.addr, swr, &rules)
     ));
-    let reload = common::request(edge.admin, "POST", "admin", "/reload", &[], b"").await;
+    let reload = common::request(
+        edge.admin,
+        "POST",
+        &edge.admin.to_string(),
+        "/reload",
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(reload.status, 200, "{}", reload.text());
 
     // Before the window: still the copy stored under the hour-long rule.
@@ -334,7 +342,7 @@ async fn admin_explain_serves_the_running_config_as_json() {
     let edge = Holdfast::start(&body).await;
     let get = |target: String| {
         let admin = edge.admin;
-        async move { common::request(admin, "GET", "admin", &target, &[], b"").await }
+        async move { common::request(admin, "GET", &admin.to_string(), &target, &[], b"").await }
     };
 
     let r = get(format!(

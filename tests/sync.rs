@@ -57,7 +57,7 @@ fn control_plane(urls: &[String], interval: &str, cache_file: &Path, extra: &str
 }
 
 async fn admin(h: &Holdfast, method: &str, path: &str) -> (u16, Value) {
-    let r = request(h.admin, method, "admin", path, &[], b"").await;
+    let r = request(h.admin, method, &h.admin.to_string(), path, &[], b"").await;
     let v = serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", r.text()));
     (r.status, v)
@@ -297,7 +297,7 @@ async fn control_plane_failures_keep_the_last_good_version() {
     assert_eq!(c["consecutive_failures"], 1);
     assert!(error_of(&c).contains(&url(cp.addr)), "{}", error_of(&c));
     assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));
-    let metrics = request(h.admin, "GET", "admin", "/metrics", &[], b"")
+    let metrics = request(h.admin, "GET", &h.admin.to_string(), "/metrics", &[], b"")
         .await
         .text();
     assert!(
@@ -798,10 +798,17 @@ async fn a_new_version_is_not_served_before_cache_file_holds_it() {
         ),
     );
     let admin_addr = h.admin;
-    let reload =
-        tokio::spawn(
-            async move { request(admin_addr, "POST", "admin", "/reload", &[], b"").await },
-        );
+    let reload = tokio::spawn(async move {
+        request(
+            admin_addr,
+            "POST",
+            &admin_addr.to_string(),
+            "/reload",
+            &[],
+            b"",
+        )
+        .await
+    });
     let held = Instant::now() + Duration::from_millis(800);
     while Instant::now() < held {
         let r = request(h.addr, "GET", "new.test", "/", &[], b"").await;

@@ -129,6 +129,10 @@ pub(super) struct CustomerDocumentFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct AdminFile {
     pub listen: ListenAddr,
+    #[serde(default)]
+    pub token_env: Option<EnvName>,
+    #[serde(default)]
+    pub hosts: Vec<HostName>,
 }
 
 #[derive(Debug, Deserialize)]

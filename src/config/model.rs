@@ -39,6 +39,12 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: String,
+    /// Name of the environment variable holding the operator's bearer token for admin
+    /// POSTs (`admin.token_env`); without it, POSTs are taken from loopback peers only.
+    pub token_env: Option<String>,
+    /// Host names (lower case) the admin listener answers to besides IP literals and
+    /// `localhost` (`admin.hosts`): anything else is refused, against DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -92,7 +92,9 @@ fn design_example_lands_in_the_model() {
     assert_eq!(
         c.admin,
         Some(AdminConfig {
-            listen: "127.0.0.1:9080".into()
+            listen: "127.0.0.1:9080".into(),
+            token_env: None,
+            hosts: Vec::new(),
         })
     );
     assert_eq!(

@@ -335,20 +335,27 @@ impl Holdfast {
 
     /// [`Holdfast::start`] with extra environment variables for the process.
     pub async fn start_with_env(body: &str, env: &[(&str, &str)]) -> Holdfast {
+        Self::start_with_admin("", body, env).await
+    }
+
+    /// [`Holdfast::start_with_env`] with more keys in the generated `admin:` mapping
+    /// (e.g. `token_env: HOLDFAST_ADMIN_TOKEN`).
+    pub async fn start_with_admin(admin: &str, body: &str, env: &[(&str, &str)]) -> Holdfast {
         for _ in 0..5 {
-            if let Some(h) = Self::try_start(body, env).await {
+            if let Some(h) = Self::try_start(admin, body, env).await {
                 return h;
             }
         }
         panic!("holdfast did not start after 5 tries");
     }
 
-    async fn try_start(body: &str, env: &[(&str, &str)]) -> Option<Holdfast> {
+    async fn try_start(admin: &str, body: &str, env: &[(&str, &str)]) -> Option<Holdfast> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = (free_port(), free_port());
         let conf = dir.path().join("holdfast.yaml");
         let text = format!(
-            "listen: [\"127.0.0.1:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nserver: {{ threads: 2 }}\n{body}"
+            "listen: [\"127.0.0.1:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\"{} }}\nserver: {{ threads: 2 }}\n{body}",
+            if admin.is_empty() { String::new() } else { format!(", {admin}") }
         );
         std::fs::write(&conf, text).expect("write conf");
         let child = spawn_with_env(&conf, dir.path(), env);
@@ -454,7 +461,15 @@ impl Holdfast {
 
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let r = request(self.admin, "GET", "admin", "/metrics", &[], b"").await;
+        let r = request(
+            self.admin,
+            "GET",
+            &self.admin.to_string(),
+            "/metrics",
+            &[],
+            b"",
+        )
+        .await;
         assert_eq!(r.status, 200, "GET /metrics");
         r.text()
     }

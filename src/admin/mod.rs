@@ -1,7 +1,10 @@
 //! The admin listener: health, metrics and config state for operators.
 //!
 //! It must never be reachable from the data-plane listeners, and never mutate the cache
-//! or config except through the explicit endpoints documented in the README.
+//! or config except through the explicit endpoints documented in the README, for callers
+//! [`access`] lets through.
+
+pub mod access;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,6 +27,68 @@ pub struct Admin {
     pub store: &'static dyn CacheStore,
     /// Config state (`GET /config`) and reloads (`POST /reload`).
     pub sync: Arc<Syncer>,
+    /// The digest of the operator's token (`admin.token_env`), when one is set.
+    pub operator_token: Option<access::TokenHash>,
+    /// `admin.hosts`: names the listener answers to besides addresses and `localhost`.
+    pub hosts: Vec<String>,
+}
+
+impl Admin {
+    /// Refuse what `access` does not let through: a Host that is not this listener's,
+    /// or a POST without the token (or, without one configured, from off loopback).
+    fn refusal(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+        if !access::host_allowed(host, &self.hosts) {
+            return Some(reply(
+                StatusCode::FORBIDDEN,
+                "text/plain; charset=utf-8",
+                format!(
+                    "holdfast admin: Host {:?} does not name this listener; use its address \
+                     (or localhost), or add the name to admin.hosts\n",
+                    host.unwrap_or("")
+                ),
+            ));
+        }
+        if req.method != http::Method::POST {
+            return None;
+        }
+        let authorization = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        match access::authorize_post(self.operator_token.as_ref(), authorization, peer) {
+            access::Post::Allowed => None,
+            access::Post::Unauthorized => {
+                let mut r = reply(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain; charset=utf-8",
+                    "holdfast admin: this needs Authorization: Bearer <the token in \
+                     admin.token_env's variable>\n"
+                        .to_string(),
+                );
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"holdfast admin\""),
+                );
+                Some(r)
+            }
+            access::Post::NotLoopback => Some(reply(
+                StatusCode::FORBIDDEN,
+                "text/plain; charset=utf-8",
+                "holdfast admin: without admin.token_env, POSTs are taken from loopback \
+                 only; set admin.token_env and send Authorization: Bearer <token>\n"
+                    .to_string(),
+            )),
+        }
+    }
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Vec<u8>> {
@@ -38,6 +103,9 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Vec<u
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Some(refused) = self.refusal(session) {
+            return refused;
+        }
         let req = session.req_header();
         let path = req.uri.path().to_string();
         let method = req.method.clone();
