@@ -18,6 +18,7 @@ pub mod healthcheck;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod purge;
 pub mod server;
 pub mod storage;
 pub mod sync;

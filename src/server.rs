@@ -16,6 +16,7 @@ use crate::config::NodeConfig;
 use crate::demo_origin::DemoOrigin;
 use crate::metrics::Metrics;
 use crate::proxy::Edge;
+use crate::purge::Purges;
 use crate::storage::disk::DiskTier;
 use crate::storage::{CacheStore, MemoryStore, Tiered};
 use crate::sync::{StartError, SyncService};
@@ -66,12 +67,17 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     let customers = syncer.state().customers();
     let metrics = Arc::new(Metrics::default());
 
+    // Purge markers live beside the disk tier's objects, whose purges they must outlive.
+    let purges = Arc::new(Purges::open(
+        node.cache.disk.as_ref().map(|d| d.path.as_path()),
+    ));
     let edge = Edge::new(
         customers.clone(),
         store,
         node.cache.lock_timeout,
         node.cache.max_object,
         metrics.clone(),
+        purges.clone(),
     );
     let mut proxy =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "holdfast edge");
@@ -90,6 +96,7 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
                 sync: syncer.clone(),
                 operator_token: operator_token(admin),
                 hosts: admin.hosts.clone(),
+                purges: purges.clone(),
             },
         );
         svc.add_tcp(&admin.listen);

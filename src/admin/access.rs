@@ -60,7 +60,7 @@ pub fn authorize_post(
 }
 
 /// The token of `Authorization: Bearer <token>`.
-fn bearer(authorization: Option<&[u8]>) -> Option<&str> {
+pub fn bearer(authorization: Option<&[u8]>) -> Option<&str> {
     let value = std::str::from_utf8(authorization?).ok()?.trim();
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())

@@ -5,6 +5,7 @@
 //! [`access`] lets through.
 
 pub mod access;
+mod purge;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -31,9 +32,100 @@ pub struct Admin {
     pub operator_token: Option<access::TokenHash>,
     /// `admin.hosts`: names the listener answers to besides addresses and `localhost`.
     pub hosts: Vec<String>,
+    /// Purge markers (`POST /purge`).
+    pub purges: Arc<crate::purge::Purges>,
 }
 
 impl Admin {
+    /// `POST /purge`: see [`purge`].
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let error = |purge::Refused(status, message)| {
+            reply(
+                status,
+                "application/json",
+                format!("{}\n", serde_json::json!({ "error": message })),
+            )
+        };
+        let req = session.req_header();
+        let authorization = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let post =
+            access::authorize_post(self.operator_token.as_ref(), authorization.as_deref(), peer);
+        let caller = match purge::caller(post, authorization.as_deref()) {
+            Ok(caller) => caller,
+            Err(refused) => return error(refused),
+        };
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > 1 << 20 {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return error(purge::Refused(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the request body: {e}"),
+                    ))
+                }
+            }
+        }
+        let customers = self.customers.load();
+        let (entry, keys) = match purge::parse(&body, &caller, &customers, SystemTime::now()) {
+            Ok(parsed) => parsed,
+            Err(refused) => return error(refused),
+        };
+        let persisted = match self.purges.apply(entry.clone()) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!(
+                    "purge: customer={} applied, but not kept on disk ({e}): a restart would \
+                     forget it",
+                    entry.customer
+                );
+                false
+            }
+        };
+        if !entry.soft {
+            // Markers already keep these from being served; this frees them now.
+            let span = pingora_cache::trace::Span::inactive();
+            for key in &keys {
+                let target = pingora_cache::PurgeTarget::Active(&key.to_compact());
+                let _ = self
+                    .store
+                    .purge(
+                        target,
+                        pingora_cache::PurgeType::Invalidation,
+                        &span.handle(),
+                    )
+                    .await;
+            }
+        }
+        log::info!(
+            "purge: customer={} soft={} urls={} prefixes={:?} tags={:?} all={}",
+            entry.customer,
+            entry.soft,
+            keys.len() / 2,
+            entry.prefixes,
+            entry.tags,
+            entry.all
+        );
+        reply(
+            StatusCode::OK,
+            "application/json",
+            format!("{}\n", purge::applied(&entry, keys.len() / 2, persisted)),
+        )
+    }
+
     /// Refuse what `access` does not let through: a Host that is not this listener's,
     /// or a POST without the token (or, without one configured, from off loopback).
     fn refusal(&self, session: &ServerSession) -> Option<Response<Vec<u8>>> {
@@ -53,7 +145,8 @@ impl Admin {
                 ),
             ));
         }
-        if req.method != http::Method::POST {
+        // A purge decides its caller itself: customers' tokens count there too.
+        if req.method != http::Method::POST || req.uri.path() == "/purge" {
             return None;
         }
         let authorization = req
@@ -123,7 +216,13 @@ impl ServeHttp for Admin {
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 self.metrics.render(self.store)
-                    + &self.sync.state().render_metrics(SystemTime::now()),
+                    + &self.sync.state().render_metrics(SystemTime::now())
+                    + &format!(
+                        "# HELP holdfast_purge_markers Purge markers in force (URLs, prefixes, \
+                         tags, whole customers).\n# TYPE holdfast_purge_markers gauge\n\
+                         holdfast_purge_markers {}\n",
+                        self.purges.len()
+                    ),
             ),
             ("GET", "/config") => {
                 let body = self.sync.state().to_json(SystemTime::now());
@@ -146,6 +245,7 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
+            ("POST", "/purge") => self.purge(session).await,
             ("POST", "/reload") => {
                 let outcome = self.sync.reload().await;
                 let status = match outcome {
@@ -161,7 +261,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain; charset=utf-8",
-                format!("holdfast admin: no endpoint {method} {path}; try GET /healthz, GET /metrics, GET /config, GET /explain?url=..., or POST /reload\n"),
+                format!("holdfast admin: no endpoint {method} {path}; try GET /healthz, GET /metrics, GET /config, GET /explain?url=..., POST /reload or POST /purge\n"),
             ),
         }
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::scalars::{
     CustomerName, EnvName, ErrorStatus, FieldName, HostHeader, HostName, ListenAddr, MethodName,
-    ServerAddr, StatusTtl, UrlPath, UrlText,
+    ServerAddr, StatusTtl, TokenDigest, UrlPath, UrlText,
 };
 use super::units::{Dur, InstantText, Size};
 
@@ -201,6 +201,8 @@ pub(super) struct CustomerFile {
     pub rules: Option<Vec<RuleFile>>,
     #[serde(default)]
     pub methods: Option<Vec<MethodName>>,
+    #[serde(default)]
+    pub purge_tokens: Vec<TokenDigest>,
 }
 
 #[derive(Debug, Deserialize)]

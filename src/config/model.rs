@@ -210,6 +210,9 @@ pub struct Customer {
     /// Request methods passed on to the origin (`methods`); others are answered by the
     /// edge (405, or 501 for a method it does not know). Never TRACE or CONNECT.
     pub methods: Vec<http::Method>,
+    /// SHA-256 digests of the tokens that may purge this customer's content
+    /// (`purge_tokens`).
+    pub purge_tokens: Vec<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

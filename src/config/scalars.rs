@@ -81,6 +81,13 @@ checked_string!(
 );
 
 checked_string!(
+    /// `sha256:<64 hex digits>`: the SHA-256 digest of a purge token, lower-cased.
+    TokenDigest,
+    "a token digest",
+    check_token_digest
+);
+
+checked_string!(
     /// A header field name, lower-cased: `x-forwarded-host`.
     FieldName,
     "a header field name",
@@ -274,6 +281,20 @@ fn check_method(s: &str) -> Result<String, String> {
         _ => Err(format!(
             "{s:?} is not a request method; write it in capitals, e.g. GET, POST or PURGE"
         )),
+    }
+}
+
+fn check_token_digest(s: &str) -> Result<String, String> {
+    let hex = s.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex.to_ascii_lowercase())
+    } else {
+        // Never echo the value: it may be the token itself.
+        Err(
+            "a purge token is given as sha256:<64 hex digits>, the SHA-256 digest of the \
+             token, never the token itself (e.g. printf %s \"$TOKEN\" | sha256sum)"
+                .to_string(),
+        )
     }
 }
 

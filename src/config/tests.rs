@@ -835,3 +835,22 @@ fn methods() {
         &["not a request method", "capitals"],
     );
 }
+
+#[test]
+fn purge_tokens_are_digests_only() {
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let c = check(&format!(
+        "{MINIMAL}    purge_tokens: [\"sha256:{}\"]\n",
+        hex.to_ascii_uppercase()
+    ))
+    .unwrap();
+    let digest = c.customers.list[0].purge_tokens[0];
+    assert_eq!(digest[0], 0x9f);
+    assert_eq!(digest[31], 0x08);
+    let msg = fails(
+        &format!("{MINIMAL}    purge_tokens: [\"my-secret-token\"]\n"),
+        7,
+        &["sha256:<64 hex digits>", "never the token itself"],
+    );
+    assert!(!msg.contains("my-secret-token"), "the value is not echoed: {msg}");
+}

@@ -374,6 +374,17 @@ pub(super) fn customers(
         .into_iter()
         .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
         .collect();
+        let purge_tokens = c
+            .purge_tokens
+            .iter()
+            .filter_map(|t| {
+                let mut digest = [0u8; 32];
+                for (i, byte) in digest.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(t.0.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some(digest)
+            })
+            .collect();
         out.push(Customer {
             name,
             hosts: c.hosts.into_iter().map(|h| h.0).collect(),
@@ -381,6 +392,7 @@ pub(super) fn customers(
             cache,
             rules,
             methods,
+            purge_tokens,
         });
     }
     Ok(Customers::new(version, out))

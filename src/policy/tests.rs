@@ -97,6 +97,7 @@ fn customer_named(name: &str, hosts: &[&str], rules: Vec<Rule>) -> Customer {
         cache: policy(),
         rules,
         methods: vec![http::Method::GET, http::Method::HEAD],
+        purge_tokens: Vec::new(),
     }
 }
 

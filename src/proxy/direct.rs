@@ -98,6 +98,9 @@ impl Direct {
             let name = name.as_slice();
             let set_here = |set: &&[u8]| name.eq_ignore_ascii_case(set);
             if SET_BY_THE_HIT.iter().any(set_here)
+                || crate::purge::TAG_FIELDS
+                    .iter()
+                    .any(|t| name.eq_ignore_ascii_case(t.as_bytes()))
                 || (ranges_said_here && name.eq_ignore_ascii_case(b"accept-ranges"))
                 || (range.is_some() && SET_BY_A_RANGE.iter().any(set_here))
             {

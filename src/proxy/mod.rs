@@ -34,6 +34,7 @@ use pingora_proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Sess
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
+use crate::purge::{Purges, Verdict};
 use crate::storage::CacheStore;
 use direct::Payload;
 use health::OriginHealth;
@@ -58,6 +59,7 @@ pub struct Edge {
     metrics: Arc<Metrics>,
     next_server: AtomicUsize,
     health: OriginHealth,
+    purges: Arc<Purges>,
 }
 
 impl Edge {
@@ -67,8 +69,10 @@ impl Edge {
         lock_timeout: Duration,
         max_object: usize,
         metrics: Arc<Metrics>,
+        purges: Arc<Purges>,
     ) -> Edge {
         Edge {
+            purges,
             customers,
             store,
             lock_timeout,
@@ -96,6 +100,8 @@ pub struct Ctx {
     expired_by_rule: bool,
     /// A stored copy expired because an `active` window moved since it was stored.
     schedule_moved: bool,
+    /// A purge marker applies to the stored copy (see [`crate::purge`]).
+    purged: Option<Verdict>,
     origin_status: Option<u16>,
     edge_detail: Option<&'static str>,
     /// The cache key, built once by the fast path and handed to pingora-cache.
@@ -211,6 +217,41 @@ impl Edge {
         let Some(stored) = stored else {
             return Ok(false);
         };
+        let verdict = self.purges.check(
+            &customer.name,
+            ctx.key
+                .as_ref()
+                .and_then(|k| k.primary_key_str())
+                .unwrap_or(""),
+            req.uri.path(),
+            crate::purge::tags(&stored.header().headers),
+            stored.validated(),
+        );
+        match verdict {
+            Verdict::Keep => {}
+            Verdict::Gone => {
+                // Applied to the store now: the full path then misses, and every `Vary`
+                // variant stored before this fill is a miss too (pingora-cache counts
+                // variants older than their primary entry as gone).
+                if let Some(key) = &ctx.key {
+                    let span = pingora_cache::trace::Span::inactive();
+                    let target = PurgeTarget::Active(&key.to_compact());
+                    if let Err(e) = self
+                        .store
+                        .purge(target, PurgeType::Invalidation, &span.handle())
+                        .await
+                    {
+                        warn!("customer={} applying a purge failed: {e}", customer.name);
+                    }
+                }
+                ctx.purged = Some(verdict);
+                return Ok(false);
+            }
+            Verdict::Stale { .. } => {
+                ctx.purged = Some(verdict);
+                return Ok(false);
+            }
+        }
         let fresh_until = stored.fresh_until();
         if stored.has_variance()
             || policy::check_stored(
@@ -310,6 +351,9 @@ impl Edge {
             ctx.sent_directly = None;
         }
         let mut resp = stored.header().clone();
+        for tags in crate::purge::TAG_FIELDS {
+            resp.remove_header(tags);
+        }
         resp.set_version(http::Version::HTTP_11);
         resp.insert_header(header::AGE, stored.age(now).as_secs())?;
         if !no_body && (ranged.is_some() || !resp.headers.contains_key(header::CONTENT_LENGTH)) {
@@ -374,6 +418,7 @@ impl ProxyHttp for Edge {
             stale_shortcut: false,
             expired_by_rule: false,
             schedule_moved: false,
+            purged: None,
             origin_status: None,
             edge_detail: None,
             key: None,
@@ -480,6 +525,31 @@ impl ProxyHttp for Edge {
             return Ok(None);
         };
         let path = session.req_header().uri.path();
+        let key_text = session.cache.cache_key().primary_key_str();
+        let verdict = self.purges.check(
+            &customer.name,
+            key_text.unwrap_or(""),
+            path,
+            crate::purge::tags(meta.headers()),
+            meta.epoch(),
+        );
+        match verdict {
+            Verdict::Keep => {}
+            // Not usable: fetched again in full (no conditional request, which could
+            // bring the purged copy back with a 304) and never served stale.
+            Verdict::Gone => {
+                ctx.purged = Some(verdict);
+                return Ok(Some(ForcedFreshness::ForceExpired));
+            }
+            // Stale from the purge on: revalidated before any use, still good for
+            // stale-if-error.
+            Verdict::Stale { at } => {
+                ctx.purged = Some(verdict);
+                return Ok(Some(ForcedFreshness::ForceExpiredServeStale {
+                    expired_at: Some(at),
+                }));
+            }
+        }
         let (stored, fresh_until) = (meta.created(), meta.fresh_until());
         match policy::check_stored(customer, ctx.rule(), path, stored, fresh_until, now) {
             HitCheck::AsStored if !is_fresh && meta.serve_stale_if_error(now) => {
@@ -596,8 +666,11 @@ impl ProxyHttp for Edge {
         let Some(customer) = ctx.customer() else {
             return false;
         };
+        if matches!(ctx.purged, Some(Verdict::Gone)) {
+            return false;
+        }
         let Some(e) = error else {
-            if ctx.schedule_moved {
+            if ctx.schedule_moved || ctx.purged.is_some() {
                 // The rule that now applies takes over at once, as for a copy capped at
                 // the boundary when stored: no serving the old copy while revalidating.
                 return false;
@@ -666,6 +739,11 @@ impl ProxyHttp for Edge {
         if let Some(host) = ctx.customer().and_then(|c| c.origin.host_header.clone()) {
             upstream_request.insert_header(header::HOST, host)?;
         }
+        if matches!(ctx.purged, Some(Verdict::Gone)) {
+            // A purged copy is fetched again whole: its validators must not revive it.
+            upstream_request.remove_header(&header::IF_NONE_MATCH);
+            upstream_request.remove_header(&header::IF_MODIFIED_SINCE);
+        }
         upstream_request.append_header("Via", "1.1 holdfast")?;
         Ok(())
     }
@@ -714,6 +792,9 @@ impl ProxyHttp for Edge {
                     warn!("customer={} invalidation failed: {e}", customer.name);
                 }
             }
+        }
+        for tags in crate::purge::TAG_FIELDS {
+            resp.remove_header(tags);
         }
         let status = cache_status(session, ctx);
         resp.insert_header("Cache-Status", status.render())?;

@@ -370,6 +370,11 @@ impl StoredResponse {
         self.0.body.len()
     }
 
+    /// When the response was stored or last revalidated: where its age counts from.
+    pub fn validated(&self) -> SystemTime {
+        self.0.meta.epoch()
+    }
+
     /// When the response was stored (or last revalidated).
     pub fn created(&self) -> SystemTime {
         self.0.meta.created()

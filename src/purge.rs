@@ -1,0 +1,412 @@
+//! Purge markers: "every object of this customer that matches, stored (or last
+//! revalidated) before T, is purged", checked at hit time.
+//!
+//! A purge never scans the store. It adds a marker per URL, path prefix, tag or customer
+//! ("all"), and every hit asks [`Purges::check`] whether a marker newer than its copy
+//! matches it: a hard marker makes the copy a miss (the proxy then removes it), a soft one
+//! makes it stale at once (revalidated before any other use, still good for
+//! stale-if-error). So a purge costs the same whatever the store holds, reaches both tiers
+//! and every `Vary` variant alike, and applies to copies read back from disk after a
+//! restart (the markers are kept in the disk tier's directory, see [`Purges::open`]).
+//!
+//! Costs at hit time, per customer that has markers: a URL marker is one hash lookup of
+//! the cache key's text; prefix markers one lookup per distinct prefix length; tag
+//! markers one lookup per tag of the copy (at most [`MAX_TAGS`]). A customer without
+//! markers costs one hash lookup.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+/// Tags of one object that purges look at: the first 64 of `Surrogate-Key` and
+/// `Cache-Tag` together; later ones are ignored (a tag purge does not reach an object
+/// through them).
+pub const MAX_TAGS: usize = 64;
+/// Longest tag, in bytes; a longer one in an origin's answer is ignored.
+pub const MAX_TAG_LEN: usize = 128;
+
+/// The header fields tags come from; never sent to clients.
+pub const TAG_FIELDS: [&str; 2] = ["surrogate-key", "cache-tag"];
+
+/// One marker: objects stored before `at` are purged (`soft`: made stale).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub at: SystemTime,
+    pub soft: bool,
+}
+
+/// What a marker does to a copy at hit time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No marker applies: the copy is as stored.
+    Keep,
+    /// A hard purge applies: the copy must not be used; remove it.
+    Gone,
+    /// A soft purge applies: the copy is stale since `at`.
+    Stale { at: SystemTime },
+}
+
+/// One purge, as asked (admin `POST /purge`) and as kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub customer: String,
+    /// When it was issued, in nanoseconds since the Unix epoch.
+    pub at_unix_ns: u64,
+    /// Cache key texts (both schemes of each URL).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub soft: bool,
+}
+
+impl Entry {
+    pub fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.at_unix_ns)
+    }
+}
+
+/// The markers of one customer.
+#[derive(Debug, Default, Clone)]
+struct CustomerMarkers {
+    all: Option<Marker>,
+    keys: HashMap<String, Marker>,
+    prefixes: HashMap<String, Marker>,
+    /// The distinct lengths of `prefixes`, so a path is looked up once per length.
+    prefix_lengths: BTreeSet<usize>,
+    tags: HashMap<String, Marker>,
+}
+
+/// Keep the stronger of two markers for the same target: the later one; at the same
+/// instant, hard over soft.
+fn merge(slot: &mut Option<Marker>, new: Marker) {
+    *slot = Some(match *slot {
+        Some(old) if old.at > new.at || (old.at == new.at && !old.soft) => old,
+        _ => new,
+    });
+}
+
+fn merge_into(map: &mut HashMap<String, Marker>, key: &str, new: Marker) {
+    let mut slot = map.get(key).copied();
+    merge(&mut slot, new);
+    if let Some(m) = slot {
+        map.insert(key.to_string(), m);
+    }
+}
+
+impl CustomerMarkers {
+    fn add(&mut self, e: &Entry) {
+        let m = Marker {
+            at: e.at(),
+            soft: e.soft,
+        };
+        if e.all {
+            merge(&mut self.all, m);
+        }
+        for k in &e.keys {
+            merge_into(&mut self.keys, k, m);
+        }
+        for p in &e.prefixes {
+            merge_into(&mut self.prefixes, p, m);
+            self.prefix_lengths.insert(p.len());
+        }
+        for t in &e.tags {
+            merge_into(&mut self.tags, t, m);
+        }
+    }
+
+    fn check<'a>(
+        &self,
+        key_text: &str,
+        path: &str,
+        tags: impl Iterator<Item = &'a str>,
+        stored: SystemTime,
+    ) -> Verdict {
+        let mut verdict = Verdict::Keep;
+        let mut consider = |m: Option<&Marker>| {
+            let Some(m) = m.filter(|m| m.at > stored) else {
+                return;
+            };
+            verdict = match verdict {
+                Verdict::Gone => Verdict::Gone,
+                _ if !m.soft => Verdict::Gone,
+                Verdict::Stale { at } if at <= m.at => Verdict::Stale { at },
+                _ => Verdict::Stale { at: m.at },
+            };
+        };
+        consider(self.all.as_ref());
+        consider(self.keys.get(key_text));
+        for &len in self.prefix_lengths.range(..=path.len()) {
+            if let Some(prefix) = path.get(..len) {
+                consider(self.prefixes.get(prefix));
+            }
+        }
+        if !self.tags.is_empty() {
+            for tag in tags {
+                consider(self.tags.get(tag));
+            }
+        }
+        verdict
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.all.is_some()) + self.keys.len() + self.prefixes.len() + self.tags.len()
+    }
+}
+
+/// All customers' markers, read by every hit without a lock.
+#[derive(Debug, Default)]
+struct Markers(HashMap<String, CustomerMarkers>);
+
+/// Markers for every customer: what a node whose purge file was unreadable at start
+/// must assume of everything stored before that start.
+#[derive(Debug, Default)]
+struct Everyone(Option<Marker>);
+
+/// The purge markers of this node, and where they are kept.
+pub struct Purges {
+    markers: ArcSwap<Markers>,
+    everyone: Everyone,
+    /// Every entry applied, in order (what the file holds), behind the writers' lock.
+    log: Mutex<Vec<Entry>>,
+    file: Option<PathBuf>,
+}
+
+impl Purges {
+    /// Markers kept in `dir/purges.json` (the disk tier's directory), loaded from it now;
+    /// `None`: kept in memory only (without a disk tier nothing outlives the process).
+    /// A file that cannot be read or parsed does not stop the node; since starting
+    /// without the purges it held could serve purged objects from disk, everything stored
+    /// before now is then treated as purged (hard), with an error in the log.
+    pub fn open(dir: Option<&Path>) -> Purges {
+        let file = dir.map(|d| d.join("purges.json"));
+        let mut everyone = Everyone::default();
+        let read = match &file {
+            Some(f) => match std::fs::read(f) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e.to_string()),
+            },
+            None => Ok(Vec::new()),
+        };
+        let entries: Vec<Entry> = match read {
+            Ok(entries) => entries,
+            Err(e) => {
+                log::error!(
+                    "purges: cannot use {} ({e}); treating every object stored before now \
+                     as purged, so that none that was purged comes back",
+                    file.as_deref()
+                        .map_or_else(String::new, |f| f.display().to_string())
+                );
+                everyone.0 = Some(Marker {
+                    at: SystemTime::now(),
+                    soft: false,
+                });
+                Vec::new()
+            }
+        };
+        let mut markers = Markers::default();
+        for e in &entries {
+            markers.0.entry(e.customer.clone()).or_default().add(e);
+        }
+        Purges {
+            markers: ArcSwap::from_pointee(markers),
+            everyone,
+            log: Mutex::new(entries),
+            file,
+        }
+    }
+
+    /// Apply `entry`: written to the file first (when there is one), then in force. When
+    /// the file cannot be written the purge is in force all the same (taking content back
+    /// matters more than keeping the record), and the error says it will not outlive a
+    /// restart.
+    pub fn apply(&self, entry: Entry) -> std::io::Result<()> {
+        let mut log = self.log.lock();
+        log.push(entry);
+        let written = match &self.file {
+            Some(file) => serde_json::to_vec(&*log)
+                .map_err(std::io::Error::other)
+                .and_then(|text| crate::sync::write_atomic(file, &text)),
+            None => Ok(()),
+        };
+        let mut markers = Markers(self.markers.load().0.clone());
+        if let Some(e) = log.last() {
+            markers.0.entry(e.customer.clone()).or_default().add(e);
+        }
+        self.markers.store(Arc::new(markers));
+        written
+    }
+
+    /// What the markers of `customer` say of a copy whose cache key text is `key_text`,
+    /// for `path`, tagged `tags`, stored (or last revalidated) at `stored`.
+    pub fn check<'a>(
+        &self,
+        customer: &str,
+        key_text: &str,
+        path: &str,
+        tags: impl Iterator<Item = &'a str>,
+        stored: SystemTime,
+    ) -> Verdict {
+        if self.everyone.0.is_some_and(|m| m.at > stored) {
+            return Verdict::Gone;
+        }
+        match self.markers.load().0.get(customer) {
+            Some(m) => m.check(key_text, path, tags, stored),
+            None => Verdict::Keep,
+        }
+    }
+
+    /// Markers in force, over all customers.
+    pub fn len(&self) -> usize {
+        self.markers
+            .load()
+            .0
+            .values()
+            .map(CustomerMarkers::len)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The tags of a stored answer: `Surrogate-Key` split on spaces and `Cache-Tag` on
+/// commas, at most [`MAX_TAGS`], each at most [`MAX_TAG_LEN`] bytes.
+pub fn tags(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    let surrogate = headers
+        .get_all(TAG_FIELDS[0])
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(' '));
+    let cache_tag = headers
+        .get_all(TAG_FIELDS[1])
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    surrogate
+        .chain(cache_tag)
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_LEN)
+        .take(MAX_TAGS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn entry(at: u64, f: impl FnOnce(&mut Entry)) -> Entry {
+        let mut e = Entry {
+            customer: "shop".into(),
+            at_unix_ns: (t(at).duration_since(UNIX_EPOCH).unwrap().as_nanos()) as u64,
+            keys: vec![],
+            prefixes: vec![],
+            tags: vec![],
+            all: false,
+            soft: false,
+        };
+        f(&mut e);
+        e
+    }
+
+    fn check(p: &Purges, key: &str, path: &str, tags: &[&str], stored: u64) -> Verdict {
+        p.check("shop", key, path, tags.iter().copied(), t(stored))
+    }
+
+    #[test]
+    fn a_marker_reaches_what_was_stored_before_it_and_nothing_after() {
+        let p = Purges::open(None);
+        p.apply(entry(100, |e| e.keys = vec!["k1".into()])).unwrap();
+        assert_eq!(check(&p, "k1", "/a", &[], 99), Verdict::Gone);
+        assert_eq!(
+            check(&p, "k1", "/a", &[], 100),
+            Verdict::Keep,
+            "stored at the instant"
+        );
+        assert_eq!(check(&p, "k1", "/a", &[], 101), Verdict::Keep);
+        assert_eq!(check(&p, "k2", "/a", &[], 99), Verdict::Keep);
+        assert_eq!(
+            p.check("blog", "k1", "/a", [].into_iter(), t(99)),
+            Verdict::Keep,
+            "customers never share markers"
+        );
+    }
+
+    #[test]
+    fn prefixes_tags_all_and_soft() {
+        let p = Purges::open(None);
+        p.apply(entry(100, |e| e.prefixes = vec!["/sale/".into()]))
+            .unwrap();
+        p.apply(entry(200, |e| {
+            e.tags = vec!["red".into()];
+            e.soft = true;
+        }))
+        .unwrap();
+        assert_eq!(check(&p, "k", "/sale/a.png", &[], 50), Verdict::Gone);
+        assert_eq!(check(&p, "k", "/sale", &[], 50), Verdict::Keep);
+        assert_eq!(check(&p, "k", "/sales/a", &[], 50), Verdict::Keep);
+        assert_eq!(
+            check(&p, "k", "/x", &["blue", "red"], 150),
+            Verdict::Stale { at: t(200) }
+        );
+        // Hard wins over soft.
+        assert_eq!(check(&p, "k", "/sale/a", &["red"], 50), Verdict::Gone);
+        p.apply(entry(300, |e| e.all = true)).unwrap();
+        assert_eq!(check(&p, "k", "/anything", &[], 250), Verdict::Gone);
+        assert_eq!(check(&p, "k", "/anything", &[], 301), Verdict::Keep);
+        assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn markers_outlive_a_restart_in_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Purges::open(Some(dir.path()));
+        p.apply(entry(100, |e| e.tags = vec!["t".into()])).unwrap();
+        let again = Purges::open(Some(dir.path()));
+        assert_eq!(check(&again, "k", "/", &["t"], 1), Verdict::Gone);
+        assert_eq!(check(&again, "k", "/", &[], 1), Verdict::Keep);
+        // A corrupt file: everything stored before the start is gone, later is not.
+        std::fs::write(dir.path().join("purges.json"), b"[{").unwrap();
+        let corrupt = Purges::open(Some(dir.path()));
+        let before = SystemTime::now() - Duration::from_secs(1);
+        assert_eq!(
+            corrupt.check("any", "k", "/", [].into_iter(), before),
+            Verdict::Gone
+        );
+        let after = SystemTime::now() + Duration::from_secs(1);
+        assert_eq!(
+            corrupt.check("any", "k", "/", [].into_iter(), after),
+            Verdict::Keep
+        );
+    }
+
+    #[test]
+    fn tags_come_from_both_fields_within_bounds() {
+        let mut h = http::HeaderMap::new();
+        h.append("surrogate-key", "a b  c".parse().unwrap());
+        h.append("cache-tag", "d, e".parse().unwrap());
+        let long = "x".repeat(MAX_TAG_LEN + 1);
+        h.append("cache-tag", long.parse().unwrap());
+        assert_eq!(tags(&h).collect::<Vec<_>>(), ["a", "b", "c", "d", "e"]);
+        let many: String = (0..100).map(|i| format!("t{i} ")).collect();
+        let mut h = http::HeaderMap::new();
+        h.append("surrogate-key", many.parse().unwrap());
+        assert_eq!(tags(&h).count(), MAX_TAGS);
+    }
+}

@@ -1,0 +1,331 @@
+//! `POST /purge` end to end: who may purge, each kind removing exactly what it names
+//! (the origin's request counts prove it), soft purges revalidating and standing in for
+//! errors, tags kept from clients, and purges outliving a restart with the disk tier.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{customer, request, Behavior, Holdfast, Origin, Resp};
+
+const HOST: &str = "shop.test";
+/// A purge token of customer shop, and the digest its config holds.
+const SHOP_TOKEN: &str = "shop-purge-token-1";
+const BLOG_TOKEN: &str = "blog-purge-token-1";
+
+fn digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(token.as_bytes());
+    format!(
+        "sha256:{}",
+        d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn customers(origin: &Origin) -> String {
+    format!(
+        "customers:\n{}    purge_tokens: [\"{}\"]\n{}    purge_tokens: [\"{}\"]\n",
+        customer("shop", HOST, origin.addr, "      stale_if_error: 1d\n", ""),
+        digest(SHOP_TOKEN),
+        customer("blog", "blog.test", origin.addr, "", ""),
+        digest(BLOG_TOKEN),
+    )
+}
+
+async fn node(origin: &Origin, extra: &str, admin: &str, env: &[(&str, &str)]) -> Holdfast {
+    Holdfast::start_with_admin(admin, &format!("{extra}\n{}", customers(origin)), env).await
+}
+
+async fn purge(h: &Holdfast, token: Option<&str>, body: &str) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a), ("Content-Type", "application/json")])
+        .unwrap_or_default();
+    request(
+        h.admin,
+        "POST",
+        &h.admin.to_string(),
+        "/purge",
+        &headers,
+        body.as_bytes(),
+    )
+    .await
+}
+
+/// Fill `paths` (each answered by the origin's fallback) and check each is then a hit.
+async fn fill(h: &Holdfast, paths: &[&str]) {
+    for p in paths {
+        let r = h.get(HOST, p).await;
+        assert!(
+            r.cache_status().contains("stored"),
+            "{p}: {}",
+            r.cache_status()
+        );
+        let r = h.get(HOST, p).await;
+        assert!(
+            r.cache_status().starts_with("holdfast; hit"),
+            "{p}: {}",
+            r.cache_status()
+        );
+    }
+}
+
+fn hit(r: &Resp) -> bool {
+    r.cache_status().starts_with("holdfast; hit")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_operator_and_a_customers_own_token_may_purge() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    let token = "operator-token-9";
+    let h = node(
+        &origin,
+        "",
+        "token_env: HOLDFAST_ADMIN_TOKEN",
+        &[("HOLDFAST_ADMIN_TOKEN", token)],
+    )
+    .await;
+    let body = r#"{"customer": "shop", "prefixes": ["/"]}"#;
+    assert_eq!(purge(&h, None, body).await.status, 401);
+    assert_eq!(purge(&h, Some("nobody's"), body).await.status, 401);
+    assert_eq!(purge(&h, Some(BLOG_TOKEN), body).await.status, 403);
+    assert_eq!(purge(&h, Some(SHOP_TOKEN), body).await.status, 200);
+    assert_eq!(purge(&h, Some(token), body).await.status, 200);
+    // The operator may purge any customer; a token holder learns nothing of others.
+    let unknown = r#"{"customer": "nobody", "all": true}"#;
+    assert_eq!(purge(&h, Some(token), unknown).await.status, 404);
+    assert_eq!(purge(&h, Some(SHOP_TOKEN), unknown).await.status, 401);
+    for (bad, why) in [
+        ("{", "not a purge request"),
+        (
+            r#"{"customer": "shop", "all": true, "everything": 1}"#,
+            "unknown field",
+        ),
+        (r#"{"customer": "shop"}"#, "nothing to purge"),
+        (
+            r#"{"customer": "shop", "urls": ["https://blog.test/a"]}"#,
+            "not one of customer",
+        ),
+        (
+            r#"{"customer": "shop", "urls": ["/a"]}"#,
+            "no scheme or host",
+        ),
+        (
+            r#"{"customer": "shop", "prefixes": ["sale/"]}"#,
+            "not a path",
+        ),
+        (r#"{"customer": "shop", "tags": ["a b"]}"#, "without spaces"),
+    ] {
+        let r = purge(&h, Some(SHOP_TOKEN), bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert!(r.text().contains(why), "{bad}: {}", r.text());
+    }
+    assert!(!h.log().contains(SHOP_TOKEN) && !h.log().contains(token));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_kind_of_purge_removes_exactly_what_it_names() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    let tagged = |tags: &[(&str, &str)]| Behavior::Respond {
+        status: 200,
+        headers: [("Cache-Control", "max-age=600")]
+            .iter()
+            .chain(tags)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: b"tagged".to_vec(),
+    };
+    origin.route("/t/red-blue", tagged(&[("Surrogate-Key", "red blue")]));
+    origin.route("/t/blue", tagged(&[("Cache-Tag", "green, blue")]));
+    origin.route("/t/none", tagged(&[]));
+    let h = node(&origin, "", "", &[]).await;
+    let all = [
+        "/a",
+        "/b",
+        "/sale/1",
+        "/sale/2",
+        "/other",
+        "/t/red-blue",
+        "/t/blue",
+        "/t/none",
+    ];
+    fill(&h, &all).await;
+    // Tags never reach clients, from the full path (the fill) or the fast one (a hit).
+    for p in ["/t/red-blue", "/t/blue"] {
+        let r = h.get(HOST, p).await;
+        assert!(hit(&r));
+        assert!(r.header("surrogate-key").is_none() && r.header("cache-tag").is_none());
+    }
+    let hits_before = origin.hits();
+
+    let url = purge(
+        &h,
+        None,
+        r#"{"customer": "shop", "urls": ["https://shop.test/a"]}"#,
+    )
+    .await;
+    assert_eq!(url.status, 200, "{}", url.text());
+    assert!(
+        !hit(&h.get(HOST, "/a").await),
+        "the purged URL (by https) is gone over http too"
+    );
+    assert!(hit(&h.get(HOST, "/b").await));
+
+    let prefix = purge(&h, None, r#"{"customer": "shop", "prefixes": ["/sale/"]}"#).await;
+    assert_eq!(prefix.status, 200);
+    assert!(!hit(&h.get(HOST, "/sale/1").await) && !hit(&h.get(HOST, "/sale/2").await));
+    assert!(hit(&h.get(HOST, "/other").await));
+
+    let tag = purge(&h, None, r#"{"customer": "shop", "tags": ["blue"]}"#).await;
+    assert_eq!(tag.status, 200);
+    assert!(!hit(&h.get(HOST, "/t/red-blue").await));
+    assert!(!hit(&h.get(HOST, "/t/blue").await));
+    assert!(hit(&h.get(HOST, "/t/none").await));
+    // What a purge took is stored again by the next request, and then hit.
+    assert!(hit(&h.get(HOST, "/a").await));
+    assert_eq!(
+        origin.hits(),
+        hits_before + 5,
+        "/a, /sale/1, /sale/2 and two tagged"
+    );
+
+    // Another customer's content is untouched by shop's purges.
+    let blog = h.get("blog.test", "/a").await;
+    assert!(blog.cache_status().contains("stored"));
+    let everything = purge(&h, None, r#"{"customer": "shop", "all": true}"#).await;
+    assert_eq!(everything.status, 200);
+    for p in ["/b", "/other", "/t/none"] {
+        assert!(!hit(&h.get(HOST, p).await), "{p}");
+    }
+    assert!(hit(&h.get("blog.test", "/a").await));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_purge_revalidates_and_still_stands_in_for_errors() {
+    let origin = Origin::start().await;
+    origin.route("/down", Behavior::ok("max-age=600", "kept"));
+    let h = node(&origin, "", "", &[]).await;
+    fill(&h, &["/down"]).await;
+    let r = purge(
+        &h,
+        None,
+        r#"{"customer": "shop", "urls": ["http://shop.test/down"], "soft": true}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The origin now fails: the soft-purged copy stands in for it.
+    origin.route("/down", Behavior::status(503, &[], "down"));
+    let stale = h.get(HOST, "/down").await;
+    assert_eq!((stale.status, stale.text().as_str()), (200, "kept"));
+    assert!(
+        stale.cache_status().contains("stale-if-error"),
+        "{}",
+        stale.cache_status()
+    );
+    // Back up: refetched, not served from the purged copy.
+    origin.route("/down", Behavior::ok("max-age=600", "fresh"));
+    let fresh = h.get(HOST, "/down").await;
+    assert_eq!(fresh.text(), "fresh", "{}", fresh.cache_status());
+    assert!(hit(&h.get(HOST, "/down").await));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soft_purge_asks_the_origin_with_the_stored_validators() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/doc",
+        Behavior::Respond {
+            status: 200,
+            headers: vec![
+                ("Cache-Control".into(), "max-age=600".into()),
+                ("ETag".into(), "\"v1\"".into()),
+            ],
+            body: b"doc-v1".to_vec(),
+        },
+    );
+    let h = node(&origin, "", "", &[]).await;
+    fill(&h, &["/doc"]).await;
+    let r = purge(
+        &h,
+        None,
+        r#"{"customer": "shop", "urls": ["http://shop.test/doc"], "soft": true}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    origin.route(
+        "/doc",
+        Behavior::Document {
+            etag: "\"v1\"".into(),
+            body: b"doc-v1".to_vec(),
+        },
+    );
+    let revalidated = h.get(HOST, "/doc").await;
+    assert_eq!(revalidated.text(), "doc-v1");
+    let seen = origin.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        last.headers.get("if-none-match").map(String::as_str),
+        Some("\"v1\""),
+        "revalidated, not refetched"
+    );
+    assert!(hit(&h.get(HOST, "/doc").await), "fresh again after the 304");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hard_purge_of_a_varied_url_takes_every_variant() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/v",
+        Behavior::status(
+            200,
+            &[
+                ("Cache-Control", "max-age=600"),
+                ("Vary", "Accept-Language"),
+            ],
+            "v1",
+        ),
+    );
+    let h = node(&origin, "", "", &[]).await;
+    let get = |lang: &'static str| {
+        let addr = h.addr;
+        async move { request(addr, "GET", HOST, "/v", &[("Accept-Language", lang)], b"").await }
+    };
+    for lang in ["en", "de", "en", "de"] {
+        get(lang).await;
+    }
+    assert_eq!(origin.hits_for("/v"), 2);
+    let r = purge(
+        &h,
+        None,
+        r#"{"customer": "shop", "urls": ["http://shop.test/v"]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    for lang in ["en", "de"] {
+        assert!(!hit(&get(lang).await), "{lang}");
+    }
+    assert_eq!(origin.hits_for("/v"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purges_outlive_a_restart_with_the_disk_tier() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    let disk = "cache: { memory: 8MiB, max_object: 1MiB, disk: { path: cache, size: 16MiB } }";
+    let mut h = node(&origin, disk, "", &[]).await;
+    fill(&h, &["/sale/1", "/kept"]).await;
+    let r = purge(&h, None, r#"{"customer": "shop", "prefixes": ["/sale/"]}"#).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("\"persisted\":true"), "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(h.signal_and_wait("KILL", Duration::from_secs(5)).is_some());
+    origin.stop();
+    h.restart().await;
+    let gone = h.get(HOST, "/sale/1").await;
+    assert_eq!(gone.status, 502, "{}: {}", gone.cache_status(), gone.text());
+    let kept = h.get(HOST, "/kept").await;
+    assert_eq!((kept.status, kept.text().as_str()), (200, "page"));
+}
