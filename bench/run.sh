@@ -47,7 +47,7 @@
 # Settings (environment):
 #   BENCH_DURATION=10s   BENCH_RUNS=3   BENCH_WARMUP=2s   BENCH_CONNECTIONS=64
 #   BENCH_WRK_THREADS=1  BENCH_SERVER_CPU=0  BENCH_CLIENT_CPU=1
-#   BENCH_PHASES="hit-1k hit-100k range-100k miss stale disk-100k"
+#   BENCH_PHASES="hit-1k hit-100k range-100k miss stale disk-100k" (also: hit-1k-purged)
 #   BENCH_DISK_OBJECTS=2000   BENCH_DISK_MEMORY=32MiB (disk-100k: the working set, Holdfast's memory tier)   BENCH_PORT_BASE=28080 (uses 4 ports from it)
 #   BENCH_HOLDFAST_MEMORY=4GiB   BENCH_HOLDFAST_LOG=warn (RUST_LOG; nginx has access_log off)
 #   BENCH_OHA=1          install oha if missing (cargo install oha --locked); oha on PATH is used
@@ -601,6 +601,26 @@ run_phase() { # phase
         expect_status "$server" "$path" "${hit[$server]}" "a hit"
       done
       ;;
+    hit-1k-purged)
+      # hit-1k with 1,000 purge markers in force on Holdfast that do not match: 500 path
+      # prefixes of 1 to 50 characters and 500 tags. nginx runs as in hit-1k, as a control.
+      path=/1k.bin
+      for server in holdfast nginx; do
+        cache_status "$server" "$path" >/dev/null
+      done
+      local i prefixes="" tags=""
+      for i in $(seq 500); do
+        prefixes+="\"/$(printf 'z%.0s' $(seq $((i % 50))))$i/\","
+        tags+="\"tag-$i\","
+      done
+      curl -sf -X POST "http://127.0.0.1:$HF_ADMIN/purge" \
+        -d "{\"customer\": \"bench\", \"prefixes\": [${prefixes%,}], \"tags\": [${tags%,}]}" >/dev/null ||
+        die "the purge markers were refused"
+      [ "$(metric holdfast_purge_markers)" = 1000 ] || die "expected 1000 purge markers, got $(metric holdfast_purge_markers)"
+      for server in holdfast nginx; do
+        expect_status "$server" "$path" "${hit[$server]}" "a hit"
+      done
+      ;;
     range-100k)
       path=/100k.bin
       for server in holdfast nginx; do
@@ -774,7 +794,7 @@ write_files
 CLK_TCK=$(getconf CLK_TCK)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for phase in $PHASES; do
-  case $phase in hit-1k | hit-100k | range-100k | miss | stale | disk-100k) ;; *) die "unknown phase $phase" ;; esac
+  case $phase in hit-1k | hit-1k-purged | hit-100k | range-100k | miss | stale | disk-100k) ;; *) die "unknown phase $phase" ;; esac
   run_phase "$phase"
 done
 stop_origin

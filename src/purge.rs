@@ -77,15 +77,19 @@ impl Entry {
     }
 }
 
+/// Marker tables are looked up on every hit: hashed with quick_cache's fast hasher
+/// (the store's), not SipHash.
+type Table = HashMap<String, Marker, quick_cache::DefaultHashBuilder>;
+
 /// The markers of one customer.
 #[derive(Debug, Default, Clone)]
 struct CustomerMarkers {
     all: Option<Marker>,
-    keys: HashMap<String, Marker>,
-    prefixes: HashMap<String, Marker>,
+    keys: Table,
+    prefixes: Table,
     /// The distinct lengths of `prefixes`, so a path is looked up once per length.
     prefix_lengths: BTreeSet<usize>,
-    tags: HashMap<String, Marker>,
+    tags: Table,
 }
 
 /// Keep the stronger of two markers for the same target: the later one; at the same
@@ -97,7 +101,7 @@ fn merge(slot: &mut Option<Marker>, new: Marker) {
     });
 }
 
-fn merge_into(map: &mut HashMap<String, Marker>, key: &str, new: Marker) {
+fn merge_into(map: &mut Table, key: &str, new: Marker) {
     let mut slot = map.get(key).copied();
     merge(&mut slot, new);
     if let Some(m) = slot {
@@ -126,11 +130,11 @@ impl CustomerMarkers {
         }
     }
 
-    fn check<'a>(
+    fn check<'a, I: Iterator<Item = &'a str>>(
         &self,
         key_text: &str,
         path: &str,
-        tags: impl Iterator<Item = &'a str>,
+        tags: impl FnOnce() -> I,
         stored: SystemTime,
     ) -> Verdict {
         let mut verdict = Verdict::Keep;
@@ -153,7 +157,7 @@ impl CustomerMarkers {
             }
         }
         if !self.tags.is_empty() {
-            for tag in tags {
+            for tag in tags() {
                 consider(self.tags.get(tag));
             }
         }
@@ -167,7 +171,7 @@ impl CustomerMarkers {
 
 /// All customers' markers, read by every hit without a lock.
 #[derive(Debug, Default)]
-struct Markers(HashMap<String, CustomerMarkers>);
+struct Markers(HashMap<String, CustomerMarkers, quick_cache::DefaultHashBuilder>);
 
 /// Markers for every customer: what a node whose purge file was unreadable at start
 /// must assume of everything stored before that start.
@@ -250,13 +254,14 @@ impl Purges {
     }
 
     /// What the markers of `customer` say of a copy whose cache key text is `key_text`,
-    /// for `path`, tagged `tags`, stored (or last revalidated) at `stored`.
-    pub fn check<'a>(
+    /// for `path`, tagged `tags()` (only asked for when tag markers exist), stored (or
+    /// last revalidated) at `stored`.
+    pub fn check<'a, I: Iterator<Item = &'a str>>(
         &self,
         customer: &str,
         key_text: &str,
         path: &str,
-        tags: impl Iterator<Item = &'a str>,
+        tags: impl FnOnce() -> I,
         stored: SystemTime,
     ) -> Verdict {
         if self.everyone.0.is_some_and(|m| m.at > stored) {
@@ -326,7 +331,7 @@ mod tests {
     }
 
     fn check(p: &Purges, key: &str, path: &str, tags: &[&str], stored: u64) -> Verdict {
-        p.check("shop", key, path, tags.iter().copied(), t(stored))
+        p.check("shop", key, path, || tags.iter().copied(), t(stored))
     }
 
     #[test]
@@ -342,7 +347,7 @@ mod tests {
         assert_eq!(check(&p, "k1", "/a", &[], 101), Verdict::Keep);
         assert_eq!(check(&p, "k2", "/a", &[], 99), Verdict::Keep);
         assert_eq!(
-            p.check("blog", "k1", "/a", [].into_iter(), t(99)),
+            p.check("blog", "k1", "/a", || [].into_iter(), t(99)),
             Verdict::Keep,
             "customers never share markers"
         );
@@ -386,12 +391,12 @@ mod tests {
         let corrupt = Purges::open(Some(dir.path()));
         let before = SystemTime::now() - Duration::from_secs(1);
         assert_eq!(
-            corrupt.check("any", "k", "/", [].into_iter(), before),
+            corrupt.check("any", "k", "/", || [].into_iter(), before),
             Verdict::Gone
         );
         let after = SystemTime::now() + Duration::from_secs(1);
         assert_eq!(
-            corrupt.check("any", "k", "/", [].into_iter(), after),
+            corrupt.check("any", "k", "/", || [].into_iter(), after),
             Verdict::Keep
         );
     }

@@ -852,5 +852,8 @@ fn purge_tokens_are_digests_only() {
         7,
         &["sha256:<64 hex digits>", "never the token itself"],
     );
-    assert!(!msg.contains("my-secret-token"), "the value is not echoed: {msg}");
+    assert!(
+        !msg.contains("my-secret-token"),
+        "the value is not echoed: {msg}"
+    );
 }

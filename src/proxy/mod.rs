@@ -224,7 +224,7 @@ impl Edge {
                 .and_then(|k| k.primary_key_str())
                 .unwrap_or(""),
             req.uri.path(),
-            crate::purge::tags(&stored.header().headers),
+            || crate::purge::tags(&stored.header().headers),
             stored.validated(),
         );
         match verdict {
@@ -530,7 +530,7 @@ impl ProxyHttp for Edge {
             &customer.name,
             key_text.unwrap_or(""),
             path,
-            crate::purge::tags(meta.headers()),
+            || crate::purge::tags(meta.headers()),
             meta.epoch(),
         );
         match verdict {
