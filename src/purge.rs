@@ -288,6 +288,33 @@ impl Purges {
     }
 }
 
+/// The cache keys one URL of `customer` is stored under: one per scheme, since a purge
+/// of a URL takes it back whichever scheme it was asked by.
+pub fn url_keys(
+    customer: &crate::config::Customer,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+) -> Vec<pingora_cache::CacheKey> {
+    ["http", "https"]
+        .iter()
+        .map(|scheme| {
+            let primary = crate::policy::cache_key(customer, scheme, host, path, query);
+            pingora_cache::CacheKey::new(primary, "")
+        })
+        .collect()
+}
+
+/// Whether `token` (a digest) is one of `customer`'s purge tokens, compared in constant
+/// time.
+pub fn holds(customer: &crate::config::Customer, token: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    customer
+        .purge_tokens
+        .iter()
+        .fold(false, |found, t| found | bool::from(t.ct_eq(token)))
+}
+
 /// The tags of a stored answer: `Surrogate-Key` split on spaces and `Cache-Tag` on
 /// commas, at most [`MAX_TAGS`], each at most [`MAX_TAG_LEN`] bytes.
 pub fn tags(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {

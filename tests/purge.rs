@@ -329,3 +329,32 @@ async fn purges_outlive_a_restart_with_the_disk_tier() {
     let kept = h.get(HOST, "/kept").await;
     assert_eq!((kept.status, kept.text().as_str()), (200, "page"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn purge_on_the_data_plane_needs_the_sites_token() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    let h = node(&origin, "", "", &[]).await;
+    fill(&h, &["/p", "/q"]).await;
+    let hits = origin.hits();
+    let purge = |token: Option<&'static str>| {
+        let addr = h.addr;
+        async move {
+            let auth = token.map(|t| format!("Bearer {t}"));
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("Authorization", a)])
+                .unwrap_or_default();
+            request(addr, "PURGE", HOST, "/p", &headers, b"").await
+        }
+    };
+    assert_eq!(purge(None).await.status, 401);
+    assert_eq!(purge(Some("guess")).await.status, 401);
+    assert_eq!(purge(Some(BLOG_TOKEN)).await.status, 403);
+    assert!(hit(&h.get(HOST, "/p").await), "refused purges took nothing");
+    let ok = purge(Some(SHOP_TOKEN)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(origin.hits(), hits, "the origin never sees PURGE");
+    assert!(!hit(&h.get(HOST, "/p").await));
+    assert!(hit(&h.get(HOST, "/q").await));
+}

@@ -12,7 +12,6 @@ use http::StatusCode;
 use pingora_cache::CacheKey;
 use serde::Deserialize;
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use super::access::{self, TokenHash};
 use crate::config::{Customer, Customers};
@@ -74,12 +73,7 @@ pub fn caller(post: access::Post, authorization: Option<&[u8]>) -> Result<Caller
     }
 }
 
-fn holds(customer: &Customer, token: &TokenHash) -> bool {
-    customer
-        .purge_tokens
-        .iter()
-        .fold(false, |found, t| found | bool::from(t.ct_eq(token)))
-}
+use crate::purge::holds;
 
 /// Parse and check a purge request from `caller` against `customers`: the entry to
 /// apply (issued now) and the cache keys of its URLs (to remove at once).
@@ -223,14 +217,12 @@ fn url_keys(
             ),
         ));
     }
-    Ok(["http", "https"]
-        .iter()
-        .map(|scheme| {
-            let primary =
-                crate::policy::cache_key(customer, scheme, &host, uri.path(), uri.query());
-            CacheKey::new(primary, "")
-        })
-        .collect())
+    Ok(crate::purge::url_keys(
+        customer,
+        &host,
+        uri.path(),
+        uri.query(),
+    ))
 }
 
 /// The answer to an applied purge.

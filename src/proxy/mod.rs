@@ -396,6 +396,102 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// `PURGE /path` with one of the customer's purge tokens: a hard purge of that URL
+    /// (every variant, both schemes), answered by the edge; without a valid token 401
+    /// (403 for another customer's), and the origin is never asked.
+    async fn purge_url(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        customer: &Customer,
+        host: &str,
+    ) -> Result<()> {
+        let token = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| crate::admin::access::bearer(Some(v.as_bytes())))
+            .map(crate::admin::access::hash_token);
+        let allowed = token
+            .as_ref()
+            .is_some_and(|t| crate::purge::holds(customer, t));
+        let detail = if allowed { "purged" } else { "purge-refused" };
+        ctx.bypass = Some(detail);
+        ctx.edge_detail = Some(detail);
+        let status = CacheStatus {
+            fwd: Some("bypass"),
+            detail: Some(detail),
+            ..Default::default()
+        };
+        if !allowed {
+            session.set_keepalive(None);
+            let (code, body) = match token {
+                Some(t) if self.customers.load().list.iter().any(|c| crate::purge::holds(c, &t)) => {
+                    (403, format!("holdfast: this token purges another customer's content, not {:?}'s\n", customer.name))
+                }
+                _ => (
+                    401,
+                    "holdfast: PURGE needs Authorization: Bearer <one of this site's purge tokens>\n".to_string(),
+                ),
+            };
+            return respond_text(session, code, body, &status, None).await;
+        }
+        let req = session.req_header();
+        let keys = crate::purge::url_keys(customer, host, req.uri.path(), req.uri.query());
+        let at_unix_ns = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let entry = crate::purge::Entry {
+            customer: customer.name.clone(),
+            at_unix_ns,
+            keys: keys
+                .iter()
+                .filter_map(|k| k.primary_key_str().map(str::to_string))
+                .collect(),
+            prefixes: Vec::new(),
+            tags: Vec::new(),
+            all: false,
+            soft: false,
+        };
+        let persisted = match self.purges.apply(entry) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(
+                    "customer={} PURGE applied but not kept on disk: {e}",
+                    customer.name
+                );
+                false
+            }
+        };
+        let span = pingora_cache::trace::Span::inactive();
+        for key in &keys {
+            let target = PurgeTarget::Active(&key.to_compact());
+            let _ = self
+                .store
+                .purge(target, PurgeType::Invalidation, &span.handle())
+                .await;
+        }
+        info!(
+            "purge: customer={} PURGE {}{}",
+            customer.name,
+            host,
+            req.uri.path()
+        );
+        let body = format!(
+            "holdfast: purged {host}{} for customer {:?}{}\n",
+            req.uri.path(),
+            customer.name,
+            if persisted {
+                ""
+            } else {
+                " (not kept on disk: a restart would forget it)"
+            }
+        );
+        respond_text(session, 200, body, &status, None).await
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Edge {
     type CTX = Ctx;
@@ -455,6 +551,11 @@ impl ProxyHttp for Edge {
         let customer = customer.clone();
         let host = crate::config::canonical_host(host).into_owned();
         normalize_request(session.req_header_mut(), &customer, &host)?;
+        if session.req_header().method.as_str() == "PURGE" {
+            ctx.customer = Some(customer.clone());
+            self.purge_url(session, ctx, &customer, &host).await?;
+            return Ok(true);
+        }
         if let Some(answer) = screen(session.req_header_mut(), &customer) {
             ctx.customer = Some(customer);
             ctx.bypass = Some(answer.detail);
