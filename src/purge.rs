@@ -178,6 +178,21 @@ struct Markers(HashMap<String, CustomerMarkers, quick_cache::DefaultHashBuilder>
 #[derive(Debug, Default)]
 struct Everyone(Option<Marker>);
 
+impl Verdict {
+    /// What two sets of markers say together: gone if either says so, else the earlier
+    /// stale instant.
+    pub fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Gone, _) | (_, Verdict::Gone) => Verdict::Gone,
+            (Verdict::Stale { at: a }, Verdict::Stale { at: b }) => Verdict::Stale { at: a.min(b) },
+            (Verdict::Stale { at }, Verdict::Keep) | (Verdict::Keep, Verdict::Stale { at }) => {
+                Verdict::Stale { at }
+            }
+            (Verdict::Keep, Verdict::Keep) => Verdict::Keep,
+        }
+    }
+}
+
 /// The purge markers of this node, and where they are kept.
 pub struct Purges {
     markers: ArcSwap<Markers>,
@@ -273,6 +288,21 @@ impl Purges {
         }
     }
 
+    /// Markers for `entries` (a synced document's), kept in memory only: the document
+    /// itself is what outlives a restart (`cache_file`).
+    pub fn of(entries: &[Entry]) -> Purges {
+        let p = Purges::open(None);
+        for e in entries {
+            let _ = p.apply(e.clone());
+        }
+        p
+    }
+
+    /// The entries in force, in the order they were applied.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.log.lock().clone()
+    }
+
     /// Markers in force, over all customers.
     pub fn len(&self) -> usize {
         self.markers
@@ -313,6 +343,15 @@ pub fn holds(customer: &crate::config::Customer, token: &[u8; 32]) -> bool {
         .purge_tokens
         .iter()
         .fold(false, |found, t| found | bool::from(t.ct_eq(token)))
+}
+
+impl std::fmt::Debug for Purges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Purges")
+            .field("markers", &self.len())
+            .field("file", &self.file)
+            .finish()
+    }
 }
 
 /// The tags of a stored answer: `Surrogate-Key` split on spaces and `Cache-Tag` on

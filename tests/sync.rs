@@ -831,3 +831,102 @@ async fn a_new_version_is_not_served_before_cache_file_holds_it() {
     assert_eq!(c["version"], 2);
     assert_eq!(c["cache_file"]["write_failures_total"], 1, "{c:#}");
 }
+
+/// A purge issued while the PoP could not reach its control plane reaches it when it
+/// does: every object stored before `at` is purged, none stored after, and after a
+/// restart from `cache_file` (the origin and the control plane both gone) too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_in_the_document_catches_up_with_a_pop_that_was_cut_off() {
+    let o = Origin::start().await;
+    o.fallback(Behavior::ok("max-age=600", "page"));
+    let cp = Origin::start().await;
+    let v1 = doc(1, &[("shop", "shop.test", o.addr)]);
+    serve(&cp, &v1);
+    let dir = tempfile::tempdir().unwrap();
+    let cache_file = dir.path().join("customers.yaml");
+    let conf = format!(
+        "cache: {{ memory: 8MiB, max_object: 1MiB, disk: {{ path: cache, size: 16MiB }} }}\n{}",
+        control_plane(&[url(cp.addr)], "1h", &cache_file, "")
+    );
+    let mut h = Holdfast::start(&conf).await;
+    let hit = |r: &common::Resp| r.cache_status().starts_with("holdfast; hit");
+    for p in ["/a", "/c"] {
+        assert!(h
+            .get("shop.test", p)
+            .await
+            .cache_status()
+            .contains("stored"));
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(h
+        .get("shop.test", "/b")
+        .await
+        .cache_status()
+        .contains("stored"));
+
+    // Cut off: the purge is issued meanwhile, and nothing changes yet.
+    cp.route(DOC, Behavior::status(503, &[], "down"));
+    let (status, _) = admin(&h, "POST", "/reload").await;
+    assert_eq!(status, 502);
+    assert!(hit(&h.get("shop.test", "/a").await));
+    // Back: the document carries the purge.
+    serve(
+        &cp,
+        &format!(
+            "{}purges:\n  - {{ customer: shop, at: \"{at}\", prefixes: [\"/\"] }}\n",
+            doc(2, &[("shop", "shop.test", o.addr)])
+        ),
+    );
+    let (status, outcome) = admin(&h, "POST", "/reload").await;
+    assert_eq!(status, 200, "{outcome}");
+    let hits = o.hits();
+    assert!(
+        !hit(&h.get("shop.test", "/a").await),
+        "stored before at: purged"
+    );
+    assert!(
+        hit(&h.get("shop.test", "/b").await),
+        "stored after at: kept"
+    );
+    assert_eq!(o.hits(), hits + 1);
+
+    // Restarted with the origin and the control plane gone: /c, stored before at and
+    // still on disk, stays purged; /b is served.
+    written_file(&cache_file, |t| t.starts_with("version: 2\n")).await;
+    assert!(h.signal_and_wait("KILL", Duration::from_secs(5)).is_some());
+    o.stop();
+    cp.stop();
+    h.restart().await;
+    assert_eq!(h.get("shop.test", "/c").await.status, 502);
+    let b = h.get("shop.test", "/b").await;
+    assert_eq!((b.status, b.text().as_str()), (200, "page"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_with_a_bad_purge_is_rejected_whole() {
+    let o = origin("from-a").await;
+    let cp = Origin::start().await;
+    serve(&cp, &doc(1, &[("shop", "shop.test", o.addr)]));
+    let dir = tempfile::tempdir().unwrap();
+    let h = Holdfast::start(&control_plane(
+        &[url(cp.addr)],
+        "1h",
+        &dir.path().join("c.yaml"),
+        "",
+    ))
+    .await;
+    for (bad, why) in [
+        ("purges:\n  - { customer: nobody, at: \"2026-12-01T00:00:00Z\", all: true }\n", "does not list"),
+        ("purges:\n  - { customer: shop, at: \"2026-12-01T00:00:00\", all: true }\n", "no offset"),
+        ("purges:\n  - { customer: shop, at: \"2026-12-01T00:00:00Z\" }\n", "names nothing"),
+        ("purges:\n  - { customer: shop, at: \"2026-12-01T00:00:00Z\", urls: [\"https://other.test/a\"] }\n", "not a URL of customer"),
+    ] {
+        serve(&cp, &format!("{}{bad}", doc(2, &[("shop", "shop.test", o.addr)])));
+        let (status, outcome) = admin(&h, "POST", "/reload").await;
+        assert_eq!(status, 502, "{bad}: {outcome}");
+        assert!(outcome.to_string().contains(why), "{bad}: {outcome}");
+        assert_eq!(config(&h).await["version"], 1, "{bad}");
+    }
+}

@@ -123,6 +123,26 @@ pub(super) struct NodeFile {
 pub(super) struct CustomerDocumentFile {
     pub version: u64,
     pub customers: Vec<CustomerFile>,
+    #[serde(default)]
+    pub purges: Vec<PurgeFile>,
+}
+
+/// One purge in the synced document: what it names, of which customer, stored before when.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PurgeFile {
+    pub customer: CustomerName,
+    pub at: InstantText,
+    #[serde(default)]
+    pub urls: Vec<UrlText>,
+    #[serde(default)]
+    pub prefixes: Vec<UrlPath>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default)]
+    pub soft: bool,
 }
 
 #[derive(Debug, Deserialize)]

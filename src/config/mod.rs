@@ -25,7 +25,8 @@ use std::path::Path;
 
 use validate::Ctx;
 
-/// A synced customer document: `{ version, customers }`.
+/// A synced customer document: `{ version, customers, purges }` (each customer holds
+/// the purges the document lists for it).
 #[derive(Debug)]
 pub struct CustomerDocument {
     pub version: u64,
@@ -73,7 +74,8 @@ pub fn parse_customer_document(origin: &str, text: &str) -> Result<CustomerDocum
         }
     })?;
     let ctx = Ctx { file: origin, text };
-    let customers = validate::customers(&ctx, parsed.version, parsed.customers)?;
+    let mut customers = validate::customers(&ctx, parsed.version, parsed.customers)?;
+    validate::purges(&ctx, &mut customers, parsed.purges)?;
     Ok(CustomerDocument {
         version: parsed.version,
         customers,

@@ -213,6 +213,9 @@ pub struct Customer {
     /// SHA-256 digests of the tokens that may purge this customer's content
     /// (`purge_tokens`).
     pub purge_tokens: Vec<[u8; 32]>,
+    /// The purges the synced document lists for this customer (`purges:`), in force
+    /// with the document that carries them.
+    pub purges: Arc<crate::purge::Purges>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -393,9 +393,104 @@ pub(super) fn customers(
             rules,
             methods,
             purge_tokens,
+            purges: Arc::new(crate::purge::Purges::open(None)),
         });
     }
     Ok(Customers::new(version, out))
+}
+
+/// Validate the synced document's `purges:` and give each customer its own.
+pub(super) fn purges(
+    ctx: &Ctx,
+    customers: &mut Customers,
+    list: Vec<super::file::PurgeFile>,
+) -> Result<(), ConfigError> {
+    let mut per_customer: HashMap<String, Vec<crate::purge::Entry>> = HashMap::new();
+    for (i, p) in list.into_iter().enumerate() {
+        let at = |rest: &[Seg<'static>]| {
+            let mut path = vec![Key("purges"), Index(i)];
+            path.extend_from_slice(rest);
+            path
+        };
+        let name = p.customer.0;
+        let Some(customer) = customers.by_name(&name).cloned() else {
+            return Err(ctx.err(
+                &at(&[Key("customer")]),
+                Target::Value,
+                format!("purge for customer {name:?}, which the document does not list; name one of its customers"),
+            ));
+        };
+        if p.urls.is_empty() && p.prefixes.is_empty() && p.tags.is_empty() && !p.all {
+            return Err(ctx.err(
+                &at(&[]),
+                Target::Key,
+                "this purge names nothing; give urls, prefixes, tags, or all: true".into(),
+            ));
+        }
+        let mut keys = Vec::new();
+        for (j, url) in p.urls.iter().enumerate() {
+            let uri: Option<http::Uri> = url.0.parse().ok();
+            let host = uri
+                .as_ref()
+                .and_then(|u| u.host())
+                .map(|h| super::canonical_host(h).into_owned());
+            let owner = host.as_deref().and_then(|h| customers.route(h));
+            let (Some(uri), Some(host), Some(owner)) = (uri.as_ref(), host.as_deref(), owner)
+            else {
+                return Err(ctx.err(
+                    &at(&[Key("urls"), Index(j)]),
+                    Target::Value,
+                    format!("{:?} is not a URL of customer {name:?}'s hosts; write it whole, e.g. https://shop.example.com/a", url.0),
+                ));
+            };
+            if owner.name != name {
+                return Err(ctx.err(
+                    &at(&[Key("urls"), Index(j)]),
+                    Target::Value,
+                    format!(
+                        "{:?} belongs to customer {:?}, not {name:?}",
+                        url.0, owner.name
+                    ),
+                ));
+            }
+            keys.extend(
+                crate::purge::url_keys(&customer, host, uri.path(), uri.query())
+                    .iter()
+                    .filter_map(|k| k.primary_key_str().map(str::to_string)),
+            );
+        }
+        for (j, t) in p.tags.iter().enumerate() {
+            if t.is_empty() || t.len() > crate::purge::MAX_TAG_LEN || t.contains([' ', ',']) {
+                return Err(ctx.err(
+                    &at(&[Key("tags"), Index(j)]),
+                    Target::Value,
+                    format!(
+                        "tag {t:?} is not one an origin can set; write 1 to {} bytes without spaces or commas",
+                        crate::purge::MAX_TAG_LEN
+                    ),
+                ));
+            }
+        }
+        let at_unix_ns = u64::try_from(p.at.0.timestamp().as_nanosecond()).unwrap_or(0);
+        per_customer
+            .entry(name.clone())
+            .or_default()
+            .push(crate::purge::Entry {
+                customer: name,
+                at_unix_ns,
+                keys,
+                prefixes: p.prefixes.into_iter().map(|u| u.0).collect(),
+                tags: p.tags,
+                all: p.all,
+                soft: p.soft,
+            });
+    }
+    for c in customers.list.iter_mut() {
+        if let Some(entries) = per_customer.get(&c.name) {
+            Arc::make_mut(c).purges = Arc::new(crate::purge::Purges::of(entries));
+        }
+    }
+    Ok(())
 }
 
 fn out_name(out: &[Customer], i: usize) -> &str {

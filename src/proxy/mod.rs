@@ -217,16 +217,30 @@ impl Edge {
         let Some(stored) = stored else {
             return Ok(false);
         };
-        let verdict = self.purges.check(
-            &customer.name,
-            ctx.key
-                .as_ref()
-                .and_then(|k| k.primary_key_str())
-                .unwrap_or(""),
-            req.uri.path(),
-            || crate::purge::tags(&stored.header().headers),
-            stored.validated(),
-        );
+        let verdict = self
+            .purges
+            .check(
+                &customer.name,
+                ctx.key
+                    .as_ref()
+                    .and_then(|k| k.primary_key_str())
+                    .unwrap_or(""),
+                req.uri.path(),
+                || crate::purge::tags(&stored.header().headers),
+                stored.validated(),
+            )
+            .and(
+                customer.purges.check(
+                    &customer.name,
+                    ctx.key
+                        .as_ref()
+                        .and_then(|k| k.primary_key_str())
+                        .unwrap_or(""),
+                    req.uri.path(),
+                    || crate::purge::tags(&stored.header().headers),
+                    stored.validated(),
+                ),
+            );
         match verdict {
             Verdict::Keep => {}
             Verdict::Gone => {
@@ -627,13 +641,22 @@ impl ProxyHttp for Edge {
         };
         let path = session.req_header().uri.path();
         let key_text = session.cache.cache_key().primary_key_str();
-        let verdict = self.purges.check(
-            &customer.name,
-            key_text.unwrap_or(""),
-            path,
-            || crate::purge::tags(meta.headers()),
-            meta.epoch(),
-        );
+        let verdict = self
+            .purges
+            .check(
+                &customer.name,
+                key_text.unwrap_or(""),
+                path,
+                || crate::purge::tags(meta.headers()),
+                meta.epoch(),
+            )
+            .and(customer.purges.check(
+                &customer.name,
+                key_text.unwrap_or(""),
+                path,
+                || crate::purge::tags(meta.headers()),
+                meta.epoch(),
+            ));
         match verdict {
             Verdict::Keep => {}
             // Not usable: fetched again in full (no conditional request, which could
