@@ -201,6 +201,14 @@ async fn each_kind_of_purge_removes_exactly_what_it_names() {
         assert!(!hit(&h.get(HOST, p).await), "{p}");
     }
     assert!(hit(&h.get("blog.test", "/a").await));
+
+    // GET /config lists what is in force.
+    let config = request(h.admin, "GET", &h.admin.to_string(), "/config", &[], b"").await;
+    let config: serde_json::Value = serde_json::from_slice(&config.body).unwrap();
+    let purges = config["purges"].as_array().expect("purges listed");
+    assert_eq!(purges.len(), 4, "{purges:?}");
+    assert_eq!(purges[1]["prefixes"][0], "/sale/");
+    assert!(purges.iter().all(|p| p["source"] == "admin" && p["customer"] == "shop"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -891,6 +891,9 @@ async fn a_purge_in_the_document_catches_up_with_a_pop_that_was_cut_off() {
         "stored after at: kept"
     );
     assert_eq!(o.hits(), hits + 1);
+    let listed = &config(&h).await["purges"];
+    assert_eq!(listed[0]["source"], "control-plane", "{listed}");
+    assert_eq!(listed[0]["prefixes"][0], "/");
 
     // Restarted with the origin and the control plane gone: /c, stored before at and
     // still on disk, stays purged; /b is served.

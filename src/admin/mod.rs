@@ -225,7 +225,24 @@ impl ServeHttp for Admin {
                     ),
             ),
             ("GET", "/config") => {
-                let body = self.sync.state().to_json(SystemTime::now());
+                let mut body = self.sync.state().to_json(SystemTime::now());
+                let mut purges: Vec<serde_json::Value> = self
+                    .purges
+                    .entries()
+                    .iter()
+                    .map(|e| purge::describe(e, "admin"))
+                    .collect();
+                for c in &self.customers.load().list {
+                    purges.extend(
+                        c.purges
+                            .entries()
+                            .iter()
+                            .map(|e| purge::describe(e, "control-plane")),
+                    );
+                }
+                if let Some(map) = body.as_object_mut() {
+                    map.insert("purges".into(), serde_json::Value::Array(purges));
+                }
                 reply(StatusCode::OK, "application/json", format!("{body:#}\n"))
             }
             ("GET", "/explain") => {

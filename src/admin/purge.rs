@@ -225,14 +225,33 @@ fn url_keys(
     ))
 }
 
+/// One purge in force, for `GET /config`: where it came from and what it names (URLs
+/// counted: each is kept as its cache keys).
+pub fn describe(entry: &Entry, source: &str) -> serde_json::Value {
+    json!({
+        "source": source,
+        "customer": entry.customer,
+        "at": rfc3339(entry.at_unix_ns),
+        "soft": entry.soft,
+        "urls": entry.keys.len() / 2,
+        "prefixes": entry.prefixes,
+        "tags": entry.tags,
+        "all": entry.all,
+    })
+}
+
+fn rfc3339(unix_ns: u64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(unix_ns))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
 /// The answer to an applied purge.
 pub fn applied(entry: &Entry, urls: usize, persisted: bool) -> serde_json::Value {
     json!({
         "result": "applied",
         "customer": entry.customer,
-        "at": jiff::Timestamp::from_nanosecond(i128::from(entry.at_unix_ns))
-            .map(|t| t.to_string())
-            .unwrap_or_default(),
+        "at": rfc3339(entry.at_unix_ns),
         "soft": entry.soft,
         "urls": urls,
         "prefixes": entry.prefixes,
