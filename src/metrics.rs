@@ -1,6 +1,11 @@
 //! Process-wide counters, rendered in the Prometheus text format by the admin listener.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -9,9 +14,143 @@ pub struct Metrics {
     pub requests: AtomicU64,
     pub unknown_host: AtomicU64,
     pub stale_if_error: AtomicU64,
+    /// Per customer, by name: created at a customer's first request or purge.
+    customers: RwLock<BTreeMap<String, Arc<CustomerCounters>>>,
+}
+
+/// What one customer's traffic did, for `holdfast_customer_*{customer="..."}`.
+#[derive(Debug, Default)]
+pub struct CustomerCounters {
+    pub requests: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Stale copies served (stale-if-error and stale-while-revalidate).
+    pub stale: AtomicU64,
+    pub bypassed: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Answers that were an origin's failure: a 5xx it sent, or none at all.
+    pub origin_errors: AtomicU64,
+    /// Purges, by what they named: URLs, prefixes, tags, whole customer.
+    pub purges_urls: AtomicU64,
+    pub purges_prefixes: AtomicU64,
+    pub purges_tags: AtomicU64,
+    pub purges_all: AtomicU64,
+}
+
+/// How one request went, for a customer's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    Hit,
+    Stale,
+    Miss,
+    Bypass,
 }
 
 impl Metrics {
+    /// The counters of `customer`, created on first use.
+    pub fn customer(&self, customer: &str) -> Arc<CustomerCounters> {
+        if let Some(c) = self.customers.read().get(customer) {
+            return Arc::clone(c);
+        }
+        Arc::clone(
+            self.customers
+                .write()
+                .entry(customer.to_string())
+                .or_default(),
+        )
+    }
+
+    /// Count one request of `customer`.
+    pub fn served(&self, customer: &str, served: Served, bytes: usize, origin_error: bool) {
+        let c = self.customer(customer);
+        c.requests.fetch_add(1, Ordering::Relaxed);
+        match served {
+            Served::Hit => &c.hits,
+            Served::Stale => &c.stale,
+            Served::Miss => &c.misses,
+            Served::Bypass => &c.bypassed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if origin_error {
+            c.origin_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a purge of `customer` naming `urls` URLs, `prefixes` prefixes, `tags` tags
+    /// and maybe the whole customer.
+    pub fn purged(&self, customer: &str, urls: usize, prefixes: usize, tags: usize, all: bool) {
+        let c = self.customer(customer);
+        c.purges_urls.fetch_add(urls as u64, Ordering::Relaxed);
+        c.purges_prefixes
+            .fetch_add(prefixes as u64, Ordering::Relaxed);
+        c.purges_tags.fetch_add(tags as u64, Ordering::Relaxed);
+        c.purges_all.fetch_add(u64::from(all), Ordering::Relaxed);
+    }
+
+    /// The per-customer counters, in the Prometheus text format.
+    fn render_customers(&self, out: &mut String) {
+        let customers = self.customers.read();
+        type Field = fn(&CustomerCounters) -> &AtomicU64;
+        let families: [(&str, &str, Field); 7] = [
+            (
+                "requests_total",
+                "Requests handled for the customer.",
+                |c| &c.requests,
+            ),
+            ("hits_total", "Answered from the cache, fresh.", |c| &c.hits),
+            (
+                "stale_total",
+                "Answered with a stale copy (stale-if-error, stale-while-revalidate).",
+                |c| &c.stale,
+            ),
+            (
+                "misses_total",
+                "Sent to the origin: misses, revalidations, expired copies.",
+                |c| &c.misses,
+            ),
+            (
+                "bypass_total",
+                "Not cacheable by rule or method, refused or answered by the edge.",
+                |c| &c.bypassed,
+            ),
+            ("bytes_total", "Body bytes sent to clients.", |c| &c.bytes),
+            (
+                "origin_errors_total",
+                "Requests on which the origin failed (a 5xx, or no answer).",
+                |c| &c.origin_errors,
+            ),
+        ];
+        for (name, help, field) in families {
+            let _ = writeln!(
+                out,
+                "# HELP holdfast_customer_{name} {help}\n# TYPE holdfast_customer_{name} counter"
+            );
+            for (customer, c) in customers.iter() {
+                let _ = writeln!(
+                    out,
+                    "holdfast_customer_{name}{{customer=\"{customer}\"}} {}",
+                    field(c).load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP holdfast_customer_purges_total Purges applied, by what they named.\n# TYPE holdfast_customer_purges_total counter");
+        for (customer, c) in customers.iter() {
+            for (kind, n) in [
+                ("url", &c.purges_urls),
+                ("prefix", &c.purges_prefixes),
+                ("tag", &c.purges_tags),
+                ("all", &c.purges_all),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "holdfast_customer_purges_total{{customer=\"{customer}\",kind=\"{kind}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+
     /// Render the counters; `store` adds the cache store's gauges.
     pub fn render(&self, store: &dyn crate::storage::CacheStore) -> String {
         let mut out = String::new();
@@ -43,6 +182,7 @@ impl Metrics {
         );
         drop(line);
         store.render_metrics(&mut out);
+        self.render_customers(&mut out);
         out
     }
 }

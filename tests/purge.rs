@@ -202,13 +202,46 @@ async fn each_kind_of_purge_removes_exactly_what_it_names() {
     }
     assert!(hit(&h.get("blog.test", "/a").await));
 
+    // Counted per customer and kind; requests, hits and misses too.
+    let metrics = h.metrics().await;
+    for (kind, n) in [("url", 1), ("prefix", 1), ("tag", 1), ("all", 1)] {
+        let line =
+            format!("holdfast_customer_purges_total{{customer=\"shop\",kind=\"{kind}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{customer=\"shop\"}} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} for shop missing"))
+    };
+    let (requests, hits, misses) = (
+        value("holdfast_customer_requests_total"),
+        value("holdfast_customer_hits_total"),
+        value("holdfast_customer_misses_total"),
+    );
+    assert_eq!(
+        requests,
+        hits + misses,
+        "all of shop's requests were hits or misses"
+    );
+    assert_eq!(
+        misses,
+        origin.hits() as u64 - 1,
+        "one of the origin's requests was blog's"
+    );
+    assert!(value("holdfast_customer_bytes_total") >= 4 * requests);
+
     // GET /config lists what is in force.
     let config = request(h.admin, "GET", &h.admin.to_string(), "/config", &[], b"").await;
     let config: serde_json::Value = serde_json::from_slice(&config.body).unwrap();
     let purges = config["purges"].as_array().expect("purges listed");
     assert_eq!(purges.len(), 4, "{purges:?}");
     assert_eq!(purges[1]["prefixes"][0], "/sale/");
-    assert!(purges.iter().all(|p| p["source"] == "admin" && p["customer"] == "shop"));
+    assert!(purges
+        .iter()
+        .all(|p| p["source"] == "admin" && p["customer"] == "shop"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,6 +266,13 @@ async fn a_soft_purge_revalidates_and_still_stands_in_for_errors() {
         "{}",
         stale.cache_status()
     );
+    let metrics = h.metrics().await;
+    for line in [
+        "holdfast_customer_stale_total{customer=\"shop\"} 1",
+        "holdfast_customer_origin_errors_total{customer=\"shop\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     // Back up: refetched, not served from the purged copy.
     origin.route("/down", Behavior::ok("max-age=600", "fresh"));
     let fresh = h.get(HOST, "/down").await;

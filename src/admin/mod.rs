@@ -95,6 +95,13 @@ impl Admin {
                 false
             }
         };
+        self.metrics.purged(
+            &entry.customer,
+            keys.len() / 2,
+            entry.prefixes.len(),
+            entry.tags.len(),
+            entry.all,
+        );
         if !entry.soft {
             // Markers already keep these from being served; this frees them now.
             let span = pingora_cache::trace::Span::inactive();

@@ -32,7 +32,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Session};
 
 use crate::config::{strip_port, Customer, Customers, Rule};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Served};
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::purge::{Purges, Verdict};
 use crate::storage::CacheStore;
@@ -468,6 +468,7 @@ impl Edge {
             all: false,
             soft: false,
         };
+        self.metrics.purged(&customer.name, 1, 0, 0, false);
         let persisted = match self.purges.apply(entry) {
             Ok(()) => true,
             Err(e) => {
@@ -998,10 +999,6 @@ impl ProxyHttp for Edge {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        if !log::log_enabled!(target: "holdfast::access", log::Level::Info) {
-            return;
-        }
-        let req = session.req_header();
         let (status, bytes) = match ctx.sent_directly {
             Some(sent) => sent,
             None => (
@@ -1012,7 +1009,29 @@ impl ProxyHttp for Edge {
                 session.body_bytes_sent(),
             ),
         };
-        let cache = cache_status(session, ctx).render();
+        let outcome = cache_status(session, ctx);
+        if let Some(customer) = ctx.customer() {
+            let served = match (outcome.hit, outcome.fwd) {
+                (true, _) if outcome.detail.is_some() => Served::Stale,
+                (true, _) => Served::Hit,
+                (false, Some("stale")) if ctx.stale_detail.is_some() => Served::Stale,
+                (false, Some("bypass" | "method")) => Served::Bypass,
+                _ => Served::Miss,
+            };
+            let origin_error = ctx.origin_status.is_some_and(|s| s >= 500)
+                || matches!(
+                    ctx.edge_detail,
+                    Some("origin-timeout" | "origin-unreachable")
+                )
+                || ctx.stale_fwd_status.is_some();
+            self.metrics
+                .served(&customer.name, served, bytes, origin_error);
+        }
+        if !log::log_enabled!(target: "holdfast::access", log::Level::Info) {
+            return;
+        }
+        let req = session.req_header();
+        let cache = outcome.render();
         let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("-");
         let host = request_host(req).unwrap_or("-");
         info!(
