@@ -348,11 +348,6 @@ impl DiskTier {
         };
         let began = Instant::now();
         let (mut found, mut dropped) = (0u64, 0u64);
-        if let Ok(stray) = std::fs::read_dir(&active.tmp) {
-            for f in stray.flatten() {
-                remove_file(&f.path());
-            }
-        }
         for shard in 0..=255u8 {
             let dir = active.objects.join(format!("{shard:02x}"));
             let Ok(files) = std::fs::read_dir(&dir) else {
@@ -399,6 +394,11 @@ impl Active {
         let objects = root.join("objects");
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp)?;
+        // Writes a crash cut short, removed before this process's own writes begin (a
+        // background sweep could take a temporary file from under a write).
+        for f in std::fs::read_dir(&tmp)?.flatten() {
+            remove_file(&f.path());
+        }
         for shard in 0..=255u8 {
             std::fs::create_dir_all(objects.join(format!("{shard:02x}")))?;
         }
