@@ -318,6 +318,35 @@ impl Purges {
     }
 }
 
+/// Nanoseconds since the Unix epoch, as entries keep their `at`.
+pub fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Remove the copies stored under `keys` now, in both tiers, as an invalidation: fills
+/// under way do not store them back. A hard URL purge's markers already keep them from
+/// being served, so this frees them; an unsafe method's success invalidates its URL so.
+pub async fn remove_now(
+    store: &'static dyn crate::storage::CacheStore,
+    keys: &[pingora_cache::CacheKey],
+) {
+    let span = pingora_cache::trace::Span::inactive();
+    for key in keys {
+        let target = pingora_cache::PurgeTarget::Active(&key.to_compact());
+        if let Err(e) = store
+            .purge(
+                target,
+                pingora_cache::PurgeType::Invalidation,
+                &span.handle(),
+            )
+            .await
+        {
+            log::warn!("cache: removing {:?} failed: {e}", key.primary_key_str());
+        }
+    }
+}
+
 /// The cache keys one URL of `customer` is stored under: one per scheme, since a purge
 /// of a URL takes it back whichever scheme it was asked by.
 pub fn url_keys(

@@ -103,19 +103,7 @@ impl Admin {
             entry.all,
         );
         if !entry.soft {
-            // Markers already keep these from being served; this frees them now.
-            let span = pingora_cache::trace::Span::inactive();
-            for key in &keys {
-                let target = pingora_cache::PurgeTarget::Active(&key.to_compact());
-                let _ = self
-                    .store
-                    .purge(
-                        target,
-                        pingora_cache::PurgeType::Invalidation,
-                        &span.handle(),
-                    )
-                    .await;
-            }
+            crate::purge::remove_now(self.store, &keys).await;
         }
         log::info!(
             "purge: customer={} soft={} urls={} prefixes={:?} tags={:?} all={}",

@@ -6,7 +6,7 @@
 //! the whole customer, written to disk before they apply, and a hard URL purge also
 //! removes the URL's copy from the store at once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use http::StatusCode;
 use pingora_cache::CacheKey;
@@ -163,13 +163,10 @@ pub fn parse(
             ));
         }
     }
-    let at_unix_ns = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     Ok((
         Entry {
             customer: customer.name.clone(),
-            at_unix_ns,
+            at_unix_ns: crate::purge::unix_ns(now),
             keys: texts,
             prefixes: req.prefixes,
             tags: req.tags,

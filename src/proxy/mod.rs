@@ -23,7 +23,7 @@ use once_cell::sync::Lazy;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::{
     key::HashBinary, CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness,
-    HitHandler, NoCacheReason, PurgeTarget, PurgeType, RespCacheable, Storage, VarianceBuilder,
+    HitHandler, NoCacheReason, RespCacheable, Storage, VarianceBuilder,
 };
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -217,30 +217,14 @@ impl Edge {
         let Some(stored) = stored else {
             return Ok(false);
         };
-        let verdict = self
-            .purges
-            .check(
-                &customer.name,
-                ctx.key
-                    .as_ref()
-                    .and_then(|k| k.primary_key_str())
-                    .unwrap_or(""),
-                req.uri.path(),
-                || crate::purge::tags(&stored.header().headers),
-                stored.validated(),
-            )
-            .and(
-                customer.purges.check(
-                    &customer.name,
-                    ctx.key
-                        .as_ref()
-                        .and_then(|k| k.primary_key_str())
-                        .unwrap_or(""),
-                    req.uri.path(),
-                    || crate::purge::tags(&stored.header().headers),
-                    stored.validated(),
-                ),
-            );
+        let key_text = ctx.key.as_ref().and_then(|k| k.primary_key_str());
+        let verdict = self.purge_verdict(
+            &customer,
+            key_text.unwrap_or(""),
+            req.uri.path(),
+            &stored.header().headers,
+            stored.validated(),
+        );
         match verdict {
             Verdict::Keep => {}
             Verdict::Gone => {
@@ -248,15 +232,7 @@ impl Edge {
                 // variant stored before this fill is a miss too (pingora-cache counts
                 // variants older than their primary entry as gone).
                 if let Some(key) = &ctx.key {
-                    let span = pingora_cache::trace::Span::inactive();
-                    let target = PurgeTarget::Active(&key.to_compact());
-                    if let Err(e) = self
-                        .store
-                        .purge(target, PurgeType::Invalidation, &span.handle())
-                        .await
-                    {
-                        warn!("customer={} applying a purge failed: {e}", customer.name);
-                    }
+                    crate::purge::remove_now(self.store, std::slice::from_ref(key)).await;
                 }
                 ctx.purged = Some(verdict);
                 return Ok(false);
@@ -411,6 +387,26 @@ impl Edge {
 }
 
 impl Edge {
+    /// What the purge markers say of a copy of `customer`'s: the node's own (admin
+    /// purges) and those its synced document lists.
+    fn purge_verdict(
+        &self,
+        customer: &Customer,
+        key_text: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+        validated: SystemTime,
+    ) -> Verdict {
+        let tags = || crate::purge::tags(headers);
+        self.purges
+            .check(&customer.name, key_text, path, tags, validated)
+            .and(
+                customer
+                    .purges
+                    .check(&customer.name, key_text, path, tags, validated),
+            )
+    }
+
     /// `PURGE /path` with one of the customer's purge tokens: a hard purge of that URL
     /// (every variant, both schemes), answered by the edge; without a valid token 401
     /// (403 for another customer's), and the origin is never asked.
@@ -453,12 +449,9 @@ impl Edge {
         }
         let req = session.req_header();
         let keys = crate::purge::url_keys(customer, host, req.uri.path(), req.uri.query());
-        let at_unix_ns = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let entry = crate::purge::Entry {
             customer: customer.name.clone(),
-            at_unix_ns,
+            at_unix_ns: crate::purge::unix_ns(SystemTime::now()),
             keys: keys
                 .iter()
                 .filter_map(|k| k.primary_key_str().map(str::to_string))
@@ -479,14 +472,7 @@ impl Edge {
                 false
             }
         };
-        let span = pingora_cache::trace::Span::inactive();
-        for key in &keys {
-            let target = PurgeTarget::Active(&key.to_compact());
-            let _ = self
-                .store
-                .purge(target, PurgeType::Invalidation, &span.handle())
-                .await;
-        }
+        crate::purge::remove_now(self.store, &keys).await;
         info!(
             "purge: customer={} PURGE {}{}",
             customer.name,
@@ -642,22 +628,13 @@ impl ProxyHttp for Edge {
         };
         let path = session.req_header().uri.path();
         let key_text = session.cache.cache_key().primary_key_str();
-        let verdict = self
-            .purges
-            .check(
-                &customer.name,
-                key_text.unwrap_or(""),
-                path,
-                || crate::purge::tags(meta.headers()),
-                meta.epoch(),
-            )
-            .and(customer.purges.check(
-                &customer.name,
-                key_text.unwrap_or(""),
-                path,
-                || crate::purge::tags(meta.headers()),
-                meta.epoch(),
-            ));
+        let verdict = self.purge_verdict(
+            customer,
+            key_text.unwrap_or(""),
+            path,
+            meta.headers(),
+            meta.epoch(),
+        );
         match verdict {
             Verdict::Keep => {}
             // Not usable: fetched again in full (no conditional request, which could
@@ -904,18 +881,7 @@ impl ProxyHttp for Edge {
             // RFC 9111 §4.4: a successful unsafe request invalidates the stored URL.
             if let Some(customer) = ctx.customer() {
                 let key = key_for(customer, session.req_header());
-                let span = pingora_cache::trace::Span::inactive();
-                if let Err(e) = self
-                    .store
-                    .purge(
-                        PurgeTarget::Active(&key.to_compact()),
-                        PurgeType::Invalidation,
-                        &span.handle(),
-                    )
-                    .await
-                {
-                    warn!("customer={} invalidation failed: {e}", customer.name);
-                }
+                crate::purge::remove_now(self.store, &[key]).await;
             }
         }
         for tags in crate::purge::TAG_FIELDS {
