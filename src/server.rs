@@ -78,6 +78,7 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
         node.cache.max_object,
         metrics.clone(),
         purges.clone(),
+        node.idle_timeout,
     );
     let mut proxy =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "holdfast edge");

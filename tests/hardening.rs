@@ -333,3 +333,28 @@ async fn content_length_is_forwarded_as_one_value_or_refused() {
     assert_eq!(differ.status, 400);
     assert_eq!(origin.hits(), hits, "never forwarded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    let body = format!(
+        "idle_timeout: 1s\ncustomers:\n{}",
+        customer("shop", HOST, origin.addr, "", "")
+    );
+    let edge = Holdfast::start(&body).await;
+    // A miss (the full path) and a hit (the fast path) both leave the connection open...
+    let mut conn = common::Conn::open(edge.addr).await;
+    for _ in 0..2 {
+        let r = conn.get(HOST, "/i").await.unwrap().expect("an answer");
+        assert_eq!(r.status, 200);
+    }
+    // ...for idle_timeout, not for ever.
+    let started = std::time::Instant::now();
+    assert!(conn.closed_by_server().await, "still open after 5 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "closed after {waited:?}, before idle_timeout"
+    );
+}

@@ -30,6 +30,10 @@ pub struct NodeConfig {
     pub customers: Arc<Customers>,
     /// How long SIGTERM waits for in-flight requests before the process exits.
     pub shutdown_grace: Duration,
+    /// How long a client's keep-alive connection may wait idle for its next request
+    /// (`idle_timeout`, whole seconds, at least 1); a longer `Keep-Alive: timeout=` from
+    /// the client is cut to it.
+    pub idle_timeout: Duration,
     /// A built-in static-file origin, for demos and quick starts.
     pub demo_origin: Option<DemoOriginConfig>,
     /// Warn when a customer config older than this acts on a schedule (see `max_config_age`).

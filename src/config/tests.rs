@@ -857,3 +857,18 @@ fn purge_tokens_are_digests_only() {
         "the value is not echoed: {msg}"
     );
 }
+
+#[test]
+fn idle_timeout() {
+    assert_eq!(
+        check(MINIMAL).unwrap().idle_timeout,
+        Duration::from_secs(60)
+    );
+    let c = check(&format!("idle_timeout: 75s\n{MINIMAL}")).unwrap();
+    assert_eq!(c.idle_timeout, Duration::from_secs(75));
+    fails(
+        &format!("idle_timeout: 500ms\n{MINIMAL}"),
+        1,
+        &["under 1s", "whole seconds"],
+    );
+}

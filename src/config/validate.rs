@@ -64,6 +64,14 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
     }
     distinct_listeners(ctx, &listeners)?;
 
+    if f.idle_timeout.0 < std::time::Duration::from_secs(1) {
+        return Err(ctx.err(
+            &[Key("idle_timeout")],
+            Target::Value,
+            "idle_timeout is under 1s; client connections are timed in whole seconds, e.g. idle_timeout: 60s"
+                .into(),
+        ));
+    }
     let cache = store(ctx, base, &f.cache)?;
     let control_plane = match f.control_plane {
         Some(cp) => Some(control_plane(ctx, base, cp)?),
@@ -110,6 +118,7 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
         control_plane,
         customers: Arc::new(customers),
         shutdown_grace: f.shutdown_grace.0,
+        idle_timeout: f.idle_timeout.0,
         demo_origin,
         max_config_age: f.max_config_age.0,
     })

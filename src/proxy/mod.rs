@@ -60,6 +60,8 @@ pub struct Edge {
     next_server: AtomicUsize,
     health: OriginHealth,
     purges: Arc<Purges>,
+    /// Seconds a client connection may wait idle between requests.
+    idle_timeout: u64,
 }
 
 impl Edge {
@@ -70,8 +72,10 @@ impl Edge {
         max_object: usize,
         metrics: Arc<Metrics>,
         purges: Arc<Purges>,
+        idle_timeout: Duration,
     ) -> Edge {
         Edge {
+            idle_timeout: idle_timeout.as_secs().max(1),
             purges,
             customers,
             store,
@@ -527,6 +531,16 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Pingora waits for a keep-alive connection's next request without a bound (or
+        // as long as the client's Keep-Alive asks): cap it, so idle clients let go.
+        if let Some(wait) = session.get_keepalive() {
+            let capped = if wait == 0 {
+                self.idle_timeout
+            } else {
+                wait.min(self.idle_timeout)
+            };
+            session.set_keepalive(Some(capped));
+        }
         let snapshot = self.customers.load();
         ctx.config_version = snapshot.version;
         let host = request_host(session.req_header()).unwrap_or("");
