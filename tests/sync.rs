@@ -661,6 +661,10 @@ async fn sighup_and_post_reload_reread_inline_customers() {
     assert_eq!((status, &outcome["result"]), (200, &"applied".into()));
     assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));
     assert_eq!(config(&h).await["consecutive_failures"], 0);
+    // The same file again: nothing to apply, and it says so.
+    let (status, outcome) = admin(&h, "POST", "/reload").await;
+    assert_eq!((status, &outcome["result"]), (200, &"unchanged".into()));
+    assert_eq!(config(&h).await["applied_total"], 2);
     assert!(
         h.signal_and_wait("TERM", Duration::from_secs(10)).is_some(),
         "still running after two SIGHUPs, and stops on TERM: {}",

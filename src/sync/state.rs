@@ -167,6 +167,11 @@ impl ConfigState {
         }
     }
 
+    /// A reload found the running config as it is: earlier failures are over.
+    pub fn unchanged(&self) {
+        self.status.lock().consecutive_failures = 0;
+    }
+
     /// A sync or reload failed; the running config stays. Returns the failures in a row.
     pub fn failed(&self, reason: &str, now: SystemTime) -> u64 {
         let mut s = self.status.lock();

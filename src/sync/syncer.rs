@@ -45,6 +45,9 @@ impl Outcome {
 pub struct Syncer {
     state: Arc<ConfigState>,
     node_file: PathBuf,
+    /// The node file's text whose inline customers run (when they do), so that a reload
+    /// of the same text says "unchanged".
+    inline_text: parking_lot::Mutex<Option<String>>,
     cp: Option<ControlPlane>,
     round: tokio::sync::Mutex<()>,
 }
@@ -92,6 +95,7 @@ impl Syncer {
         Syncer {
             state,
             node_file: node.source.clone(),
+            inline_text: parking_lot::Mutex::new(std::fs::read_to_string(&node.source).ok()),
             cp,
             round: tokio::sync::Mutex::new(()),
         }
@@ -329,12 +333,38 @@ impl Syncer {
     async fn reload_file(&self) -> Outcome {
         let _round = self.round.lock().await;
         let path = self.node_file.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load_node_file(&path))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let loaded = tokio::task::spawn_blocking(move || {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "{}: cannot read: {e}; check the path and its permissions",
+                    path.display()
+                )
+            })?;
+            config::check_node_text(&path, &text)
+                .map(|node| (node, text))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
         let now = SystemTime::now();
-        let node = match loaded {
+        let running_inline = self.state.source() == ConfigSource::Inline;
+        if let Ok((_, text)) = &loaded {
+            if running_inline && self.inline_text.lock().as_deref() == Some(text.as_str()) {
+                let version = self.state.running().version;
+                info!(
+                    "config: {} is unchanged; nothing to apply",
+                    self.node_file.display()
+                );
+                self.state.unchanged();
+                return Outcome::Unchanged { version };
+            }
+        }
+        let (node, text) = match loaded {
+            Ok((node, text)) => (Ok(node), Some(text)),
+            Err(e) => (Err(e), None),
+        };
+        let node = match node {
             Ok(node) if node.customers.list.is_empty() => Err(format!(
                 "{}: has no inline customers; keeping the running ones \
                  (a control_plane takes effect on restart only)",
@@ -355,6 +385,7 @@ impl Syncer {
                 let version = node.customers.version;
                 self.state
                     .apply(node.customers.clone(), ConfigSource::Inline, None, now);
+                *self.inline_text.lock() = text;
                 info!(
                     "config: reloaded the inline customers of {}; {summary} \
                      (listeners, cache and server settings change on restart only)",
