@@ -364,6 +364,47 @@ pub fn url_keys(
         .collect()
 }
 
+/// The cache keys of `url`, a whole http(s) URL of one of `customer`'s hosts (as
+/// `customers` routes them); otherwise why not, in words for the one who wrote it.
+pub fn keys_of_url(
+    customers: &crate::config::Customers,
+    customer: &crate::config::Customer,
+    url: &str,
+) -> Result<Vec<pingora_cache::CacheKey>, String> {
+    let whole = "write it whole, e.g. https://shop.example.com/a";
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL ({e}); {whole}"))?;
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return Err(format!("{url:?} has no scheme or host; {whole}"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{url:?} is not an http or https URL"));
+    }
+    let host = crate::config::canonical_host(host);
+    match customers.route(&host) {
+        Some(owner) if owner.name == customer.name => {
+            Ok(url_keys(customer, &host, uri.path(), uri.query()))
+        }
+        owner => Err(format!(
+            "{url:?} is not a URL of customer {:?}: its host is not one of customer {:?}'s \
+             hosts{}; purge it under the customer that serves it",
+            customer.name,
+            customer.name,
+            owner.map_or(String::new(), |o| format!(
+                " (it is customer {:?}'s)",
+                o.name
+            )),
+        )),
+    }
+}
+
+/// Whether an origin could have tagged an object `tag`: 1 to [`MAX_TAG_LEN`] bytes,
+/// without the separators of `Surrogate-Key` (space) and `Cache-Tag` (comma).
+pub fn is_valid_tag(tag: &str) -> bool {
+    !tag.is_empty() && tag.len() <= MAX_TAG_LEN && !tag.contains([' ', ','])
+}
+
 /// Whether `token` (a digest) is one of `customer`'s purge tokens, compared in constant
 /// time.
 pub fn holds(customer: &crate::config::Customer, token: &[u8; 32]) -> bool {

@@ -1037,16 +1037,7 @@ async fn eviction_keeps_the_store_within_its_bound() {
         let r = edge.get(HOST, &format!("/obj/{i}")).await;
         assert_eq!(r.body.len(), chunk.len());
     }
-    let metrics = request(
-        edge.admin,
-        "GET",
-        &edge.admin.to_string(),
-        "/metrics",
-        &[],
-        b"",
-    )
-    .await
-    .text();
+    let metrics = edge.metrics().await;
     let value = |name: &str| metric(&metrics, name);
     assert!(value("holdfast_cache_bytes") <= 1024 * 1024, "{metrics}");
     assert!(value("holdfast_cache_bytes") > 0, "{metrics}");
@@ -1065,16 +1056,7 @@ async fn eviction_keeps_the_store_within_its_bound() {
     let r = edge.get(HOST, "/large/29").await;
     assert!(r.cache_status().contains("hit"), "{}", r.cache_status());
     assert_eq!(r.body, large.as_bytes());
-    let metrics = request(
-        edge.admin,
-        "GET",
-        &edge.admin.to_string(),
-        "/metrics",
-        &[],
-        b"",
-    )
-    .await
-    .text();
+    let metrics = edge.metrics().await;
     let value = |name: &str| metric(&metrics, name);
     // 350 bodies of 32 KiB or more went through; only those still stored hold a file.
     let files = value("holdfast_cache_memory_files");

@@ -297,9 +297,7 @@ async fn control_plane_failures_keep_the_last_good_version() {
     assert_eq!(c["consecutive_failures"], 1);
     assert!(error_of(&c).contains(&url(cp.addr)), "{}", error_of(&c));
     assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));
-    let metrics = request(h.admin, "GET", &h.admin.to_string(), "/metrics", &[], b"")
-        .await
-        .text();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("holdfast_config_sync_failures_total 8"),
         "{metrics}"

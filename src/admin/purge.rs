@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::access::{self, TokenHash};
-use crate::config::{Customer, Customers};
+use crate::config::Customers;
 use crate::purge::{Entry, MAX_TAG_LEN};
 
 /// Largest request body read.
@@ -139,7 +139,9 @@ pub fn parse(
     let mut keys = Vec::new();
     let mut texts = Vec::new();
     for url in &req.urls {
-        for key in url_keys(customer, customers, url)? {
+        let url_keys = crate::purge::keys_of_url(customers, customer, url)
+            .map_err(|why| refused(StatusCode::BAD_REQUEST, why))?;
+        for key in url_keys {
             texts.extend(key.primary_key_str().map(str::to_string));
             keys.push(key);
         }
@@ -153,7 +155,7 @@ pub fn parse(
         }
     }
     for t in &req.tags {
-        if t.is_empty() || t.len() > MAX_TAG_LEN || t.contains([' ', ',']) {
+        if !crate::purge::is_valid_tag(t) {
             return Err(refused(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -174,51 +176,6 @@ pub fn parse(
             soft: req.soft,
         },
         keys,
-    ))
-}
-
-/// The cache keys a URL of `customer` is stored under, for both schemes.
-fn url_keys(
-    customer: &Customer,
-    customers: &Customers,
-    url: &str,
-) -> Result<Vec<CacheKey>, Refused> {
-    let uri: http::Uri = url.parse().map_err(|e| {
-        refused(
-            StatusCode::BAD_REQUEST,
-            format!("{url:?} is not a URL ({e}); write it whole, e.g. https://shop.example.com/a"),
-        )
-    })?;
-    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
-        return Err(refused(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "{url:?} has no scheme or host; write it whole, e.g. https://shop.example.com/a"
-            ),
-        ));
-    };
-    if scheme != "http" && scheme != "https" {
-        return Err(refused(
-            StatusCode::BAD_REQUEST,
-            format!("{url:?} is not an http or https URL"),
-        ));
-    }
-    let host = crate::config::canonical_host(host);
-    let owner = customers.route(&host).map(|c| c.name.as_str());
-    if owner != Some(customer.name.as_str()) {
-        return Err(refused(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the host of {url:?} is not one of customer {:?}'s hosts",
-                customer.name
-            ),
-        ));
-    }
-    Ok(crate::purge::url_keys(
-        customer,
-        &host,
-        uri.path(),
-        uri.query(),
     ))
 }
 

@@ -438,38 +438,16 @@ pub(super) fn purges(
         }
         let mut keys = Vec::new();
         for (j, url) in p.urls.iter().enumerate() {
-            let uri: Option<http::Uri> = url.0.parse().ok();
-            let host = uri
-                .as_ref()
-                .and_then(|u| u.host())
-                .map(|h| super::canonical_host(h).into_owned());
-            let owner = host.as_deref().and_then(|h| customers.route(h));
-            let (Some(uri), Some(host), Some(owner)) = (uri.as_ref(), host.as_deref(), owner)
-            else {
-                return Err(ctx.err(
-                    &at(&[Key("urls"), Index(j)]),
-                    Target::Value,
-                    format!("{:?} is not a URL of customer {name:?}'s hosts; write it whole, e.g. https://shop.example.com/a", url.0),
-                ));
-            };
-            if owner.name != name {
-                return Err(ctx.err(
-                    &at(&[Key("urls"), Index(j)]),
-                    Target::Value,
-                    format!(
-                        "{:?} belongs to customer {:?}, not {name:?}",
-                        url.0, owner.name
-                    ),
-                ));
-            }
+            let url_keys = crate::purge::keys_of_url(customers, &customer, &url.0)
+                .map_err(|why| ctx.err(&at(&[Key("urls"), Index(j)]), Target::Value, why))?;
             keys.extend(
-                crate::purge::url_keys(&customer, host, uri.path(), uri.query())
+                url_keys
                     .iter()
                     .filter_map(|k| k.primary_key_str().map(str::to_string)),
             );
         }
         for (j, t) in p.tags.iter().enumerate() {
-            if t.is_empty() || t.len() > crate::purge::MAX_TAG_LEN || t.contains([' ', ',']) {
+            if !crate::purge::is_valid_tag(t) {
                 return Err(ctx.err(
                     &at(&[Key("tags"), Index(j)]),
                     Target::Value,
