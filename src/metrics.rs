@@ -37,6 +37,23 @@ pub struct CustomerCounters {
     pub purges_all: AtomicU64,
 }
 
+impl CustomerCounters {
+    fn count(&self, served: Served, bytes: usize, origin_error: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match served {
+            Served::Hit => &self.hits,
+            Served::Stale => &self.stale,
+            Served::Miss => &self.misses,
+            Served::Bypass => &self.bypassed,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if origin_error {
+            self.origin_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// How one request went, for a customer's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
@@ -60,21 +77,19 @@ impl Metrics {
         )
     }
 
-    /// Count one request of `customer`.
+    /// Count one request of `customer`, under the read lock once the customer is known:
+    /// no reference count moves on the request path.
     pub fn served(&self, customer: &str, served: Served, bytes: usize, origin_error: bool) {
-        let c = self.customer(customer);
-        c.requests.fetch_add(1, Ordering::Relaxed);
-        match served {
-            Served::Hit => &c.hits,
-            Served::Stale => &c.stale,
-            Served::Miss => &c.misses,
-            Served::Bypass => &c.bypassed,
+        {
+            let customers = self.customers.read();
+            if let Some(c) = customers.get(customer) {
+                c.count(served, bytes, origin_error);
+                return;
+            }
         }
-        .fetch_add(1, Ordering::Relaxed);
-        c.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        if origin_error {
-            c.origin_errors.fetch_add(1, Ordering::Relaxed);
-        }
+        // First request of this customer: created under the write lock, the read one
+        // released first.
+        self.customer(customer).count(served, bytes, origin_error);
     }
 
     /// Count a purge of `customer` naming `urls` URLs, `prefixes` prefixes, `tags` tags
