@@ -22,3 +22,4 @@ pub mod purge;
 pub mod server;
 pub mod storage;
 pub mod sync;
+pub mod tls;

@@ -193,8 +193,12 @@ fn customers_to_explain(
             path.display()
         )
     })?;
-    let doc = holdfast::config::parse_customer_document(&path.display().to_string(), &text)
-        .map_err(|e| e.to_string())?;
+    let doc = holdfast::config::parse_customer_document(
+        &path.display().to_string(),
+        &text,
+        node.base_dir(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok((
         Arc::new(doc.customers),
         format!(

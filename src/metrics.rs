@@ -13,6 +13,9 @@ pub struct Metrics {
     pub inflight: AtomicUsize,
     pub requests: AtomicU64,
     pub unknown_host: AtomicU64,
+    /// Requests refused with 421 because their Host is not the customer their TLS
+    /// connection's SNI named.
+    pub misdirected: AtomicU64,
     pub stale_if_error: AtomicU64,
     /// Per customer, by name: created at a customer's first request or purge.
     customers: RwLock<BTreeMap<String, Arc<CustomerCounters>>>,
@@ -182,6 +185,12 @@ impl Metrics {
             "Requests refused because no customer serves their Host.",
             "counter",
             get(&self.unknown_host),
+        );
+        line(
+            "holdfast_misdirected_total",
+            "Requests refused (421) because their Host belongs to another customer than their TLS connection's SNI.",
+            "counter",
+            get(&self.misdirected),
         );
         line(
             "holdfast_stale_if_error_total",

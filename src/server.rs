@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use log::info;
+use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
@@ -82,8 +83,21 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     );
     let mut proxy =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "holdfast edge");
-    for addr in &node.listen {
-        proxy.add_tcp(addr);
+    // Every TLS listener picks certificates from the snapshot that routes requests.
+    let resolver = Arc::new(crate::tls::Resolver::new(
+        customers.clone(),
+        syncer.state().tls_default(),
+    ));
+    for listener in &node.listen {
+        if listener.tls {
+            let mut tls = TlsSettings::with_callbacks(Box::new(crate::tls::RecordSni))
+                .map_err(|e| StartError::Listener(format!("{}: {e}", listener.addr)))?;
+            tls.set_cert_resolver(resolver.clone());
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&listener.addr, None, tls);
+        } else {
+            proxy.add_tcp(&listener.addr);
+        }
     }
     server.add_service(proxy);
 
@@ -124,8 +138,12 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     }
 
     info!(
-        "holdfast starting: listen={:?} admin={:?} customers={} config_version={} config_source={}",
-        node.listen,
+        "holdfast starting: listen=[{}] admin={:?} customers={} config_version={} config_source={}",
+        node.listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         node.admin.as_ref().map(|a| a.listen.as_str()),
         customers.load().list.len(),
         customers.load().version,

@@ -424,7 +424,7 @@ fn the_image_config_exists_passes_the_check_and_its_ports_are_exposed() {
         .admin
         .as_ref()
         .expect("the image's config has an admin listener");
-    for addr in node.listen.iter().chain([&admin.listen]) {
+    for addr in node.listen.iter().map(|l| &l.addr).chain([&admin.listen]) {
         assert!(
             exposed.contains(&port_of(addr)),
             "{addr} is not EXPOSEd (EXPOSE {exposed:?})"
@@ -627,7 +627,7 @@ fn the_image_config_serves_the_demo_passes_its_health_check_and_stops_on_sigterm
             .listen
             .iter()
             .enumerate()
-            .map(|(i, a)| (a.clone(), if i == 0 { data_port } else { free_port() }))
+            .map(|(i, a)| (a.addr.clone(), if i == 0 { data_port } else { free_port() }))
             .collect();
         moves.push((admin.listen.clone(), admin_port));
         if let Some(demo) = &node.demo_origin {

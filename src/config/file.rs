@@ -105,7 +105,9 @@ pub(super) struct NodeFile {
     /// Pingora `ServerConf` keys; checked against `ServerConf` in `validate`.
     #[serde(default)]
     pub server: Option<serde_yaml::Mapping>,
-    pub listen: Vec<ListenAddr>,
+    pub listen: Vec<ListenEntry>,
+    #[serde(default)]
+    pub tls: Option<NodeTlsFile>,
     #[serde(default)]
     pub admin: Option<AdminFile>,
     #[serde(default)]
@@ -122,6 +124,67 @@ pub(super) struct NodeFile {
     pub demo_origin: Option<DemoOriginFile>,
     #[serde(default)]
     pub customers: Option<Vec<CustomerFile>>,
+}
+
+/// One `listen:` entry: an address (plain HTTP/1.1, as before) or
+/// `{ addr, tls: true }`, a TLS listener where ALPN picks HTTP/2 or HTTP/1.1.
+#[derive(Debug)]
+pub(super) struct ListenEntry {
+    pub addr: ListenAddr,
+    pub tls: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenFile {
+    addr: ListenAddr,
+    #[serde(default)]
+    tls: bool,
+}
+
+impl<'de> Deserialize<'de> for ListenEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entry;
+        impl<'de> serde::de::Visitor<'de> for Entry {
+            type Value = ListenEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a listen address (\"0.0.0.0:8080\") or { addr: \"0.0.0.0:8443\", tls: true }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenEntry, E> {
+                let addr = ListenAddr::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(ListenEntry { addr, tls: false })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ListenEntry, A::Error> {
+                let f = ListenFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ListenEntry {
+                    addr: f.addr,
+                    tls: f.tls,
+                })
+            }
+        }
+        d.deserialize_any(Entry)
+    }
+}
+
+/// `tls:` of the node: the certificate for SNI that no customer claims.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NodeTlsFile {
+    #[serde(default)]
+    pub default: Option<CertFile>,
+}
+
+/// A certificate (PEM, the leaf first, a chain allowed) and its private key (PEM).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CertFile {
+    pub cert: String,
+    pub key: String,
 }
 
 /// The synced customer document.
@@ -230,6 +293,8 @@ pub(super) struct CustomerFile {
     pub methods: Option<Vec<MethodName>>,
     #[serde(default)]
     pub purge_tokens: Vec<TokenDigest>,
+    #[serde(default)]
+    pub tls: Option<CertFile>,
 }
 
 #[derive(Debug, Deserialize)]

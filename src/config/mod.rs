@@ -54,7 +54,12 @@ pub fn check_node_text(path: &Path, text: &str) -> Result<NodeConfig, ConfigErro
 
 /// Parse and validate a customer document (from the control plane or the cache file).
 /// `origin` names where it came from in error messages (a URL or a path).
-pub fn parse_customer_document(origin: &str, text: &str) -> Result<CustomerDocument, ConfigError> {
+/// Relative certificate paths in it are relative to `base` (the node file's directory).
+pub fn parse_customer_document(
+    origin: &str,
+    text: &str,
+    base: &Path,
+) -> Result<CustomerDocument, ConfigError> {
     let parsed: file::CustomerDocumentFile = serde_yaml::from_str(text).map_err(|e| {
         let err = ConfigError::from_yaml(origin, &e);
         match err {
@@ -74,7 +79,7 @@ pub fn parse_customer_document(origin: &str, text: &str) -> Result<CustomerDocum
         }
     })?;
     let ctx = Ctx { file: origin, text };
-    let mut customers = validate::customers(&ctx, parsed.version, parsed.customers)?;
+    let mut customers = validate::customers(&ctx, base, parsed.version, parsed.customers)?;
     validate::purges(&ctx, &mut customers, parsed.purges)?;
     Ok(CustomerDocument {
         version: parsed.version,

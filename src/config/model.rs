@@ -18,8 +18,11 @@ pub struct NodeConfig {
     pub source: PathBuf,
     /// Pingora's own server settings, passed through from `server:`.
     pub server: ServerConf,
-    /// Data-plane listen addresses (`listen:`), e.g. `0.0.0.0:8080`.
-    pub listen: Vec<String>,
+    /// Data-plane listeners (`listen:`), e.g. `0.0.0.0:8080` or `{ addr, tls: true }`.
+    pub listen: Vec<Listener>,
+    /// `tls.default`: the certificate for SNI no customer claims (without it, such
+    /// handshakes fail).
+    pub tls_default: Option<crate::tls::Certificate>,
     /// The admin listener, if configured.
     pub admin: Option<AdminConfig>,
     /// Store bounds and lock behaviour.
@@ -38,6 +41,37 @@ pub struct NodeConfig {
     pub demo_origin: Option<DemoOriginConfig>,
     /// Warn when a customer config older than this acts on a schedule (see `max_config_age`).
     pub max_config_age: Duration,
+}
+
+impl NodeConfig {
+    /// The directory relative paths are resolved against: the node file's, also for
+    /// the certificate paths of synced documents.
+    pub fn base_dir(&self) -> &std::path::Path {
+        base_dir_of(&self.source)
+    }
+}
+
+/// The directory of the node file `source`, against which relative paths resolve.
+pub fn base_dir_of(source: &std::path::Path) -> &std::path::Path {
+    source.parent().unwrap_or(std::path::Path::new(""))
+}
+
+/// One data-plane listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: String,
+    /// TLS (1.2 and 1.3); ALPN offers `h2` and `http/1.1`.
+    pub tls: bool,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tls {
+            write!(f, "{} (tls)", self.addr)
+        } else {
+            f.write_str(&self.addr)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +153,8 @@ pub struct Customers {
     pub list: Vec<Arc<Customer>>,
     /// Lower-cased exact host → index into `list`.
     pub(crate) exact: HashMap<String, usize>,
-    /// Lower-cased suffix including the leading dot (`.shop.example.com`) → index,
-    /// longest suffix first.
-    pub(crate) wildcard: Vec<(String, usize)>,
+    /// Lower-cased suffix including the leading dot (`.shop.example.com`) → index.
+    pub(crate) wildcard: HashMap<String, usize>,
 }
 
 impl Customers {
@@ -130,18 +163,19 @@ impl Customers {
     pub fn new(version: u64, list: Vec<Customer>) -> Customers {
         let list: Vec<Arc<Customer>> = list.into_iter().map(Arc::new).collect();
         let mut exact = HashMap::new();
-        let mut wildcard = Vec::new();
+        let mut wildcard = HashMap::new();
         for (i, c) in list.iter().enumerate() {
             for h in &c.hosts {
                 match h.strip_prefix('*') {
-                    Some(suffix) => wildcard.push((suffix.to_string(), i)),
+                    Some(suffix) => {
+                        wildcard.insert(suffix.to_string(), i);
+                    }
                     None => {
                         exact.insert(h.clone(), i);
                     }
                 }
             }
         }
-        wildcard.sort_by_key(|w: &(String, usize)| std::cmp::Reverse(w.0.len()));
         Customers {
             version,
             list,
@@ -156,17 +190,22 @@ impl Customers {
 
     /// The customer serving `host` (a Host header value: port stripped here, case-folded).
     /// Exact names win over wildcards; `*.example.com` matches `a.example.com` and
-    /// `a.b.example.com`, not `example.com`.
+    /// `a.b.example.com`, not `example.com`; the longest wildcard wins. One hash lookup
+    /// per label, however many customers there are: `a.b.shop.example.com` tries the
+    /// exact name, then `*.b.shop.example.com`, `*.shop.example.com`, and so on.
     pub fn route(&self, host: &str) -> Option<&Arc<Customer>> {
         let host = canonical_host(host);
         let host = host.as_ref();
         if let Some(&i) = self.exact.get(host) {
             return Some(&self.list[i]);
         }
-        self.wildcard
-            .iter()
-            .find(|(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|&(_, i)| &self.list[i])
+        if self.wildcard.is_empty() {
+            return None;
+        }
+        host.match_indices('.')
+            .filter(|&(at, _)| at > 0)
+            .find_map(|(at, _)| self.wildcard.get(&host[at..]))
+            .map(|&i| &self.list[i])
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Customer>> {
@@ -220,6 +259,8 @@ pub struct Customer {
     /// The purges the synced document lists for this customer (`purges:`), in force
     /// with the document that carries them.
     pub purges: Arc<crate::purge::Purges>,
+    /// The certificate served by SNI for this customer's hosts (`tls:`).
+    pub tls: Option<crate::tls::Certificate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

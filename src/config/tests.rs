@@ -88,7 +88,7 @@ fn design_example_lands_in_the_model() {
     assert_eq!(c.source, Path::new("conf/x.yaml"));
     assert_eq!(c.server.threads, 2);
     assert_eq!(c.server.max_retries, ServerConf::default().max_retries);
-    assert_eq!(c.listen, vec!["0.0.0.0:8080"]);
+    assert_eq!(addrs(&c), vec!["0.0.0.0:8080"]);
     assert_eq!(
         c.admin,
         Some(AdminConfig {
@@ -228,7 +228,7 @@ customers:
         active: { from: "2026-11-27T00:00:00-05:00", until: "2026-11-29T00:00:00-05:00[America/New_York]" }
 "#;
     let c = check_node_text(Path::new("/etc/holdfast/holdfast.yaml"), text).unwrap();
-    assert_eq!(c.listen, vec!["0.0.0.0:8080", "[::]:8080"]);
+    assert_eq!(addrs(&c), vec!["0.0.0.0:8080", "[::]:8080"]);
     assert_eq!(c.cache.memory, 1 << 30);
     assert_eq!(c.cache.max_object, 1_000_000);
     assert_eq!(c.cache.lock_timeout, Duration::from_millis(500));
@@ -619,7 +619,7 @@ fn yaml_syntax_and_empty_files() {
 #[test]
 fn customer_documents() {
     let doc = "version: 7\ncustomers:\n  - name: shop\n    hosts: [shop.example.com]\n    origin: { servers: [\"127.0.0.1:8000\"] }\n";
-    let d = parse_customer_document("https://cp/x.yaml", doc).unwrap();
+    let d = parse_customer_document("https://cp/x.yaml", doc, Path::new("")).unwrap();
     assert_eq!(d.version, 7);
     assert_eq!(d.customers.version, 7);
     assert_eq!(
@@ -627,8 +627,12 @@ fn customer_documents() {
         vec!["shop.example.com"]
     );
 
-    let e =
-        parse_customer_document("https://cp/x.yaml", &doc.replace("version: 7\n", "")).unwrap_err();
+    let e = parse_customer_document(
+        "https://cp/x.yaml",
+        &doc.replace("version: 7\n", ""),
+        Path::new(""),
+    )
+    .unwrap_err();
     assert_message(
         &e,
         "https://cp/x.yaml",
@@ -637,10 +641,12 @@ fn customer_documents() {
     );
 
     let bad = doc.replace("[shop.example.com]", "[]");
-    let e = parse_customer_document("/var/lib/holdfast/customers.yaml", &bad).unwrap_err();
+    let e = parse_customer_document("/var/lib/holdfast/customers.yaml", &bad, Path::new(""))
+        .unwrap_err();
     assert_message(&e, "/var/lib/holdfast/customers.yaml", 4, &["has no hosts"]);
 
-    let e = parse_customer_document("cp", "version: -1\ncustomers: []\n").unwrap_err();
+    let e =
+        parse_customer_document("cp", "version: -1\ncustomers: []\n", Path::new("")).unwrap_err();
     assert_message(&e, "cp", 1, &["version"]);
 }
 
@@ -671,7 +677,9 @@ customers:
     hosts: ["*.eu.shop.example.com", "static.shop.example.com"]
     origin: { servers: ["127.0.0.1:8001"] }
 "#;
-    parse_customer_document("t", doc).unwrap().customers
+    parse_customer_document("t", doc, Path::new(""))
+        .unwrap()
+        .customers
 }
 
 #[test]
@@ -706,7 +714,7 @@ mod never_panics {
         #[test]
         fn on_arbitrary_text(text in "\\PC{0,200}") {
             let _ = check(&text);
-            let _ = parse_customer_document("p", &text);
+            let _ = parse_customer_document("p", &text, Path::new(""));
         }
 
         #[test]
@@ -719,7 +727,7 @@ mod never_panics {
                     text.replace_range(start..end, &insert);
                 }
                 let _ = check(&text);
-                let _ = parse_customer_document("p", &format!("version: 1\n{text}"));
+                let _ = parse_customer_document("p", &format!("version: 1\n{text}"), Path::new(""));
             }
         }
     }
@@ -871,4 +879,48 @@ fn idle_timeout() {
         1,
         &["under 1s", "whole seconds"],
     );
+}
+
+fn addrs(c: &NodeConfig) -> Vec<&str> {
+    c.listen.iter().map(|l| l.addr.as_str()).collect()
+}
+
+#[test]
+fn listen_entries_are_addresses_or_tls_mappings() {
+    let base = "customers:\n  - name: a\n    hosts: [a.example.com]\n    origin: { servers: [\"127.0.0.1:8000\"] }\n";
+    let text = format!("listen:\n  - \"0.0.0.0:8080\"\n  - {{ addr: \"0.0.0.0:8443\", tls: true }}\n  - {{ addr: \"0.0.0.0:8081\" }}\n{base}");
+    let c = check_node_text(Path::new("/n.yaml"), &text).unwrap();
+    let got: Vec<(&str, bool)> = c.listen.iter().map(|l| (l.addr.as_str(), l.tls)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0.0.0.0:8080", false),
+            ("0.0.0.0:8443", true),
+            ("0.0.0.0:8081", false)
+        ]
+    );
+    let e = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("listen:\n  - {{ addr: \"0.0.0.0:8443\", tsl: true }}\n{base}"),
+    )
+    .unwrap_err();
+    assert_message(&e, "/n.yaml", 2, &["tsl"]);
+    let e = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("listen:\n  - {{ addr: \"8443\", tls: true }}\n{base}"),
+    )
+    .unwrap_err();
+    assert_message(&e, "/n.yaml", 2, &["invalid listen address"]);
+    let e =
+        check_node_text(Path::new("/n.yaml"), &format!("listen:\n  - 8080\n{base}")).unwrap_err();
+    assert_message(&e, "/n.yaml", 2, &["listen address"]);
+    // Two entries on one address are refused whatever their kind.
+    let e = check_node_text(
+        Path::new("/n.yaml"),
+        &format!(
+            "listen:\n  - \"0.0.0.0:8443\"\n  - {{ addr: \"0.0.0.0:8443\", tls: true }}\n{base}"
+        ),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("0.0.0.0:8443"), "{e}");
 }

@@ -41,7 +41,7 @@ impl Ctx<'_> {
 }
 
 pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, ConfigError> {
-    let base = source.parent().unwrap_or(Path::new(""));
+    let base = base_dir_of(source);
     let server = super::server_conf::check(ctx, f.server)?;
     if f.listen.is_empty() {
         return Err(ctx.err(
@@ -54,7 +54,7 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
         .listen
         .iter()
         .enumerate()
-        .map(|(i, a)| (a.0.clone(), vec![Key("listen"), Index(i)]))
+        .map(|(i, a)| (a.addr.0.clone(), vec![Key("listen"), Index(i)]))
         .collect();
     if let Some(a) = &f.admin {
         listeners.push((a.listen.0.clone(), vec![Key("admin"), Key("listen")]));
@@ -104,11 +104,23 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
                 .into(),
         ));
     }
-    let customers = customers(ctx, 0, inline)?;
+    let customers = customers(ctx, base, 0, inline)?;
+    let tls_default = match f.tls.and_then(|t| t.default) {
+        Some(c) => Some(certificate(ctx, base, &[Key("tls"), Key("default")], c)?),
+        None => None,
+    };
     Ok(NodeConfig {
         source: source.to_path_buf(),
         server,
-        listen: f.listen.into_iter().map(|a| a.0).collect(),
+        listen: f
+            .listen
+            .into_iter()
+            .map(|a| Listener {
+                addr: a.addr.0,
+                tls: a.tls,
+            })
+            .collect(),
+        tls_default,
         admin: f.admin.map(|a| AdminConfig {
             listen: a.listen.0,
             token_env: a.token_env.map(|t| t.0),
@@ -289,6 +301,32 @@ fn control_plane(
     })
 }
 
+/// Load and check a `{ cert, key }` pair found at `at` (paths relative to `base`).
+fn certificate(
+    ctx: &Ctx,
+    base: &Path,
+    at: &[Seg],
+    f: super::file::CertFile,
+) -> Result<crate::tls::Certificate, ConfigError> {
+    for (key, value) in [("cert", &f.cert), ("key", &f.key)] {
+        if value.is_empty() {
+            let mut p = at.to_vec();
+            p.push(Key(key));
+            return Err(ctx.err(
+                &p,
+                Target::Value,
+                format!("tls {key} is empty; name a PEM file, e.g. {key}: tls/shop.{key}"),
+            ));
+        }
+    }
+    let (cert, key) = (resolve(base, &f.cert), resolve(base, &f.key));
+    crate::tls::load(&cert, &key).map_err(|message| {
+        let mut p = at.to_vec();
+        p.push(Key("cert"));
+        ctx.err(&p, Target::Value, message)
+    })
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -313,6 +351,7 @@ fn positive(ctx: &Ctx, path: &[Seg], d: Dur, name: &str, example: &str) -> Resul
 /// Validate a customers list found under the top-level `customers:` key.
 pub(super) fn customers(
     ctx: &Ctx,
+    base: &Path,
     version: u64,
     list: Vec<CustomerFile>,
 ) -> Result<Customers, ConfigError> {
@@ -394,7 +433,28 @@ pub(super) fn customers(
                 Some(digest)
             })
             .collect();
+        let tls = match c.tls {
+            Some(f) => {
+                let cert = certificate(ctx, base, &at(&[Key("tls")]), f)?;
+                if let Some(host) = c.hosts.iter().find(|h| !crate::tls::covers(&cert, &h.0)) {
+                    return Err(ctx.err(
+                        &at(&[Key("tls"), Key("cert")]),
+                        Target::Value,
+                        format!(
+                            "the certificate {} of customer {name:?} does not cover its host \
+                             {:?}; give a certificate whose names include every host \
+                             (a wildcard host needs a wildcard certificate)",
+                            cert.cert_path.display(),
+                            host.0
+                        ),
+                    ));
+                }
+                Some(cert)
+            }
+            None => None,
+        };
         out.push(Customer {
+            tls,
             name,
             hosts: c.hosts.into_iter().map(|h| h.0).collect(),
             origin,

@@ -36,6 +36,7 @@ use crate::metrics::{Metrics, Served};
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::purge::{Purges, Verdict};
 use crate::storage::CacheStore;
+use crate::tls::{Sni, Transport};
 use direct::Payload;
 use health::OriginHealth;
 use request::{normalize_request, request_host, screen, set_forwarded};
@@ -92,6 +93,8 @@ impl Edge {
 /// a request finishes on the config it started with even if a reload swaps it.
 pub struct Ctx {
     customer: Option<Arc<Customer>>,
+    /// TLS or not, HTTP/1 or HTTP/2: the scheme the request is keyed by.
+    transport: Transport,
     config_version: u64,
     rule: Option<usize>,
     bypass: Option<&'static str>,
@@ -214,7 +217,7 @@ impl Edge {
             return Ok(false);
         };
         let req = session.req_header();
-        let key = key_for(&customer, req);
+        let key = key_for(&customer, req, ctx.transport.scheme());
         let stored = self.store.peek(&key);
         // The full path needs the same key; build and hash it once per request.
         ctx.key = Some(key);
@@ -509,6 +512,7 @@ impl ProxyHttp for Edge {
         self.metrics.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {
             customer: None,
+            transport: Transport::default(),
             config_version: 0,
             rule: None,
             bypass: None,
@@ -541,6 +545,7 @@ impl ProxyHttp for Edge {
             };
             session.set_keepalive(Some(capped));
         }
+        let sni = transport(session, &mut ctx.transport);
         let snapshot = self.customers.load();
         ctx.config_version = snapshot.version;
         let host = request_host(session.req_header()).unwrap_or("");
@@ -563,6 +568,29 @@ impl ProxyHttp for Edge {
             respond_text(session, code, body, &status, None).await?;
             return Ok(true);
         };
+        if let Some(sni) = sni {
+            // No domain fronting: a TLS connection opened for one customer's name serves
+            // that customer only (RFC 9110 §15.5.20), and no origin hears of the rest.
+            if !snapshot
+                .route(sni)
+                .is_some_and(|c| Arc::ptr_eq(c, customer))
+            {
+                self.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
+                ctx.edge_detail = Some("misdirected");
+                let status = CacheStatus {
+                    fwd: Some("bypass"),
+                    detail: Some("misdirected"),
+                    ..Default::default()
+                };
+                let body = format!(
+                    "holdfast: this connection was opened for {sni:?}, which does not serve \
+                     host {:?}; open a new connection for it\n",
+                    crate::config::canonical_host(host)
+                );
+                respond_text(session, 421, body, &status, None).await?;
+                return Ok(true);
+            }
+        }
         let customer = customer.clone();
         let host = crate::config::canonical_host(host).into_owned();
         normalize_request(session.req_header_mut(), &customer, &host)?;
@@ -625,7 +653,11 @@ impl ProxyHttp for Edge {
         let customer = ctx.customer().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "cache key without customer")
         })?;
-        Ok(key_for(customer, session.req_header()))
+        Ok(key_for(
+            customer,
+            session.req_header(),
+            ctx.transport.scheme(),
+        ))
     }
 
     async fn cache_hit_filter(
@@ -850,7 +882,7 @@ impl ProxyHttp for Edge {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip());
-            set_forwarded(upstream_request, peer)?;
+            set_forwarded(upstream_request, peer, ctx.transport.scheme())?;
         }
         if let Some(host) = ctx.customer().and_then(|c| c.origin.host_header.clone()) {
             upstream_request.insert_header(header::HOST, host)?;
@@ -894,7 +926,7 @@ impl ProxyHttp for Edge {
         if policy::is_unsafe(&session.req_header().method) && resp.status.as_u16() < 400 {
             // RFC 9111 §4.4: a successful unsafe request invalidates the stored URL.
             if let Some(customer) = ctx.customer() {
-                let key = key_for(customer, session.req_header());
+                let key = key_for(customer, session.req_header(), ctx.transport.scheme());
                 crate::purge::remove_now(self.store, &[key]).await;
             }
         }
@@ -1016,7 +1048,8 @@ impl ProxyHttp for Edge {
         let host = request_host(req).unwrap_or("-");
         info!(
             target: "holdfast::access",
-            "customer={customer} host={host} method={} path={} status={status} cache=\"{cache}\" bytes={} ms={} config_version={}{}",
+            "customer={customer} host={host} proto={} method={} path={} status={status} cache=\"{cache}\" bytes={} ms={} config_version={}{}",
+            ctx.transport.name(),
             req.method,
             req.uri.path(),
             bytes,
@@ -1025,6 +1058,15 @@ impl ProxyHttp for Edge {
             e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),
         );
     }
+}
+
+/// Fill in how the request arrived; the SNI of a TLS connection that sent one, for the
+/// domain-fronting check.
+fn transport<'a>(session: &'a Session, out: &mut Transport) -> Option<&'a str> {
+    out.h2 = session.is_http2();
+    let ssl = session.digest()?.ssl_digest.as_ref()?;
+    out.tls = true;
+    ssl.extension.get::<Sni>()?.0.as_deref()
 }
 
 fn lock_overrides(wait: Duration) -> CacheOptionOverrides {
@@ -1037,10 +1079,10 @@ fn secs_u32(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
-/// The cache key of a request for `customer`.
-fn key_for(customer: &Customer, req: &RequestHeader) -> CacheKey {
+/// The cache key of a request for `customer` that arrived by `scheme` (that of its
+/// connection: HTTP/1.1 over TLS carries none, and a client's word is not taken for it).
+fn key_for(customer: &Customer, req: &RequestHeader, scheme: &str) -> CacheKey {
     let host = request_host(req).map(strip_port).unwrap_or("");
-    let scheme = req.uri.scheme_str().unwrap_or("http");
     let primary = policy::cache_key(customer, scheme, host, req.uri.path(), req.uri.query());
     CacheKey::new(primary, "")
 }
@@ -1083,13 +1125,15 @@ fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
         return from_store.clone();
     }
     if let Some(detail) = ctx.edge_detail {
-        s.fwd = Some(if detail == "unknown-host" || ctx.bypass.is_some() {
-            "bypass"
-        } else if ctx.expired_by_rule {
-            "stale"
-        } else {
-            "miss"
-        });
+        s.fwd = Some(
+            if matches!(detail, "unknown-host" | "misdirected") || ctx.bypass.is_some() {
+                "bypass"
+            } else if ctx.expired_by_rule {
+                "stale"
+            } else {
+                "miss"
+            },
+        );
         s.detail = Some(detail);
         return s;
     }

@@ -32,8 +32,10 @@ pub(super) fn normalize_request(
     // An absolute-form target (`GET http://shop.example.com/a`): Pingora has checked
     // that its authority is the Host's and exposes its path, but would forward the raw
     // target; send the origin form that the key is made of (RFC 9112 §3.2.1).
+    // HTTP/2's `:authority` is dropped from the target the same way: the Host just set
+    // is then the one place the host is read from.
     let raw = req.raw_path();
-    if !raw.starts_with(b"/") && raw != b"*" {
+    if (!raw.starts_with(b"/") && raw != b"*") || req.uri.authority().is_some() {
         let target = req
             .uri
             .path_and_query()
@@ -55,6 +57,7 @@ pub(super) fn normalize_request(
 pub(super) fn set_forwarded(
     upstream: &mut RequestHeader,
     peer: Option<std::net::IpAddr>,
+    scheme: &str,
 ) -> Result<()> {
     let host = upstream
         .headers
@@ -73,13 +76,13 @@ pub(super) fn set_forwarded(
         };
         upstream.insert_header("X-Forwarded-For", xff)?;
     }
-    upstream.insert_header("X-Forwarded-Proto", "http")?;
+    upstream.insert_header("X-Forwarded-Proto", scheme)?;
     let node = match peer {
         Some(std::net::IpAddr::V6(ip)) => format!("for=\"[{ip}]\";"),
         Some(ip) => format!("for={ip};"),
         None => String::new(),
     };
-    upstream.insert_header("Forwarded", format!("{node}host={host};proto=http"))?;
+    upstream.insert_header("Forwarded", format!("{node}host={host};proto={scheme}"))?;
     Ok(())
 }
 

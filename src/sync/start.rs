@@ -29,6 +29,8 @@ pub enum StartError {
     },
     #[error("cannot start the runtime for the first sync: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("cannot set up the TLS listener {0}")]
+    Listener(String),
 }
 
 /// Decide the starting config (running the first sync, bounded by `timeout`) and
@@ -50,7 +52,7 @@ pub fn bootstrap(node: &NodeConfig) -> Result<Arc<Syncer>, StartError> {
         return Ok(Arc::new(Syncer::new(Arc::new(state), node)));
     };
 
-    let cached = read_cache_file(&cp.cache_file);
+    let cached = read_cache_file(&cp.cache_file, node.base_dir());
     let start = match &cached {
         Ok(c) => Start {
             customers: c.customers.clone(),
@@ -130,7 +132,7 @@ struct Cached {
 }
 
 /// The cache file's document, text and modification time; or why it is not usable.
-fn read_cache_file(path: &Path) -> Result<Cached, String> {
+fn read_cache_file(path: &Path, base: &Path) -> Result<Cached, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
@@ -139,7 +141,7 @@ fn read_cache_file(path: &Path) -> Result<Cached, String> {
     let mtime = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now());
-    match config::parse_customer_document(&path.display().to_string(), &text) {
+    match config::parse_customer_document(&path.display().to_string(), &text, base) {
         Ok(doc) => Ok(Cached {
             customers: Arc::new(doc.customers),
             text: text.into(),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
@@ -35,6 +35,8 @@ pub struct Start {
 /// Shared by the proxy (customers), the sync loop and the admin listener.
 pub struct ConfigState {
     customers: Arc<ArcSwap<Customers>>,
+    /// `tls.default` of the node file, read by the TLS resolver.
+    tls_default: Arc<ArcSwapOption<crate::tls::Certificate>>,
     status: Mutex<Status>,
 }
 
@@ -83,6 +85,7 @@ impl ConfigState {
         let now = SystemTime::now();
         ConfigState {
             customers: Arc::new(ArcSwap::new(start.customers)),
+            tls_default: Arc::new(ArcSwapOption::empty()),
             status: Mutex::new(Status {
                 source: start.source,
                 applied_at: now,
@@ -108,6 +111,11 @@ impl ConfigState {
                 }),
             }),
         }
+    }
+
+    /// The node's `tls.default` certificate, as the TLS resolver reads it.
+    pub fn tls_default(&self) -> Arc<ArcSwapOption<crate::tls::Certificate>> {
+        self.tls_default.clone()
     }
 
     /// The handle the proxy reads once per request.

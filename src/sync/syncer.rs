@@ -92,6 +92,9 @@ impl Syncer {
                 config: cp.clone(),
             }
         });
+        state
+            .tls_default()
+            .store(node.tls_default.clone().map(Arc::new));
         Syncer {
             state,
             node_file: node.source.clone(),
@@ -112,12 +115,79 @@ impl Syncer {
 
     /// SIGHUP and `POST /reload`: sync now with a control plane, else re-read the node
     /// file's inline customers.
+    /// Certificate files rotated in place are read again either way.
     pub async fn reload(&self) -> Outcome {
         if self.cp.is_some() {
-            self.sync_now().await
+            let outcome = self.sync_now().await;
+            match outcome {
+                Outcome::Applied { .. } => outcome,
+                _ => {
+                    self.reload_default_certificate().await;
+                    self.reload_document_certificates().await.unwrap_or(outcome)
+                }
+            }
         } else {
             self.reload_file().await
         }
+    }
+
+    /// With a control plane, the node file's `tls.default` is read again on a reload.
+    async fn reload_default_certificate(&self) {
+        let running = self.state.tls_default().load_full();
+        if !running.as_ref().is_some_and(|c| c.changed_on_disk()) {
+            return;
+        }
+        let path = self.node_file.clone();
+        match tokio::task::spawn_blocking(move || config::load_node_file(&path)).await {
+            Ok(Ok(node)) => {
+                info!("config: tls.default changed on disk; serving the new certificate");
+                self.state
+                    .tls_default()
+                    .store(node.tls_default.map(Arc::new));
+            }
+            Ok(Err(e)) => warn!("config: tls.default changed but cannot be loaded: {e}; the running certificate stays"),
+            Err(e) => warn!("config: reading tls.default: {e}"),
+        }
+    }
+
+    /// The running document again, when a certificate it names changed on disk (a
+    /// renewal in place): `None` when none did.
+    async fn reload_document_certificates(&self) -> Option<Outcome> {
+        let _round = self.round.lock().await;
+        let running = self.state.running();
+        let customers = self.state.customers().load_full();
+        let document = running.document.clone()?;
+        let check = customers.clone();
+        let changed = tokio::task::spawn_blocking(move || crate::tls::any_changed(&check))
+            .await
+            .unwrap_or(false);
+        if !changed {
+            return None;
+        }
+        let base = config::base_dir_of(&self.node_file).to_path_buf();
+        let text = document.clone();
+        let parsed = tokio::task::spawn_blocking(move || {
+            config::parse_customer_document("the running document", &text, &base)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+        let now = SystemTime::now();
+        Some(match parsed {
+            Ok(doc) => {
+                let version = doc.version;
+                self.state
+                    .apply(Arc::new(doc.customers), running.source, Some(document), now);
+                info!("config: certificates changed on disk; version {version} applied again with them");
+                Outcome::Applied { version }
+            }
+            Err(reason) => {
+                let reason = format!("a certificate changed on disk but cannot be used: {reason}");
+                self.state.failed(&reason, now);
+                warn!("config: {reason}; the running certificates stay");
+                Outcome::Failed { reason }
+            }
+        })
     }
 
     /// One round against every control-plane replica.
@@ -147,7 +217,11 @@ impl Syncer {
                     None => Answer::Failed("answered 304 to a request without validators".into()),
                 },
                 Ok(Fetched::Document { text, validators }) => {
-                    match config::parse_customer_document(&r.url, &text) {
+                    match config::parse_customer_document(
+                        &r.url,
+                        &text,
+                        config::base_dir_of(&self.node_file),
+                    ) {
                         Ok(doc) => Answer::New {
                             doc,
                             text: text.into(),
@@ -349,8 +423,28 @@ impl Syncer {
         .and_then(|r| r);
         let now = SystemTime::now();
         let running_inline = self.state.source() == ConfigSource::Inline;
-        if let Ok((_, text)) = &loaded {
-            if running_inline && self.inline_text.lock().as_deref() == Some(text.as_str()) {
+        if let Ok((node, text)) = &loaded {
+            let same_certificates = {
+                let running = self.state.customers().load();
+                let certs = |c: &Customers| -> Vec<(String, Option<u64>)> {
+                    c.list
+                        .iter()
+                        .map(|c| (c.name.clone(), c.tls.as_ref().map(|t| t.fingerprint)))
+                        .collect()
+                };
+                certs(&running) == certs(&node.customers)
+                    && self
+                        .state
+                        .tls_default()
+                        .load()
+                        .as_ref()
+                        .map(|c| c.fingerprint)
+                        == node.tls_default.as_ref().map(|c| c.fingerprint)
+            };
+            if running_inline
+                && same_certificates
+                && self.inline_text.lock().as_deref() == Some(text.as_str())
+            {
                 let version = self.state.running().version;
                 info!(
                     "config: {} is unchanged; nothing to apply",
@@ -385,6 +479,9 @@ impl Syncer {
                 let version = node.customers.version;
                 self.state
                     .apply(node.customers.clone(), ConfigSource::Inline, None, now);
+                self.state
+                    .tls_default()
+                    .store(node.tls_default.clone().map(Arc::new));
                 *self.inline_text.lock() = text;
                 info!(
                     "config: reloaded the inline customers of {}; {summary} \

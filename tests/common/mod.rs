@@ -320,6 +320,8 @@ pub fn free_port() -> u16 {
 /// The real `holdfast` binary, running on free loopback ports.
 pub struct Holdfast {
     pub addr: SocketAddr,
+    /// The TLS listener, when started with [`Holdfast::start_tls`].
+    pub tls_addr: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
@@ -341,25 +343,60 @@ impl Holdfast {
     /// [`Holdfast::start_with_env`] with more keys in the generated `admin:` mapping
     /// (e.g. `token_env: HOLDFAST_ADMIN_TOKEN`).
     pub async fn start_with_admin(admin: &str, body: &str, env: &[(&str, &str)]) -> Holdfast {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            admin,
+            body,
+            env,
+            false,
+        )
+        .await
+    }
+
+    /// A node with a TLS listener (`tls_addr`) beside the plain one, in `dir` (where the
+    /// test has put the certificate files `body` names).
+    pub async fn start_tls(dir: tempfile::TempDir, body: &str) -> Holdfast {
+        Self::start_in(dir, "", body, &[], true).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        admin: &str,
+        body: &str,
+        env: &[(&str, &str)],
+        tls: bool,
+    ) -> Holdfast {
+        let mut dir = Some(dir);
         for _ in 0..5 {
-            if let Some(h) = Self::try_start(admin, body, env).await {
-                return h;
+            match Self::try_start(dir.take().expect("dir"), admin, body, env, tls).await {
+                Ok(h) => return h,
+                Err(back) => dir = Some(back),
             }
         }
         panic!("holdfast did not start after 5 tries");
     }
 
-    async fn try_start(admin: &str, body: &str, env: &[(&str, &str)]) -> Option<Holdfast> {
-        let dir = tempfile::tempdir().expect("tempdir");
+    async fn try_start(
+        dir: tempfile::TempDir,
+        admin: &str,
+        body: &str,
+        env: &[(&str, &str)],
+        tls: bool,
+    ) -> Result<Holdfast, tempfile::TempDir> {
         let (port, admin_port) = (free_port(), free_port());
+        let tls_port = tls.then(free_port);
         let conf = dir.path().join("holdfast.yaml");
+        let tls_listen = tls_port
+            .map(|p| format!(", {{ addr: \"127.0.0.1:{p}\", tls: true }}"))
+            .unwrap_or_default();
         let text = format!(
-            "listen: [\"127.0.0.1:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\"{} }}\nserver: {{ threads: 2 }}\n{body}",
+            "listen: [\"127.0.0.1:{port}\"{tls_listen}]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\"{} }}\nserver: {{ threads: 2 }}\n{body}",
             if admin.is_empty() { String::new() } else { format!(", {admin}") }
         );
         std::fs::write(&conf, text).expect("write conf");
         let child = spawn_with_env(&conf, dir.path(), env);
         let mut h = Holdfast {
+            tls_addr: tls_port.map(|p| ([127, 0, 0, 1], p).into()),
             addr: ([127, 0, 0, 1], port).into(),
             admin: ([127, 0, 0, 1], admin_port).into(),
             dir,
@@ -370,17 +407,29 @@ impl Holdfast {
         while Instant::now() < deadline {
             if let Some(Ok(Some(_))) = h.child.as_mut().map(|c| c.try_wait()) {
                 eprintln!("holdfast exited early:\n{}", h.log());
-                return None;
+                return Err(h.into_dir());
             }
             let data = TcpStream::connect(h.addr).await.is_ok();
             let admin = TcpStream::connect(h.admin).await.is_ok();
-            if data && admin {
-                return Some(h);
+            let tls = match h.tls_addr {
+                Some(a) => TcpStream::connect(a).await.is_ok(),
+                None => true,
+            };
+            if data && admin && tls {
+                return Ok(h);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         h.kill();
-        None
+        Err(h.into_dir())
+    }
+
+    /// Stop the process and hand back its directory (for another try on other ports).
+    fn into_dir(mut self) -> tempfile::TempDir {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let _ = std::fs::remove_file(dir.path().join("holdfast.log"));
+        dir
     }
 
     /// Replace the node file's body (what [`Holdfast::start`] was given), keeping the
@@ -691,7 +740,7 @@ impl Conn {
     }
 }
 
-fn parse_response(raw: &[u8], head: bool) -> std::io::Result<Resp> {
+pub fn parse_response(raw: &[u8], head: bool) -> std::io::Result<Resp> {
     let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
         std::io::Error::other(format!(
             "no response head in {:?}",
