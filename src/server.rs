@@ -75,8 +75,7 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     let edge = Edge::new(
         customers.clone(),
         store,
-        node.cache.lock_timeout,
-        node.cache.max_object,
+        &node.cache,
         metrics.clone(),
         purges.clone(),
         node.idle_timeout,

@@ -236,6 +236,8 @@ pub(super) struct StoreFile {
     pub lock_timeout: Dur,
     #[serde(default)]
     pub disk: Option<DiskFile>,
+    #[serde(default = "default_true")]
+    pub fast_path: bool,
 }
 
 impl Default for StoreFile {
@@ -245,6 +247,7 @@ impl Default for StoreFile {
             max_object: default_max_object(),
             lock_timeout: default_lock_timeout(),
             disk: None,
+            fast_path: true,
         }
     }
 }

@@ -96,6 +96,10 @@ pub struct StoreConfig {
     pub lock_timeout: Duration,
     /// The persistent tier (`cache.disk`), if any.
     pub disk: Option<DiskConfig>,
+    /// Answer fresh hits from `request_filter` (`cache.fast_path`, default true); off,
+    /// every hit goes through pingora-cache's phases. Both answer alike (the test suite
+    /// compares them); the switch is there for diagnosis.
+    pub fast_path: bool,
 }
 
 /// `cache.disk`: where the persistent tier keeps its files and how much it may use.

@@ -104,6 +104,7 @@ fn design_example_lands_in_the_model() {
             max_object: 16 << 20,
             lock_timeout: Duration::from_secs(5),
             disk: None,
+            fast_path: true,
         }
     );
     assert_eq!(

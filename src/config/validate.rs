@@ -195,6 +195,7 @@ fn store(ctx: &Ctx, base: &Path, f: &super::file::StoreFile) -> Result<StoreConf
         None => None,
     };
     Ok(StoreConfig {
+        fast_path: f.fast_path,
         memory: f.memory.0,
         max_object: f.max_object.0,
         lock_timeout: f.lock_timeout.0,

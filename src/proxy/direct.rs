@@ -62,80 +62,6 @@ impl Direct {
         })
     }
 
-    /// Send a stored response as a hit without copying its header: the stored fields
-    /// as they are, except those the hit sets itself (`Age`, `Cache-Status`, `Date`,
-    /// `Connection`, and `Content-Length` in place of other framing), then those, then
-    /// `Via`; then `body` (empty for HEAD). A 200 says `Accept-Ranges: bytes`. With
-    /// `range` (of a 200 whose body is `body_len` bytes) it is the 206 Pingora's range
-    /// filter makes of it: that status, the range's length, its `Content-Range`, and no
-    /// `Accept-Ranges`. `None` when the
-    /// stored header does not keep its fields' case (Pingora keeps it for every origin
-    /// answer): use [`send`].
-    ///
-    /// [`send`]: Direct::send
-    pub async fn send_stored(
-        &self,
-        stored: &ResponseHeader,
-        age: u64,
-        cache_status: &str,
-        body_len: usize,
-        range: Option<Range<usize>>,
-        body: Payload<'_>,
-    ) -> Option<Result<usize>> {
-        if !stored.has_case() {
-            return None;
-        }
-        // Always HTTP/1.1, as the fast path answers whatever the origin spoke.
-        let mut buf = BytesMut::with_capacity(512);
-        match range {
-            None => put_status_line(&mut buf, "HTTP/1.1 ", stored),
-            Some(_) => buf.put_slice(b"HTTP/1.1 206 Partial Content\r\n"),
-        }
-        // A 200 is one Pingora's range filter would have seen: it says `Accept-Ranges:
-        // bytes` (or, as a 206, nothing) whatever the origin said.
-        let ranges_said_here = stored.status == http::StatusCode::OK;
-        for (name, value) in stored.case_header_iter() {
-            let name = name.as_slice();
-            let set_here = |set: &&[u8]| name.eq_ignore_ascii_case(set);
-            if SET_BY_THE_HIT.iter().any(set_here)
-                || crate::purge::TAG_FIELDS
-                    .iter()
-                    .any(|t| name.eq_ignore_ascii_case(t.as_bytes()))
-                || (ranges_said_here && name.eq_ignore_ascii_case(b"accept-ranges"))
-                || (range.is_some() && SET_BY_A_RANGE.iter().any(set_here))
-            {
-                continue;
-            }
-            put_field(&mut buf, name, value.as_bytes());
-        }
-        if ranges_said_here && range.is_none() {
-            put_field(&mut buf, b"Accept-Ranges", b"bytes");
-        }
-        put_field(&mut buf, b"Age", itoa::Buffer::new().format(age).as_bytes());
-        let content_length = range.as_ref().map_or(body_len, Range::len);
-        put_field(
-            &mut buf,
-            b"Content-Length",
-            itoa::Buffer::new().format(content_length).as_bytes(),
-        );
-        if let Some(range) = &range {
-            let mut value = BytesMut::with_capacity(48);
-            value.put_slice(b"bytes ");
-            value.put_slice(itoa::Buffer::new().format(range.start).as_bytes());
-            value.put_u8(b'-');
-            value.put_slice(itoa::Buffer::new().format(range.end - 1).as_bytes());
-            value.put_u8(b'/');
-            value.put_slice(itoa::Buffer::new().format(body_len).as_bytes());
-            put_field(&mut buf, b"Content-Range", &value);
-        }
-        put_field(&mut buf, b"Cache-Status", cache_status.as_bytes());
-        put_field(&mut buf, b"Via", b"1.1 holdfast");
-        put_field(&mut buf, b"Date", get_cached_date().as_bytes());
-        put_field(&mut buf, b"Connection", self.connection().as_bytes());
-        buf.put_slice(b"\r\n");
-        Some(self.finish(&buf, body).await)
-    }
-
     fn connection(&self) -> &'static str {
         if self.keepalive {
             "keep-alive"
@@ -305,29 +231,6 @@ fn retry<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
             other => return other,
         }
     }
-}
-
-/// Header fields a stored response carries that a hit sets itself (compared without
-/// regard to case). The origin's own `Cache-Status` is replaced, as everywhere else.
-/// (`Keep-Alive` is never stored: it is dropped when the origin's answer arrives.)
-const SET_BY_THE_HIT: [&[u8]; 6] = [
-    b"age",
-    b"cache-status",
-    b"connection",
-    b"content-length",
-    b"date",
-    b"transfer-encoding",
-];
-
-/// Header fields a 206 sets (`Content-Range`) or drops (`Accept-Ranges`), as Pingora's
-/// range filter does.
-const SET_BY_A_RANGE: [&[u8]; 2] = [b"accept-ranges", b"content-range"];
-
-fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
-    buf.put_slice(name);
-    buf.put_slice(b": ");
-    buf.put_slice(value);
-    buf.put_slice(b"\r\n");
 }
 
 /// The status line, as Pingora's HTTP/1 writer writes it (its header fields follow).

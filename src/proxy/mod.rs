@@ -5,8 +5,8 @@
 //! "store or not", "how long", "serve stale or not" lives in the policy.
 
 mod direct;
+mod head;
 mod health;
-mod ranges;
 mod request;
 mod status;
 
@@ -25,11 +25,10 @@ use pingora_cache::{
     key::HashBinary, CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness,
     HitHandler, NoCacheReason, RespCacheable, Storage, VarianceBuilder,
 };
-use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{range_header_filter, FailToProxy, ProxyHttp, RangeType, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::{Metrics, Served};
@@ -41,10 +40,6 @@ use direct::Payload;
 use health::OriginHealth;
 use request::{normalize_request, request_host, screen, set_forwarded};
 pub use status::CacheStatus;
-
-/// Most ranges one request may ask for: the limit of Pingora's own range filter on the
-/// full path, so that both paths decide a `Range` alike.
-const MAX_RANGES: Option<usize> = Some(200);
 
 /// The cache lock shared by every request: N concurrent misses for one key reach the
 /// origin once. The age timeout frees a lock whose writer died.
@@ -63,14 +58,15 @@ pub struct Edge {
     purges: Arc<Purges>,
     /// Seconds a client connection may wait idle between requests.
     idle_timeout: u64,
+    /// Fresh hits answered from `request_filter` (`cache.fast_path`).
+    fast_path: bool,
 }
 
 impl Edge {
     pub fn new(
         customers: Arc<ArcSwap<Customers>>,
         store: &'static dyn CacheStore,
-        lock_timeout: Duration,
-        max_object: usize,
+        cache: &crate::config::StoreConfig,
         metrics: Arc<Metrics>,
         purges: Arc<Purges>,
         idle_timeout: Duration,
@@ -80,8 +76,9 @@ impl Edge {
             purges,
             customers,
             store,
-            lock_timeout,
-            max_object,
+            lock_timeout: cache.lock_timeout,
+            max_object: cache.max_object,
+            fast_path: cache.fast_path,
             metrics,
             next_server: AtomicUsize::new(0),
             health: OriginHealth::default(),
@@ -190,14 +187,6 @@ async fn respond_text(
         .await
 }
 
-/// Frame a stored answer by its complete body's length (stored answers may have come
-/// chunked), as Pingora's range filter also wants it.
-fn frame_by_length(resp: &mut ResponseHeader, len: usize) -> Result<()> {
-    resp.remove_header(&header::TRANSFER_ENCODING);
-    resp.insert_header(header::CONTENT_LENGTH, len)?;
-    Ok(())
-}
-
 impl Edge {
     /// The fast path for the common cases: a fresh, complete, non-varying stored response
     /// to a GET or HEAD, or a stale one within its stale-if-error window while the
@@ -218,7 +207,11 @@ impl Edge {
         };
         let req = session.req_header();
         let key = key_for(&customer, req, ctx.transport.scheme());
-        let stored = self.store.peek(&key);
+        let stored = if self.fast_path {
+            self.store.peek(&key)
+        } else {
+            None
+        };
         // The full path needs the same key; build and hash it once per request.
         ctx.key = Some(key);
         let Some(stored) = stored else {
@@ -262,32 +255,6 @@ impl Edge {
         {
             return Ok(false);
         }
-        let no_body = matches!(stored.header().status.as_u16(), 204 | 304);
-        let head_only = req.method == http::Method::HEAD;
-        // Only the status and the validators count, which the hit does not change.
-        let not_modified = not_modified_filter(req, stored.header());
-        // One satisfiable range is answered here, as Pingora's range filter decides it.
-        // Several ranges (multipart), or none satisfiable (416), take the full path.
-        let mut ranged = None;
-        if !not_modified && !no_body {
-            if let Some(value) = req.headers.get(header::RANGE) {
-                let common = stored.header().status == http::StatusCode::OK
-                    && !req.headers.contains_key(header::IF_RANGE);
-                ranged = match common.then(|| ranges::simple(value.as_bytes(), stored.body_len())) {
-                    Some(Some(span)) => Some(span),
-                    _ => {
-                        let mut scratch = stored.header().clone();
-                        frame_by_length(&mut scratch, stored.body_len())?;
-                        match range_header_filter(req, &mut scratch, MAX_RANGES) {
-                            RangeType::Single(span) => Some(span),
-                            // Ignored (If-Range does not match, not a byte range): the whole body.
-                            RangeType::None => None,
-                            RangeType::Multi(_) | RangeType::Invalid => return Ok(false),
-                        }
-                    }
-                };
-            }
-        }
         let ttl = unix_secs_diff(fresh_until, now);
         let status = if fresh_until >= now {
             CacheStatus {
@@ -302,7 +269,6 @@ impl Edge {
             let failing = self.health.recent_failure(&customer.name, Instant::now());
             match failing {
                 Some(_) if now <= fresh_until + stored.stale_if_error() => {
-                    self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
                     // Not forwarded: a hit on a stale copy, for the reason given.
                     CacheStatus {
                         hit: true,
@@ -314,76 +280,35 @@ impl Edge {
                 _ => return Ok(false),
             }
         };
-        ctx.from_store = Some(status.clone());
         let body_len = stored.body_len();
-        let direct = direct::Direct::new(session);
-        let plain = !no_body && !not_modified;
-        if let Some(direct) = direct.as_ref().filter(|_| plain) {
-            // The common case, a 200 and the like: written without copying the header.
-            let age = stored.age(now).as_secs();
-            let code = match ranged {
-                Some(_) => 206,
-                None => stored.header().status.as_u16(),
-            };
+        let age = stored.age(now).as_secs();
+        let Some(hit) = head::hit(stored.header(), req, age, body_len, status.render())? else {
+            // Several ranges, or none satisfiable: the full path answers those.
+            return Ok(false);
+        };
+        if status.detail.is_some() {
+            self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.from_store = Some(status);
+        let code = hit.header.status.as_u16();
+        if let Some(direct) = direct::Direct::new(session) {
+            // Plain HTTP/1: the header and the body in one send, or the body by
+            // `sendfile` from its file. Set before sending: after a failed send nothing
+            // else may be written.
             ctx.sent_directly = Some((code, 0));
-            let render = status.render();
-            let span = ranged.clone().unwrap_or(0..body_len);
-            let payload = if head_only {
-                Payload::EMPTY
-            } else {
-                Payload::stored(stored.body_ref(), span)
+            let payload = match &hit.body {
+                Some(span) => Payload::stored(stored.body_ref(), span.clone()),
+                None => Payload::EMPTY,
             };
-            let sending = direct.send_stored(
-                stored.header(),
-                age,
-                &render,
-                body_len,
-                ranged.clone(),
-                payload,
-            );
-            if let Some(sent) = sending.await {
-                ctx.sent_directly = Some((code, sent?));
-                return Ok(true);
-            }
-            ctx.sent_directly = None;
-        }
-        let mut resp = stored.header().clone();
-        for tags in crate::purge::TAG_FIELDS {
-            resp.remove_header(tags);
-        }
-        resp.set_version(http::Version::HTTP_11);
-        resp.insert_header(header::AGE, stored.age(now).as_secs())?;
-        if !no_body && (ranged.is_some() || !resp.headers.contains_key(header::CONTENT_LENGTH)) {
-            // The stored body is complete: its length frames it (also for HEAD), and a
-            // range is decided against it.
-            frame_by_length(&mut resp, body_len)?;
-        }
-        if not_modified {
-            to_304(&mut resp);
-        }
-        // Pingora's range filter, as on the full path: the 206 of the range decided above,
-        // or `Accept-Ranges: bytes` on a 200.
-        range_header_filter(req, &mut resp, MAX_RANGES);
-        let span = ranged.unwrap_or(0..body_len);
-        let header_only = not_modified || no_body || head_only;
-        resp.insert_header("Cache-Status", status.render())?;
-        resp.append_header("Via", "1.1 holdfast")?;
-        if let Some(direct) = direct {
-            let payload = if header_only {
-                Payload::EMPTY
-            } else {
-                Payload::stored(stored.body_ref(), span)
-            };
-            // Set before sending: after a failed send nothing else may be written.
-            ctx.sent_directly = Some((resp.status.as_u16(), 0));
-            let sent = direct.send(&mut resp, payload).await?;
-            ctx.sent_directly = Some((resp.status.as_u16(), sent));
+            let mut header = hit.header;
+            let sent = direct.send(&mut header, payload).await?;
+            ctx.sent_directly = Some((code, sent));
             return Ok(true);
         }
         session
-            .write_response_header(Box::new(resp), header_only)
+            .write_response_header(hit.header, hit.body.is_none())
             .await?;
-        if !header_only {
+        if let Some(span) = hit.body {
             let body = stored.read_body(span).map_err(|e| {
                 Error::because(ErrorType::InternalError, "reading a cached body", e)
             })?;
@@ -930,13 +855,7 @@ impl ProxyHttp for Edge {
                 crate::purge::remove_now(self.store, &[key]).await;
             }
         }
-        for tags in crate::purge::TAG_FIELDS {
-            resp.remove_header(tags);
-        }
-        let status = cache_status(session, ctx);
-        resp.insert_header("Cache-Status", status.render())?;
-        resp.append_header("Via", "1.1 holdfast")?;
-        Ok(())
+        head::edge_fields(resp, cache_status(session, ctx).render())
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy

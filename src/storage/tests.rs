@@ -115,7 +115,10 @@ async fn a_finished_fill_is_served_with_its_body_and_meta() {
     assert_eq!(meta.variance(), Some(variance));
     assert_eq!(meta.epoch_override(), None);
     assert_eq!(meta.response_header().status, 200);
-    assert_eq!(meta.headers(), stored_meta.headers());
+    // Stored framed by the length of its complete body.
+    let mut framed = stored_meta.headers().clone();
+    framed.insert(http::header::CONTENT_LENGTH, "11".parse().unwrap());
+    assert_eq!(meta.headers(), &framed);
     assert_eq!(store.len(), 1);
 }
 
@@ -177,7 +180,9 @@ async fn weight_is_body_plus_header_estimate_plus_overhead() {
     let size = put(store, &k, &meta(), &[1u8; 1000]).await;
     // The key's text is kept beside its hash (for the disk tier), and weighed.
     let key_text = k.primary_key_str().unwrap_or_default().len();
-    let expected = 1000 + header_estimate(&header()) + key_text + MemoryStore::per_entry_overhead();
+    let mut framed = header();
+    framed.insert_header("Content-Length", 1000).unwrap();
+    let expected = 1000 + header_estimate(&framed) + key_text + MemoryStore::per_entry_overhead();
     assert_eq!(size, expected);
     assert_eq!(store.used_bytes(), expected);
     let (_, hit) = store
@@ -417,10 +422,10 @@ async fn update_meta_from_a_replaced_admission_changes_nothing() {
 async fn update_meta_with_heavier_headers_stays_under_the_bound() {
     let memory = 16 * KIB;
     let store = store(memory, 4 * KIB);
-    for i in 0..12 {
+    for i in 0..11 {
         put(store, &key(&format!("/n/{i}")), &meta(), &[0u8; KIB]).await;
     }
-    let k = key("/n/11");
+    let k = key("/n/10");
     let (mut m, _) = get(store, &k).await.expect("hit");
     let weight = |store: &MemoryStore| store.entries.peek(&k.combined_bin()).map(|e| e.weight());
     let before = weight(store).expect("stored");

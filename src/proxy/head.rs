@@ -1,0 +1,82 @@
+//! The response header, built in one place for every path and protocol.
+//!
+//! Every answer the edge sends on a customer's behalf ends with [`edge_fields`]: the
+//! origin's purge tags and `Cache-Status` never reach the client, Holdfast's
+//! `Cache-Status` and `Via` always do. The full path calls it from `response_filter`,
+//! after pingora-cache has made a hit's header from the stored one; the fast path calls
+//! [`hit`], which takes the same steps as pingora-cache in the same order (`Age`, a 304
+//! for a matching conditional request with Pingora's `to_304`, a single range with
+//! Pingora's range filter), then `edge_fields`. The fast path's HTTP/1 socket write and
+//! Pingora's writers (HTTP/1 over TLS, HTTP/2) then only serialize what this built.
+//! `tests/hitpath.rs` sends the same requests down both paths and compares the bytes.
+
+use std::ops::Range;
+
+use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{range_header_filter, RangeType};
+
+/// Most ranges one request may ask for: the limit of Pingora's own range filter on the
+/// full path, so that both paths decide a `Range` alike.
+pub(super) const MAX_RANGES: Option<usize> = Some(200);
+
+/// What the edge sets on every response it sends for a customer: no purge tags and no
+/// upstream `Cache-Status` (the edge's replaces it), the edge's `Cache-Status`, `Via`.
+/// A status the edge made of a stored one (206, 304, 416) says its own reason phrase.
+pub(super) fn edge_fields(resp: &mut ResponseHeader, cache_status: String) -> Result<()> {
+    for tags in crate::purge::TAG_FIELDS {
+        resp.remove_header(tags);
+    }
+    if matches!(resp.status.as_u16(), 206 | 304 | 416) {
+        resp.set_reason_phrase(None)?;
+    }
+    resp.insert_header("Cache-Status", cache_status)?;
+    resp.append_header("Via", "1.1 holdfast")?;
+    Ok(())
+}
+
+/// A hit's header, ready to send, and what of the body follows it.
+pub(super) struct Hit {
+    pub header: Box<ResponseHeader>,
+    /// The span of the stored body to send; `None` for a header-only answer (HEAD, 304,
+    /// a stored 204 or 304).
+    pub body: Option<Range<usize>>,
+}
+
+/// The header of a hit on `stored` (whose complete body is `body_len` bytes, `age`
+/// seconds old) for `req`; `None` when the request asks for several ranges or none
+/// that is satisfiable, which the full path answers (multipart, 416).
+pub(super) fn hit(
+    stored: &ResponseHeader,
+    req: &RequestHeader,
+    age: u64,
+    body_len: usize,
+    cache_status: String,
+) -> Result<Option<Hit>> {
+    let mut header = Box::new(stored.clone());
+    header.insert_header(http::header::AGE, age)?;
+    header.set_version(http::Version::HTTP_11);
+    let no_body = matches!(stored.status.as_u16(), 204 | 304);
+    if !no_body && !header.headers.contains_key(http::header::CONTENT_LENGTH) {
+        // Stored before fills were framed by their length: frame it now.
+        header.remove_header(&http::header::TRANSFER_ENCODING);
+        header.insert_header(http::header::CONTENT_LENGTH, body_len)?;
+    }
+    let not_modified = not_modified_filter(req, &header);
+    if not_modified {
+        to_304(&mut header);
+    }
+    let mut span = 0..body_len;
+    match range_header_filter(req, &mut header, MAX_RANGES) {
+        RangeType::None => {}
+        RangeType::Single(range) => span = range,
+        RangeType::Multi(_) | RangeType::Invalid => return Ok(None),
+    }
+    edge_fields(&mut header, cache_status)?;
+    let header_only = no_body || not_modified || req.method == http::Method::HEAD;
+    Ok(Some(Hit {
+        body: (!header_only).then_some(span),
+        header,
+    }))
+}
