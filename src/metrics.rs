@@ -17,6 +17,8 @@ pub struct Metrics {
     /// connection's SNI named.
     pub misdirected: AtomicU64,
     pub stale_if_error: AtomicU64,
+    /// Hits answered straight from the store in `request_filter` (the fast path).
+    pub fast_path_hits: AtomicU64,
     /// Per customer, by name: created at a customer's first request or purge.
     customers: RwLock<BTreeMap<String, Arc<CustomerCounters>>>,
 }
@@ -191,6 +193,12 @@ impl Metrics {
             "Requests refused (421) because their Host belongs to another customer than their TLS connection's SNI.",
             "counter",
             get(&self.misdirected),
+        );
+        line(
+            "holdfast_fast_path_hits_total",
+            "Hits answered straight from the store, before pingora-cache's phases.",
+            "counter",
+            get(&self.fast_path_hits),
         );
         line(
             "holdfast_stale_if_error_total",

@@ -1085,3 +1085,65 @@ async fn sigterm_drains_and_exits_within_the_grace() {
     let r = inflight.await.unwrap();
     assert_eq!(r.text(), "slow-body", "the request in flight finished");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_encoding_spellings_share_few_variants() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/t.css",
+        Behavior::status(
+            200,
+            &[("Cache-Control", "max-age=60"), ("Vary", "Accept-Encoding")],
+            "css",
+        ),
+    );
+    let edge = shop(&origin, "", "").await;
+    let spellings = [
+        "gzip, deflate, br, zstd",
+        "br;q=1.0, gzip;q=0.8, *;q=0.1",
+        "br, gzip",
+        "gzip",
+        "gzip, deflate",
+        "identity",
+        "",
+    ];
+    let mut fast_before = 0;
+    for round in 0..2 {
+        if round == 1 {
+            fast_before = metric(&edge.metrics().await, "holdfast_fast_path_hits_total");
+        }
+        for ae in spellings {
+            let headers: Vec<(&str, &str)> = if ae.is_empty() {
+                vec![]
+            } else {
+                vec![("Accept-Encoding", ae)]
+            };
+            let r = request(edge.addr, "GET", HOST, "/t.css", &headers, b"").await;
+            assert_eq!(r.text(), "css");
+            if round == 1 {
+                assert!(
+                    r.cache_status().starts_with("holdfast; hit"),
+                    "{ae}: {}",
+                    r.cache_status()
+                );
+            }
+        }
+    }
+    // Every variant, the primary slot's and the others, came from the fast path.
+    let fast = metric(&edge.metrics().await, "holdfast_fast_path_hits_total") - fast_before;
+    assert_eq!(fast, spellings.len() as u64);
+    // Three variants: br and gzip, gzip only, neither; the origin is asked in that form.
+    assert_eq!(origin.hits_for("/t.css"), 3);
+    let mut seen: Vec<String> = origin
+        .seen()
+        .iter()
+        .map(|s| {
+            s.headers
+                .get("accept-encoding")
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, vec!["", "br, gzip", "gzip"]);
+}

@@ -182,4 +182,12 @@ async fn fast_and_full_paths_answer_alike() {
     assert_eq!(a.2, b"old");
     check(&a, &b, "stale, origin known to fail");
     assert_eq!(compared, requests.len());
+    // The two nodes did take the two paths.
+    let fast_hits = common::metric(&fast.metrics().await, "holdfast_fast_path_hits_total");
+    let full_hits = common::metric(&full.metrics().await, "holdfast_fast_path_hits_total");
+    assert!(
+        fast_hits > requests.len() as u64,
+        "fast path hits: {fast_hits}"
+    );
+    assert_eq!(full_hits, 0);
 }

@@ -214,9 +214,30 @@ impl Edge {
         };
         // The full path needs the same key; build and hash it once per request.
         ctx.key = Some(key);
-        let Some(stored) = stored else {
+        let Some(mut stored) = stored else {
             return Ok(false);
         };
+        if stored.has_variance() {
+            // The primary slot holds one variant; another is stored under the key with
+            // its variance, valid only when stored after the primary (pingora-cache's
+            // rule: a purge of the primary slot is the tombstone of every variant).
+            let want = variance(&stored.header().headers, req);
+            if want != stored.variance() {
+                let Some(mut variant_key) = ctx.key.clone() else {
+                    return Ok(false);
+                };
+                let Some(want) = want else {
+                    return Ok(false);
+                };
+                variant_key.set_variance_key(want);
+                match self.store.peek(&variant_key) {
+                    Some(v) if v.created() >= stored.created() && v.variance() == Some(want) => {
+                        stored = v
+                    }
+                    _ => return Ok(false),
+                }
+            }
+        }
         let key_text = ctx.key.as_ref().and_then(|k| k.primary_key_str());
         let verdict = self.purge_verdict(
             &customer,
@@ -243,15 +264,14 @@ impl Edge {
             }
         }
         let fresh_until = stored.fresh_until();
-        if stored.has_variance()
-            || policy::check_stored(
-                &customer,
-                ctx.rule(),
-                req.uri.path(),
-                stored.created(),
-                fresh_until,
-                now,
-            ) != HitCheck::AsStored
+        if policy::check_stored(
+            &customer,
+            ctx.rule(),
+            req.uri.path(),
+            stored.created(),
+            fresh_until,
+            now,
+        ) != HitCheck::AsStored
         {
             return Ok(false);
         }
@@ -290,6 +310,7 @@ impl Edge {
             self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
         }
         ctx.from_store = Some(status);
+        self.metrics.fast_path_hits.fetch_add(1, Ordering::Relaxed);
         let code = hit.header.status.as_u16();
         if let Some(direct) = direct::Direct::new(session) {
             // Plain HTTP/1: the header and the body in one send, or the body by
@@ -704,30 +725,7 @@ impl ProxyHttp for Edge {
         _ctx: &mut Ctx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        let mut names: Vec<String> = meta
-            .headers()
-            .get_all(header::VARY)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|n| n.trim().to_ascii_lowercase())
-            .filter(|n| !n.is_empty())
-            .collect();
-        if names.is_empty() {
-            return None;
-        }
-        names.sort_unstable();
-        names.dedup();
-        let mut variance = VarianceBuilder::new();
-        for name in names {
-            let value = req
-                .headers
-                .get(name.as_str())
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default();
-            variance.add_owned_name_value(name, value);
-        }
-        variance.finalize()
+        variance(meta.headers(), req)
     }
 
     fn should_serve_stale(
@@ -977,6 +975,35 @@ impl ProxyHttp for Edge {
             e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),
         );
     }
+}
+
+/// The variant of a `Vary` response (`stored`, its fields) that `req` asks for: the
+/// values of the fields it names, as pingora-cache keys them; `None` when it names none.
+/// The fast path and pingora-cache's lookups use this one function.
+fn variance(stored: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = stored
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort_unstable();
+    names.dedup();
+    let mut variance = VarianceBuilder::new();
+    for name in names {
+        let value = req
+            .headers
+            .get(name.as_str())
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        variance.add_owned_name_value(name, value);
+    }
+    variance.finalize()
 }
 
 /// Fill in how the request arrived; the SNI of a TLS connection that sent one, for the

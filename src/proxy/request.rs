@@ -49,6 +49,50 @@ pub(super) fn normalize_request(
     for name in &customer.origin.drop_request_headers {
         req.remove_header(name);
     }
+    normalize_accept_encoding(req)
+}
+
+/// `Accept-Encoding` reduced to the codings an edge cache keeps apart: `br, gzip`,
+/// `br`, `gzip`, or none (identity). Browsers send a dozen spellings of the same wish
+/// (`gzip, deflate, br, zstd`, `br;q=1.0, gzip;q=0.8, *;q=0.1`), and `Vary:
+/// Accept-Encoding` would store one copy per spelling; the origin is sent the reduced
+/// value too, so what it answers is right for every client that shares the key.
+fn normalize_accept_encoding(req: &mut RequestHeader) -> Result<()> {
+    let Some(value) = req.headers.get(header::ACCEPT_ENCODING) else {
+        return Ok(());
+    };
+    let (mut br, mut gzip, mut any) = (false, false, false);
+    let (mut no_br, mut no_gzip) = (false, false);
+    for item in value.as_bytes().split(|&b| b == b',') {
+        let item = std::str::from_utf8(item).unwrap_or("").trim();
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim();
+            p.len() >= 2
+                && p[..2].eq_ignore_ascii_case("q=")
+                && p[2..].trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+        });
+        match (coding.as_str(), refused) {
+            ("br", false) => br = true,
+            ("br", true) => no_br = true,
+            ("gzip" | "x-gzip", false) => gzip = true,
+            ("gzip" | "x-gzip", true) => no_gzip = true,
+            ("*", false) => any = true,
+            _ => {}
+        }
+    }
+    // `*` stands for the codings not named otherwise (RFC 9110 §12.5.3).
+    let br = br || (any && !no_br);
+    let gzip = gzip || (any && !no_gzip);
+    match (br, gzip) {
+        (true, true) => req.insert_header(header::ACCEPT_ENCODING, "br, gzip")?,
+        (true, false) => req.insert_header(header::ACCEPT_ENCODING, "br")?,
+        (false, true) => req.insert_header(header::ACCEPT_ENCODING, "gzip")?,
+        (false, false) => {
+            req.remove_header(&header::ACCEPT_ENCODING);
+        }
+    }
     Ok(())
 }
 
@@ -187,4 +231,41 @@ pub(super) fn screen(req: &mut RequestHeader, customer: &Customer) -> Option<Edg
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normalized(value: &str) -> Option<String> {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(header::ACCEPT_ENCODING, value).unwrap();
+        normalize_accept_encoding(&mut req).unwrap();
+        req.headers
+            .get(header::ACCEPT_ENCODING)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn accept_encoding_collapses_to_four_values() {
+        assert_eq!(
+            normalized("gzip, deflate, br, zstd").as_deref(),
+            Some("br, gzip")
+        );
+        assert_eq!(
+            normalized("br;q=1.0, gzip;q=0.8, *;q=0.1").as_deref(),
+            Some("br, gzip")
+        );
+        assert_eq!(normalized("gzip, deflate").as_deref(), Some("gzip"));
+        assert_eq!(normalized("GZIP").as_deref(), Some("gzip"));
+        assert_eq!(normalized("x-gzip").as_deref(), Some("gzip"));
+        assert_eq!(normalized("br").as_deref(), Some("br"));
+        assert_eq!(normalized("gzip;q=0, br").as_deref(), Some("br"));
+        assert_eq!(normalized("*").as_deref(), Some("br, gzip"));
+        assert_eq!(normalized("br;q=0, *").as_deref(), Some("gzip"));
+        assert_eq!(normalized("identity"), None);
+        assert_eq!(normalized("deflate, zstd"), None);
+        assert_eq!(normalized(""), None);
+        assert_eq!(normalized("gzip;q=0.000").as_deref(), None);
+    }
 }

@@ -394,6 +394,11 @@ impl StoredResponse {
     pub fn has_variance(&self) -> bool {
         self.0.meta.has_variance()
     }
+
+    /// Which variant of a `Vary` response this is (pingora-cache's variance hash).
+    pub fn variance(&self) -> Option<pingora_cache::key::HashBinary> {
+        self.0.meta.variance
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
