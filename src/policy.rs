@@ -65,6 +65,11 @@ pub fn matching_rule<'c>(customer: &'c Customer, path: &str, now: SystemTime) ->
     customer.rules.iter().find(|r| r.applies(path, now))
 }
 
+/// Methods the cache answers (the others go to the origin: RFC 9211 `fwd=method`).
+pub fn is_cacheable_method(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
+}
+
 /// Decide whether a request may use the cache at all.
 pub fn plan_request<'c>(
     customer: &'c Customer,
@@ -73,7 +78,7 @@ pub fn plan_request<'c>(
     now: SystemTime,
 ) -> RequestPlan<'c> {
     let rule = matching_rule(customer, path, now);
-    if *method != Method::GET && *method != Method::HEAD {
+    if !is_cacheable_method(method) {
         return RequestPlan::Bypass {
             rule,
             reason: "method",

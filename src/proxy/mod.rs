@@ -7,6 +7,7 @@
 mod direct;
 mod head;
 mod health;
+mod outcome;
 mod request;
 mod status;
 
@@ -31,13 +32,14 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::{strip_port, Customer, Customers, Rule};
-use crate::metrics::{Metrics, Served};
+use crate::metrics::Metrics;
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::purge::{Purges, Verdict};
 use crate::storage::CacheStore;
 use crate::tls::{Sni, Transport};
 use direct::Payload;
 use health::OriginHealth;
+use outcome::{Failure, Fwd, Outcome, Stale};
 use request::{normalize_request, request_host, screen, set_forwarded};
 pub use status::CacheStatus;
 
@@ -94,10 +96,12 @@ pub struct Ctx {
     transport: Transport,
     config_version: u64,
     rule: Option<usize>,
-    bypass: Option<&'static str>,
+    /// Passed around the cache: why, and as what RFC 9211 calls it.
+    bypass: Option<(Fwd, &'static str)>,
     no_store: Option<&'static str>,
     stored: bool,
-    stale_detail: Option<&'static str>,
+    /// A stale copy is being served, and why.
+    stale: Option<Stale>,
     stale_fwd_status: Option<u16>,
     /// A stale copy served without asking an origin that failed a moment ago.
     stale_shortcut: bool,
@@ -107,11 +111,10 @@ pub struct Ctx {
     /// A purge marker applies to the stored copy (see [`crate::purge`]).
     purged: Option<Verdict>,
     origin_status: Option<u16>,
-    edge_detail: Option<&'static str>,
     /// The cache key, built once by the fast path and handed to pingora-cache.
     key: Option<CacheKey>,
-    /// Answered by the fast path straight from the store, with this status.
-    from_store: Option<CacheStatus>,
+    /// What happened, once decided (see [`outcome`]).
+    outcome: Option<Outcome>,
     /// The fast path wrote the answer to the socket itself: its status and body bytes
     /// (Pingora's session saw neither).
     sent_directly: Option<(u16, usize)>,
@@ -170,7 +173,7 @@ async fn respond_text(
     session: &mut Session,
     code: u16,
     body: String,
-    status: &CacheStatus,
+    outcome: &Outcome,
     allow: Option<&str>,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(5))?;
@@ -179,8 +182,7 @@ async fn respond_text(
     }
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header("Cache-Status", status.render())?;
-    resp.insert_header("Via", "1.1 holdfast")?;
+    head::edge_fields(&mut resp, outcome.cache_status().render())?;
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
@@ -276,11 +278,10 @@ impl Edge {
             return Ok(false);
         }
         let ttl = unix_secs_diff(fresh_until, now);
-        let status = if fresh_until >= now {
-            CacheStatus {
-                hit: true,
+        let outcome = if fresh_until >= now {
+            Outcome::Hit {
                 ttl: Some(ttl),
-                ..Default::default()
+                stale: None,
             }
         } else {
             // Stale: served from here only while the origin is known to be failing and
@@ -290,11 +291,9 @@ impl Edge {
             match failing {
                 Some(_) if now <= fresh_until + stored.stale_if_error() => {
                     // Not forwarded: a hit on a stale copy, for the reason given.
-                    CacheStatus {
-                        hit: true,
+                    Outcome::Hit {
                         ttl: Some(ttl),
-                        detail: Some("stale-if-error"),
-                        ..Default::default()
+                        stale: Some(Stale::IfError),
                     }
                 }
                 _ => return Ok(false),
@@ -302,14 +301,15 @@ impl Edge {
         };
         let body_len = stored.body_len();
         let age = stored.age(now).as_secs();
-        let Some(hit) = head::hit(stored.header(), req, age, body_len, status.render())? else {
+        let rendered = outcome.cache_status().render();
+        let Some(hit) = head::hit(stored.header(), req, age, body_len, rendered)? else {
             // Several ranges, or none satisfiable: the full path answers those.
             return Ok(false);
         };
-        if status.detail.is_some() {
+        if matches!(outcome, Outcome::Hit { stale: Some(_), .. }) {
             self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
         }
-        ctx.from_store = Some(status);
+        ctx.outcome = Some(outcome);
         self.metrics.fast_path_hits.fetch_add(1, Ordering::Relaxed);
         let code = hit.header.status.as_u16();
         if let Some(direct) = direct::Direct::new(session) {
@@ -379,14 +379,10 @@ impl Edge {
         let allowed = token
             .as_ref()
             .is_some_and(|t| crate::purge::holds(customer, t));
-        let detail = if allowed { "purged" } else { "purge-refused" };
-        ctx.bypass = Some(detail);
-        ctx.edge_detail = Some(detail);
-        let status = CacheStatus {
-            fwd: Some("bypass"),
-            detail: Some(detail),
-            ..Default::default()
+        let outcome = Outcome::Edge {
+            reason: if allowed { "purged" } else { "purge-refused" },
         };
+        ctx.outcome = Some(outcome.clone());
         if !allowed {
             session.set_keepalive(None);
             let (code, body) = match token {
@@ -398,7 +394,7 @@ impl Edge {
                     "holdfast: PURGE needs Authorization: Bearer <one of this site's purge tokens>\n".to_string(),
                 ),
             };
-            return respond_text(session, code, body, &status, None).await;
+            return respond_text(session, code, body, &outcome, None).await;
         }
         let req = session.req_header();
         let keys = crate::purge::url_keys(customer, host, req.uri.path(), req.uri.query());
@@ -442,7 +438,7 @@ impl Edge {
                 " (not kept on disk: a restart would forget it)"
             }
         );
-        respond_text(session, 200, body, &status, None).await
+        respond_text(session, 200, body, &outcome, None).await
     }
 }
 
@@ -464,16 +460,15 @@ impl ProxyHttp for Edge {
             bypass: None,
             no_store: None,
             stored: false,
-            stale_detail: None,
+            stale: None,
             stale_fwd_status: None,
             stale_shortcut: false,
             expired_by_rule: false,
             schedule_moved: false,
             purged: None,
             origin_status: None,
-            edge_detail: None,
             key: None,
-            from_store: None,
+            outcome: None,
             sent_directly: None,
             started: Instant::now(),
             _inflight: InflightGuard(self.metrics.clone()),
@@ -499,19 +494,17 @@ impl ProxyHttp for Edge {
             // Never an open proxy: an unknown host is refused here, before any origin.
             self.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
             let host = host.to_string();
-            ctx.edge_detail = Some("unknown-host");
-            let status = CacheStatus {
-                fwd: Some("bypass"),
-                detail: Some("unknown-host"),
-                ..Default::default()
+            let outcome = Outcome::Edge {
+                reason: "unknown-host",
             };
+            ctx.outcome = Some(outcome.clone());
             let body = if host.is_empty() {
                 "holdfast: the request has no Host header\n".to_string()
             } else {
                 format!("holdfast: no customer is configured for host {host:?} on this edge\n")
             };
             let code = if host.is_empty() { 400 } else { 421 };
-            respond_text(session, code, body, &status, None).await?;
+            respond_text(session, code, body, &outcome, None).await?;
             return Ok(true);
         };
         if let Some(sni) = sni {
@@ -522,18 +515,16 @@ impl ProxyHttp for Edge {
                 .is_some_and(|c| Arc::ptr_eq(c, customer))
             {
                 self.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-                ctx.edge_detail = Some("misdirected");
-                let status = CacheStatus {
-                    fwd: Some("bypass"),
-                    detail: Some("misdirected"),
-                    ..Default::default()
+                let outcome = Outcome::Edge {
+                    reason: "misdirected",
                 };
+                ctx.outcome = Some(outcome.clone());
                 let body = format!(
                     "holdfast: this connection was opened for {sni:?}, which does not serve \
                      host {:?}; open a new connection for it\n",
                     crate::config::canonical_host(host)
                 );
-                respond_text(session, 421, body, &status, None).await?;
+                respond_text(session, 421, body, &outcome, None).await?;
                 return Ok(true);
             }
         }
@@ -547,19 +538,16 @@ impl ProxyHttp for Edge {
         }
         if let Some(answer) = screen(session.req_header_mut(), &customer) {
             ctx.customer = Some(customer);
-            ctx.bypass = Some(answer.detail);
-            ctx.edge_detail = Some(answer.detail);
-            let status = CacheStatus {
-                fwd: Some("bypass"),
-                detail: Some(answer.detail),
-                ..Default::default()
+            let outcome = Outcome::Edge {
+                reason: answer.detail,
             };
+            ctx.outcome = Some(outcome.clone());
             if answer.status >= 400 {
                 // What else the client sent on this connection is not worth reading.
                 session.set_keepalive(None);
             }
             let allow = answer.allow.as_deref();
-            respond_text(session, answer.status, answer.body, &status, allow).await?;
+            respond_text(session, answer.status, answer.body, &outcome, allow).await?;
             return Ok(true);
         }
         let now = SystemTime::now();
@@ -567,9 +555,14 @@ impl ProxyHttp for Edge {
         let plan = policy::plan_request(&customer, &req.method, req.uri.path(), now);
         ctx.rule = plan.rule().map(|r| r.index);
         if let RequestPlan::Bypass { reason, .. } = plan {
-            ctx.bypass = Some(reason);
+            let fwd = if policy::is_cacheable_method(&req.method) {
+                Fwd::Bypass
+            } else {
+                Fwd::Method
+            };
+            ctx.bypass = Some((fwd, reason));
         } else if policy::has_request_body(&req.headers) {
-            ctx.bypass = Some("request-body");
+            ctx.bypass = Some((Fwd::Bypass, "request-body"));
         }
         ctx.customer = Some(customer);
         if ctx.bypass.is_none() {
@@ -747,7 +740,7 @@ impl ProxyHttp for Edge {
                 return false;
             }
             // Within stale-while-revalidate: serve now, one background refresh.
-            ctx.stale_detail = Some("stale-while-revalidate");
+            ctx.stale = Some(Stale::WhileRevalidate);
             return true;
         };
         let serve = match e.etype() {
@@ -764,7 +757,7 @@ impl ProxyHttp for Edge {
             }
             self.health
                 .failed(&customer.name, edge_status_for(e), Instant::now());
-            ctx.stale_detail = Some("stale-if-error");
+            ctx.stale = Some(Stale::IfError);
             ctx.stale_fwd_status = Some(edge_status_for(e));
             self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
         }
@@ -853,7 +846,10 @@ impl ProxyHttp for Edge {
                 crate::purge::remove_now(self.store, &[key]).await;
             }
         }
-        head::edge_fields(resp, cache_status(session, ctx).render())
+        let outcome = decide(session, ctx);
+        let rendered = outcome.cache_status().render();
+        ctx.outcome = Some(outcome);
+        head::edge_fields(resp, rendered)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
@@ -884,27 +880,23 @@ impl ProxyHttp for Edge {
                 self.health.failed(&customer.name, code, Instant::now());
             }
         }
-        ctx.edge_detail = Some(if ctx.expired_by_rule {
+        let failure = if ctx.expired_by_rule {
             // A stored copy exists but its rule's expires_at forbids serving it stale.
-            "expires-at"
+            Failure::ExpiresAt
         } else if is_timeout(e) {
-            "origin-timeout"
+            Failure::OriginTimeout
         } else if e.esource() == &ErrorSource::Upstream {
-            "origin-unreachable"
+            Failure::OriginUnreachable
         } else {
-            "edge-error"
-        });
-        let status = CacheStatus {
-            fwd: Some(if ctx.bypass.is_some() {
-                "bypass"
-            } else if ctx.expired_by_rule {
-                "stale"
-            } else {
-                "miss"
-            }),
-            detail: ctx.edge_detail,
-            ..Default::default()
+            Failure::Edge
         };
+        let fwd = match ctx.bypass {
+            Some((fwd, _)) => fwd,
+            None if ctx.expired_by_rule => Fwd::Stale,
+            None => Fwd::Miss,
+        };
+        let outcome = Outcome::Failed { fwd, failure };
+        ctx.outcome = Some(outcome.clone());
         let body = match ctx.customer() {
             Some(c) => format!(
                 "holdfast: the origin of {:?} did not answer ({}) and no stale copy may be served\n",
@@ -916,7 +908,7 @@ impl ProxyHttp for Edge {
         if session.response_written().is_none() {
             // The connection is not reused after this answer (below): say so in it.
             session.set_keepalive(None);
-            if let Err(write_err) = respond_text(session, code, body, &status, None).await {
+            if let Err(write_err) = respond_text(session, code, body, &outcome, None).await {
                 warn!("could not send the error response: {write_err}");
             }
         }
@@ -938,29 +930,21 @@ impl ProxyHttp for Edge {
                 session.body_bytes_sent(),
             ),
         };
-        let outcome = cache_status(session, ctx);
+        let outcome = match &ctx.outcome {
+            Some(outcome) => outcome.clone(),
+            None => decide(session, ctx),
+        };
         if let Some(customer) = ctx.customer() {
-            let served = match (outcome.hit, outcome.fwd) {
-                (true, _) if outcome.detail.is_some() => Served::Stale,
-                (true, _) => Served::Hit,
-                (false, Some("stale")) if ctx.stale_detail.is_some() => Served::Stale,
-                (false, Some("bypass" | "method")) => Served::Bypass,
-                _ => Served::Miss,
-            };
-            let origin_error = ctx.origin_status.is_some_and(|s| s >= 500)
-                || matches!(
-                    ctx.edge_detail,
-                    Some("origin-timeout" | "origin-unreachable")
-                )
-                || ctx.stale_fwd_status.is_some();
+            let origin_error =
+                ctx.origin_status.is_some_and(|s| s >= 500) || outcome.origin_failed();
             self.metrics
-                .served(&customer.name, served, bytes, origin_error);
+                .served(&customer.name, outcome.served(), bytes, origin_error);
         }
         if !log::log_enabled!(target: "holdfast::access", log::Level::Info) {
             return;
         }
         let req = session.req_header();
-        let cache = outcome.render();
+        let cache = outcome.cache_status().render();
         let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("-");
         let host = request_host(req).unwrap_or("-");
         info!(
@@ -1056,9 +1040,12 @@ async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
     })
 }
 
-/// Derive the `Cache-Status` of this request from the cache phase and what the policy
-/// decided.
-fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
+/// What happened to this request, from the cache phase and the facts the phases
+/// recorded; used when no phase has decided it already (see [`outcome`]).
+fn decide(session: &Session, ctx: &Ctx) -> Outcome {
+    if let Some(outcome) = &ctx.outcome {
+        return outcome.clone();
+    }
     let now = SystemTime::now();
     let ttl = || {
         session
@@ -1066,92 +1053,74 @@ fn cache_status(session: &Session, ctx: &Ctx) -> CacheStatus {
             .maybe_cache_meta()
             .map(|m| unix_secs_diff(m.fresh_until(), now))
     };
-    let mut s = CacheStatus::default();
-    if let Some(from_store) = &ctx.from_store {
-        return from_store.clone();
-    }
-    if let Some(detail) = ctx.edge_detail {
-        s.fwd = Some(
-            if matches!(detail, "unknown-host" | "misdirected") || ctx.bypass.is_some() {
-                "bypass"
-            } else if ctx.expired_by_rule {
-                "stale"
-            } else {
-                "miss"
-            },
-        );
-        s.detail = Some(detail);
-        return s;
-    }
-    if let Some(reason) = ctx.bypass {
-        s.fwd = Some(if reason == "method" {
-            "method"
-        } else {
-            "bypass"
-        });
-        s.detail = Some(reason);
-        return s;
+    if let Some((fwd, reason)) = ctx.bypass {
+        return Outcome::Bypass { fwd, reason };
     }
     if ctx.stale_shortcut {
-        s.hit = true;
-        s.ttl = ttl();
-        s.detail = Some("stale-if-error");
-        return s;
+        return Outcome::Hit {
+            ttl: ttl(),
+            stale: Some(Stale::IfError),
+        };
     }
-    if ctx.stale_detail == Some("stale-if-error") {
-        s.fwd = Some("stale");
-        s.fwd_status = ctx.stale_fwd_status;
-        s.ttl = ttl();
-        s.detail = ctx.stale_detail;
-        return s;
+    if ctx.stale == Some(Stale::IfError) {
+        return Outcome::StaleIfError {
+            fwd_status: ctx.stale_fwd_status,
+            ttl: ttl(),
+        };
     }
+    let forwarded = |fwd, detail| Outcome::Forwarded {
+        fwd,
+        fwd_status: None,
+        stored: ctx.stored,
+        ttl: if ctx.stored { ttl() } else { None },
+        detail,
+    };
     match session.cache.phase() {
-        CachePhase::Hit => {
-            s.hit = true;
-            s.ttl = ttl();
-        }
-        CachePhase::StaleUpdating | CachePhase::Stale => {
-            s.hit = true;
-            s.ttl = ttl();
-            s.detail = ctx.stale_detail;
-        }
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => {
-            s.fwd = Some("stale");
-            s.fwd_status = Some(304);
-            s.ttl = ttl();
-        }
-        CachePhase::Expired => {
-            s.fwd = Some("stale");
-            s.stored = ctx.stored;
-            if ctx.stored {
-                s.ttl = ttl();
-            }
-            s.detail = if ctx.expired_by_rule {
+        CachePhase::Hit => Outcome::Hit {
+            ttl: ttl(),
+            stale: None,
+        },
+        CachePhase::StaleUpdating | CachePhase::Stale => Outcome::Hit {
+            ttl: ttl(),
+            stale: ctx.stale,
+        },
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Forwarded {
+            fwd: Fwd::Stale,
+            fwd_status: Some(304),
+            stored: false,
+            ttl: ttl(),
+            detail: None,
+        },
+        CachePhase::Expired => forwarded(
+            Fwd::Stale,
+            if ctx.expired_by_rule {
                 Some("expires-at")
             } else if ctx.schedule_moved {
                 Some("schedule")
             } else {
                 ctx.no_store
-            };
-        }
-        CachePhase::Miss => {
-            s.fwd = Some("miss");
-            s.stored = ctx.stored;
-            if ctx.stored {
-                s.ttl = ttl();
-            }
-            s.detail = ctx.no_store;
-        }
-        CachePhase::Disabled(reason) => {
-            s.fwd = Some(if ctx.expired_by_rule { "stale" } else { "miss" });
-            s.detail = Some(no_store_detail(ctx, reason));
-        }
-        _ => {
-            s.fwd = Some("miss");
-            s.detail = ctx.no_store;
-        }
+            },
+        ),
+        CachePhase::Miss => forwarded(Fwd::Miss, ctx.no_store),
+        CachePhase::Disabled(reason) => Outcome::Forwarded {
+            fwd: if ctx.expired_by_rule {
+                Fwd::Stale
+            } else {
+                Fwd::Miss
+            },
+            fwd_status: None,
+            stored: false,
+            ttl: None,
+            detail: Some(no_store_detail(ctx, reason)),
+        },
+        _ => Outcome::Forwarded {
+            fwd: Fwd::Miss,
+            fwd_status: None,
+            stored: false,
+            ttl: None,
+            detail: ctx.no_store,
+        },
     }
-    s
 }
 
 fn no_store_detail(ctx: &Ctx, reason: NoCacheReason) -> &'static str {
