@@ -5,9 +5,11 @@
 //! "store or not", "how long", "serve stale or not" lives in the policy.
 
 mod direct;
+mod fast;
 mod head;
 mod health;
 mod outcome;
+mod purge;
 mod request;
 mod status;
 
@@ -23,8 +25,8 @@ use log::{info, warn};
 use once_cell::sync::Lazy;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::{
-    key::HashBinary, CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness,
-    HitHandler, NoCacheReason, RespCacheable, Storage, VarianceBuilder,
+    key::HashBinary, CacheKey, CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler,
+    NoCacheReason, RespCacheable, Storage,
 };
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -37,9 +39,8 @@ use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::purge::{Purges, Verdict};
 use crate::storage::CacheStore;
 use crate::tls::{Sni, Transport};
-use direct::Payload;
 use health::OriginHealth;
-use outcome::{Failure, Fwd, Outcome, Stale};
+use outcome::{decide, Failure, Fwd, Outcome, Stale};
 use request::{normalize_request, request_host, screen, set_forwarded};
 pub use status::CacheStatus;
 
@@ -187,259 +188,6 @@ async fn respond_text(
     session
         .write_response_body(Some(Bytes::from(body)), true)
         .await
-}
-
-impl Edge {
-    /// The fast path for the common cases: a fresh, complete, non-varying stored response
-    /// to a GET or HEAD, or a stale one within its stale-if-error window while the
-    /// origin is known to be failing (see [`health`]). It answers straight from the store,
-    /// skipping pingora-cache's phase machine, and keeps every semantic of a hit:
-    /// conditional requests (304), HEAD, a single `Range` (206, decided by Pingora's own
-    /// range filter), `Age`, `Cache-Status`, `Via`. Anything else (several ranges or none
-    /// satisfiable, Vary, stale with a healthy origin, expired by a rule) returns `false`
-    /// and takes the full path.
-    async fn serve_fresh_hit(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        now: SystemTime,
-    ) -> Result<bool> {
-        let Some(customer) = ctx.customer.clone() else {
-            return Ok(false);
-        };
-        let req = session.req_header();
-        let key = key_for(&customer, req, ctx.transport.scheme());
-        let stored = if self.fast_path {
-            self.store.peek(&key)
-        } else {
-            None
-        };
-        // The full path needs the same key; build and hash it once per request.
-        ctx.key = Some(key);
-        let Some(mut stored) = stored else {
-            return Ok(false);
-        };
-        if stored.has_variance() {
-            // The primary slot holds one variant; another is stored under the key with
-            // its variance, valid only when stored after the primary (pingora-cache's
-            // rule: a purge of the primary slot is the tombstone of every variant).
-            let want = variance(&stored.header().headers, req);
-            if want != stored.variance() {
-                let Some(mut variant_key) = ctx.key.clone() else {
-                    return Ok(false);
-                };
-                let Some(want) = want else {
-                    return Ok(false);
-                };
-                variant_key.set_variance_key(want);
-                match self.store.peek(&variant_key) {
-                    Some(v) if v.created() >= stored.created() && v.variance() == Some(want) => {
-                        stored = v
-                    }
-                    _ => return Ok(false),
-                }
-            }
-        }
-        let key_text = ctx.key.as_ref().and_then(|k| k.primary_key_str());
-        let verdict = self.purge_verdict(
-            &customer,
-            key_text.unwrap_or(""),
-            req.uri.path(),
-            &stored.header().headers,
-            stored.validated(),
-        );
-        match verdict {
-            Verdict::Keep => {}
-            Verdict::Gone => {
-                // Applied to the store now: the full path then misses, and every `Vary`
-                // variant stored before this fill is a miss too (pingora-cache counts
-                // variants older than their primary entry as gone).
-                if let Some(key) = &ctx.key {
-                    crate::purge::remove_now(self.store, std::slice::from_ref(key)).await;
-                }
-                ctx.purged = Some(verdict);
-                return Ok(false);
-            }
-            Verdict::Stale { .. } => {
-                ctx.purged = Some(verdict);
-                return Ok(false);
-            }
-        }
-        let fresh_until = stored.fresh_until();
-        if policy::check_stored(
-            &customer,
-            ctx.rule(),
-            req.uri.path(),
-            stored.created(),
-            fresh_until,
-            now,
-        ) != HitCheck::AsStored
-        {
-            return Ok(false);
-        }
-        let ttl = unix_secs_diff(fresh_until, now);
-        let outcome = if fresh_until >= now {
-            Outcome::Hit {
-                ttl: Some(ttl),
-                stale: None,
-            }
-        } else {
-            // Stale: served from here only while the origin is known to be failing and
-            // the copy's own stale-if-error window is open; otherwise the full path
-            // asks the origin.
-            let failing = self.health.recent_failure(&customer.name, Instant::now());
-            match failing {
-                Some(_) if now <= fresh_until + stored.stale_if_error() => {
-                    // Not forwarded: a hit on a stale copy, for the reason given.
-                    Outcome::Hit {
-                        ttl: Some(ttl),
-                        stale: Some(Stale::IfError),
-                    }
-                }
-                _ => return Ok(false),
-            }
-        };
-        let body_len = stored.body_len();
-        let age = stored.age(now).as_secs();
-        let rendered = outcome.cache_status().render();
-        let Some(hit) = head::hit(stored.header(), req, age, body_len, rendered)? else {
-            // Several ranges, or none satisfiable: the full path answers those.
-            return Ok(false);
-        };
-        if matches!(outcome, Outcome::Hit { stale: Some(_), .. }) {
-            self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
-        }
-        ctx.outcome = Some(outcome);
-        self.metrics.fast_path_hits.fetch_add(1, Ordering::Relaxed);
-        let code = hit.header.status.as_u16();
-        if let Some(direct) = direct::Direct::new(session) {
-            // Plain HTTP/1: the header and the body in one send, or the body by
-            // `sendfile` from its file. Set before sending: after a failed send nothing
-            // else may be written.
-            ctx.sent_directly = Some((code, 0));
-            let payload = match &hit.body {
-                Some(span) => Payload::stored(stored.body_ref(), span.clone()),
-                None => Payload::EMPTY,
-            };
-            let mut header = hit.header;
-            let sent = direct.send(&mut header, payload).await?;
-            ctx.sent_directly = Some((code, sent));
-            return Ok(true);
-        }
-        session
-            .write_response_header(hit.header, hit.body.is_none())
-            .await?;
-        if let Some(span) = hit.body {
-            let body = stored.read_body(span).map_err(|e| {
-                Error::because(ErrorType::InternalError, "reading a cached body", e)
-            })?;
-            session.write_response_body(Some(body), true).await?;
-        }
-        Ok(true)
-    }
-}
-
-impl Edge {
-    /// What the purge markers say of a copy of `customer`'s: the node's own (admin
-    /// purges) and those its synced document lists.
-    fn purge_verdict(
-        &self,
-        customer: &Customer,
-        key_text: &str,
-        path: &str,
-        headers: &http::HeaderMap,
-        validated: SystemTime,
-    ) -> Verdict {
-        let tags = || crate::purge::tags(headers);
-        self.purges
-            .check(&customer.name, key_text, path, tags, validated)
-            .and(
-                customer
-                    .purges
-                    .check(&customer.name, key_text, path, tags, validated),
-            )
-    }
-
-    /// `PURGE /path` with one of the customer's purge tokens: a hard purge of that URL
-    /// (every variant, both schemes), answered by the edge; without a valid token 401
-    /// (403 for another customer's), and the origin is never asked.
-    async fn purge_url(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-        customer: &Customer,
-        host: &str,
-    ) -> Result<()> {
-        let token = session
-            .req_header()
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| crate::admin::access::bearer(Some(v.as_bytes())))
-            .map(crate::admin::access::hash_token);
-        let allowed = token
-            .as_ref()
-            .is_some_and(|t| crate::purge::holds(customer, t));
-        let outcome = Outcome::Edge {
-            reason: if allowed { "purged" } else { "purge-refused" },
-        };
-        ctx.outcome = Some(outcome.clone());
-        if !allowed {
-            session.set_keepalive(None);
-            let (code, body) = match token {
-                Some(t) if self.customers.load().list.iter().any(|c| crate::purge::holds(c, &t)) => {
-                    (403, format!("holdfast: this token purges another customer's content, not {:?}'s\n", customer.name))
-                }
-                _ => (
-                    401,
-                    "holdfast: PURGE needs Authorization: Bearer <one of this site's purge tokens>\n".to_string(),
-                ),
-            };
-            return respond_text(session, code, body, &outcome, None).await;
-        }
-        let req = session.req_header();
-        let keys = crate::purge::url_keys(customer, host, req.uri.path(), req.uri.query());
-        let entry = crate::purge::Entry {
-            customer: customer.name.clone(),
-            at_unix_ns: crate::purge::unix_ns(SystemTime::now()),
-            keys: keys
-                .iter()
-                .filter_map(|k| k.primary_key_str().map(str::to_string))
-                .collect(),
-            prefixes: Vec::new(),
-            tags: Vec::new(),
-            all: false,
-            soft: false,
-        };
-        self.metrics.purged(&customer.name, 1, 0, 0, false);
-        let persisted = match self.purges.apply(entry) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(
-                    "customer={} PURGE applied but not kept on disk: {e}",
-                    customer.name
-                );
-                false
-            }
-        };
-        crate::purge::remove_now(self.store, &keys).await;
-        info!(
-            "purge: customer={} PURGE {}{}",
-            customer.name,
-            host,
-            req.uri.path()
-        );
-        let body = format!(
-            "holdfast: purged {host}{} for customer {:?}{}\n",
-            req.uri.path(),
-            customer.name,
-            if persisted {
-                ""
-            } else {
-                " (not kept on disk: a restart would forget it)"
-            }
-        );
-        respond_text(session, 200, body, &outcome, None).await
-    }
 }
 
 #[async_trait]
@@ -718,7 +466,7 @@ impl ProxyHttp for Edge {
         _ctx: &mut Ctx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        variance(meta.headers(), req)
+        fast::variance(meta.headers(), req)
     }
 
     fn should_serve_stale(
@@ -961,35 +709,6 @@ impl ProxyHttp for Edge {
     }
 }
 
-/// The variant of a `Vary` response (`stored`, its fields) that `req` asks for: the
-/// values of the fields it names, as pingora-cache keys them; `None` when it names none.
-/// The fast path and pingora-cache's lookups use this one function.
-fn variance(stored: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
-    let mut names: Vec<String> = stored
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
-    if names.is_empty() {
-        return None;
-    }
-    names.sort_unstable();
-    names.dedup();
-    let mut variance = VarianceBuilder::new();
-    for name in names {
-        let value = req
-            .headers
-            .get(name.as_str())
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default();
-        variance.add_owned_name_value(name, value);
-    }
-    variance.finalize()
-}
-
 /// Fill in how the request arrived; the SNI of a TLS connection that sent one, for the
 /// domain-fronting check.
 fn transport<'a>(session: &'a Session, out: &mut Transport) -> Option<&'a str> {
@@ -1038,105 +757,6 @@ async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
         )
         .into_up()
     })
-}
-
-/// What happened to this request, from the cache phase and the facts the phases
-/// recorded; used when no phase has decided it already (see [`outcome`]).
-fn decide(session: &Session, ctx: &Ctx) -> Outcome {
-    if let Some(outcome) = &ctx.outcome {
-        return outcome.clone();
-    }
-    let now = SystemTime::now();
-    let ttl = || {
-        session
-            .cache
-            .maybe_cache_meta()
-            .map(|m| unix_secs_diff(m.fresh_until(), now))
-    };
-    if let Some((fwd, reason)) = ctx.bypass {
-        return Outcome::Bypass { fwd, reason };
-    }
-    if ctx.stale_shortcut {
-        return Outcome::Hit {
-            ttl: ttl(),
-            stale: Some(Stale::IfError),
-        };
-    }
-    if ctx.stale == Some(Stale::IfError) {
-        return Outcome::StaleIfError {
-            fwd_status: ctx.stale_fwd_status,
-            ttl: ttl(),
-        };
-    }
-    let forwarded = |fwd, detail| Outcome::Forwarded {
-        fwd,
-        fwd_status: None,
-        stored: ctx.stored,
-        ttl: if ctx.stored { ttl() } else { None },
-        detail,
-    };
-    match session.cache.phase() {
-        CachePhase::Hit => Outcome::Hit {
-            ttl: ttl(),
-            stale: None,
-        },
-        CachePhase::StaleUpdating | CachePhase::Stale => Outcome::Hit {
-            ttl: ttl(),
-            stale: ctx.stale,
-        },
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Forwarded {
-            fwd: Fwd::Stale,
-            fwd_status: Some(304),
-            stored: false,
-            ttl: ttl(),
-            detail: None,
-        },
-        CachePhase::Expired => forwarded(
-            Fwd::Stale,
-            if ctx.expired_by_rule {
-                Some("expires-at")
-            } else if ctx.schedule_moved {
-                Some("schedule")
-            } else {
-                ctx.no_store
-            },
-        ),
-        CachePhase::Miss => forwarded(Fwd::Miss, ctx.no_store),
-        CachePhase::Disabled(reason) => Outcome::Forwarded {
-            fwd: if ctx.expired_by_rule {
-                Fwd::Stale
-            } else {
-                Fwd::Miss
-            },
-            fwd_status: None,
-            stored: false,
-            ttl: None,
-            detail: Some(no_store_detail(ctx, reason)),
-        },
-        _ => Outcome::Forwarded {
-            fwd: Fwd::Miss,
-            fwd_status: None,
-            stored: false,
-            ttl: None,
-            detail: ctx.no_store,
-        },
-    }
-}
-
-fn no_store_detail(ctx: &Ctx, reason: NoCacheReason) -> &'static str {
-    if ctx.expired_by_rule {
-        return "expires-at";
-    }
-    if let Some(r) = ctx.no_store {
-        return r;
-    }
-    match reason {
-        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
-        NoCacheReason::CacheLockTimeout => "lock-timeout",
-        NoCacheReason::UpstreamError => "origin-error",
-        NoCacheReason::Custom(s) => s,
-        _ => "uncacheable",
-    }
 }
 
 #[cfg(test)]

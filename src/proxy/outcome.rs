@@ -7,7 +7,13 @@
 //! and the per-customer metrics ([`Outcome::served`], [`Outcome::origin_failed`]).
 //! The `&'static str` reasons are RFC 9211 `detail` tokens, only ever printed.
 
+use std::time::SystemTime;
+
+use pingora_cache::{CachePhase, NoCacheReason};
+use pingora_proxy::Session;
+
 use super::status::CacheStatus;
+use super::{unix_secs_diff, Ctx};
 use crate::metrics::Served;
 
 /// Why a request went forward to the origin (RFC 9211 `fwd`).
@@ -184,6 +190,105 @@ impl Outcome {
                     ..
                 }
         )
+    }
+}
+
+/// What happened to this request, from the cache phase and the facts the phases
+/// recorded; used when no phase has decided it already (see [`outcome`]).
+pub(super) fn decide(session: &Session, ctx: &Ctx) -> Outcome {
+    if let Some(outcome) = &ctx.outcome {
+        return outcome.clone();
+    }
+    let now = SystemTime::now();
+    let ttl = || {
+        session
+            .cache
+            .maybe_cache_meta()
+            .map(|m| unix_secs_diff(m.fresh_until(), now))
+    };
+    if let Some((fwd, reason)) = ctx.bypass {
+        return Outcome::Bypass { fwd, reason };
+    }
+    if ctx.stale_shortcut {
+        return Outcome::Hit {
+            ttl: ttl(),
+            stale: Some(Stale::IfError),
+        };
+    }
+    if ctx.stale == Some(Stale::IfError) {
+        return Outcome::StaleIfError {
+            fwd_status: ctx.stale_fwd_status,
+            ttl: ttl(),
+        };
+    }
+    let forwarded = |fwd, detail| Outcome::Forwarded {
+        fwd,
+        fwd_status: None,
+        stored: ctx.stored,
+        ttl: if ctx.stored { ttl() } else { None },
+        detail,
+    };
+    match session.cache.phase() {
+        CachePhase::Hit => Outcome::Hit {
+            ttl: ttl(),
+            stale: None,
+        },
+        CachePhase::StaleUpdating | CachePhase::Stale => Outcome::Hit {
+            ttl: ttl(),
+            stale: ctx.stale,
+        },
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => Outcome::Forwarded {
+            fwd: Fwd::Stale,
+            fwd_status: Some(304),
+            stored: false,
+            ttl: ttl(),
+            detail: None,
+        },
+        CachePhase::Expired => forwarded(
+            Fwd::Stale,
+            if ctx.expired_by_rule {
+                Some("expires-at")
+            } else if ctx.schedule_moved {
+                Some("schedule")
+            } else {
+                ctx.no_store
+            },
+        ),
+        CachePhase::Miss => forwarded(Fwd::Miss, ctx.no_store),
+        CachePhase::Disabled(reason) => Outcome::Forwarded {
+            fwd: if ctx.expired_by_rule {
+                Fwd::Stale
+            } else {
+                Fwd::Miss
+            },
+            fwd_status: None,
+            stored: false,
+            ttl: None,
+            detail: Some(no_store_detail(ctx, reason)),
+        },
+        _ => Outcome::Forwarded {
+            fwd: Fwd::Miss,
+            fwd_status: None,
+            stored: false,
+            ttl: None,
+            detail: ctx.no_store,
+        },
+    }
+}
+
+fn no_store_detail(ctx: &Ctx, reason: NoCacheReason) -> &'static str {
+    if ctx.expired_by_rule {
+        return "expires-at";
+    }
+    if let Some(r) = ctx.no_store {
+        return r;
+    }
+    match reason {
+        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
+        NoCacheReason::CacheLockTimeout => "lock-timeout",
+        NoCacheReason::UpstreamError => "origin-error",
+        NoCacheReason::Custom(s) => s,
+        _ => "uncacheable",
     }
 }
 

@@ -1,0 +1,198 @@
+//! The fast path: a fresh (or, while the origin is failing, stale-if-error) hit
+//! answered from `request_filter` straight from the store, without pingora-cache's
+//! phase machine, with the header [`super::head::hit`] builds for every path.
+
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use http::header;
+use pingora_cache::key::HashBinary;
+use pingora_cache::VarianceBuilder;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use super::direct::{self, Payload};
+use super::outcome::{Outcome, Stale};
+use super::{head, key_for, unix_secs_diff, Ctx, Edge};
+use crate::policy::{self, HitCheck};
+use crate::purge::Verdict;
+
+impl Edge {
+    /// The fast path for the common cases: a fresh, complete, non-varying stored response
+    /// to a GET or HEAD, or a stale one within its stale-if-error window while the
+    /// origin is known to be failing (see [`health`]). It answers straight from the store,
+    /// skipping pingora-cache's phase machine, and keeps every semantic of a hit:
+    /// conditional requests (304), HEAD, a single `Range` (206, decided by Pingora's own
+    /// range filter), `Age`, `Cache-Status`, `Via`. Anything else (several ranges or none
+    /// satisfiable, Vary, stale with a healthy origin, expired by a rule) returns `false`
+    /// and takes the full path.
+    pub(super) async fn serve_fresh_hit(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        now: SystemTime,
+    ) -> Result<bool> {
+        let Some(customer) = ctx.customer.clone() else {
+            return Ok(false);
+        };
+        let req = session.req_header();
+        let key = key_for(&customer, req, ctx.transport.scheme());
+        let stored = if self.fast_path {
+            self.store.peek(&key)
+        } else {
+            None
+        };
+        // The full path needs the same key; build and hash it once per request.
+        ctx.key = Some(key);
+        let Some(mut stored) = stored else {
+            return Ok(false);
+        };
+        if stored.has_variance() {
+            // The primary slot holds one variant; another is stored under the key with
+            // its variance, valid only when stored after the primary (pingora-cache's
+            // rule: a purge of the primary slot is the tombstone of every variant).
+            let want = variance(&stored.header().headers, req);
+            if want != stored.variance() {
+                let Some(mut variant_key) = ctx.key.clone() else {
+                    return Ok(false);
+                };
+                let Some(want) = want else {
+                    return Ok(false);
+                };
+                variant_key.set_variance_key(want);
+                match self.store.peek(&variant_key) {
+                    Some(v) if v.created() >= stored.created() && v.variance() == Some(want) => {
+                        stored = v
+                    }
+                    _ => return Ok(false),
+                }
+            }
+        }
+        let key_text = ctx.key.as_ref().and_then(|k| k.primary_key_str());
+        let verdict = self.purge_verdict(
+            &customer,
+            key_text.unwrap_or(""),
+            req.uri.path(),
+            &stored.header().headers,
+            stored.validated(),
+        );
+        match verdict {
+            Verdict::Keep => {}
+            Verdict::Gone => {
+                // Applied to the store now: the full path then misses, and every `Vary`
+                // variant stored before this fill is a miss too (pingora-cache counts
+                // variants older than their primary entry as gone).
+                if let Some(key) = &ctx.key {
+                    crate::purge::remove_now(self.store, std::slice::from_ref(key)).await;
+                }
+                ctx.purged = Some(verdict);
+                return Ok(false);
+            }
+            Verdict::Stale { .. } => {
+                ctx.purged = Some(verdict);
+                return Ok(false);
+            }
+        }
+        let fresh_until = stored.fresh_until();
+        if policy::check_stored(
+            &customer,
+            ctx.rule(),
+            req.uri.path(),
+            stored.created(),
+            fresh_until,
+            now,
+        ) != HitCheck::AsStored
+        {
+            return Ok(false);
+        }
+        let ttl = unix_secs_diff(fresh_until, now);
+        let outcome = if fresh_until >= now {
+            Outcome::Hit {
+                ttl: Some(ttl),
+                stale: None,
+            }
+        } else {
+            // Stale: served from here only while the origin is known to be failing and
+            // the copy's own stale-if-error window is open; otherwise the full path
+            // asks the origin.
+            let failing = self.health.recent_failure(&customer.name, Instant::now());
+            match failing {
+                Some(_) if now <= fresh_until + stored.stale_if_error() => {
+                    // Not forwarded: a hit on a stale copy, for the reason given.
+                    Outcome::Hit {
+                        ttl: Some(ttl),
+                        stale: Some(Stale::IfError),
+                    }
+                }
+                _ => return Ok(false),
+            }
+        };
+        let body_len = stored.body_len();
+        let age = stored.age(now).as_secs();
+        let rendered = outcome.cache_status().render();
+        let Some(hit) = head::hit(stored.header(), req, age, body_len, rendered)? else {
+            // Several ranges, or none satisfiable: the full path answers those.
+            return Ok(false);
+        };
+        if matches!(outcome, Outcome::Hit { stale: Some(_), .. }) {
+            self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.outcome = Some(outcome);
+        self.metrics.fast_path_hits.fetch_add(1, Ordering::Relaxed);
+        let code = hit.header.status.as_u16();
+        if let Some(direct) = direct::Direct::new(session) {
+            // Plain HTTP/1: the header and the body in one send, or the body by
+            // `sendfile` from its file. Set before sending: after a failed send nothing
+            // else may be written.
+            ctx.sent_directly = Some((code, 0));
+            let payload = match &hit.body {
+                Some(span) => Payload::stored(stored.body_ref(), span.clone()),
+                None => Payload::EMPTY,
+            };
+            let mut header = hit.header;
+            let sent = direct.send(&mut header, payload).await?;
+            ctx.sent_directly = Some((code, sent));
+            return Ok(true);
+        }
+        session
+            .write_response_header(hit.header, hit.body.is_none())
+            .await?;
+        if let Some(span) = hit.body {
+            let body = stored.read_body(span).map_err(|e| {
+                Error::because(ErrorType::InternalError, "reading a cached body", e)
+            })?;
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+}
+
+/// The variant of a `Vary` response (`stored`, its fields) that `req` asks for: the
+/// values of the fields it names, as pingora-cache keys them; `None` when it names none.
+/// The fast path and pingora-cache's lookups use this one function.
+pub(super) fn variance(stored: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = stored
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort_unstable();
+    names.dedup();
+    let mut variance = VarianceBuilder::new();
+    for name in names {
+        let value = req
+            .headers
+            .get(name.as_str())
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        variance.add_owned_name_value(name, value);
+    }
+    variance.finalize()
+}
