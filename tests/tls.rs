@@ -429,3 +429,61 @@ fn bad_certificates_are_config_errors_naming_file_and_customer() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_renewed_in_place_is_picked_up_with_a_control_plane() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "hello"));
+    let dir = tempfile::tempdir().unwrap();
+    let first = cert(dir.path(), "shop", &["shop.example.com"]);
+    // Relative certificate paths in a synced document are the node file's.
+    let document = format!(
+        "version: 1\ncustomers:\n  - name: shop\n    hosts: [shop.example.com]\n    tls: {{ cert: shop.crt, key: shop.key }}\n    origin: {{ servers: [\"{}\"] }}\n",
+        origin.addr
+    );
+    let cp = Origin::start().await;
+    cp.route(
+        "/customers.yaml",
+        Behavior::Document {
+            etag: "\"v1\"".into(),
+            body: document.into_bytes(),
+        },
+    );
+    let body = format!(
+        "control_plane:\n  urls: [\"http://{}/customers.yaml\"]\n  interval: 1h\n  cache_file: cache.yaml\n",
+        cp.addr
+    );
+    let edge = Holdfast::start_tls(dir, &body).await;
+    let tls = edge.tls_addr.unwrap();
+    assert_eq!(
+        presented(&connect(tls, "shop.example.com").await.unwrap()),
+        first
+    );
+
+    let renewed = cert(edge.dir.path(), "shop", &["shop.example.com"]);
+    let r = request(
+        edge.admin,
+        "POST",
+        &edge.admin.to_string(),
+        "/reload",
+        &[],
+        b"",
+    )
+    .await;
+    assert!(r.text().contains("applied"), "{}", r.text());
+    assert_eq!(
+        presented(&connect(tls, "shop.example.com").await.unwrap()),
+        renewed
+    );
+    // Nothing changed since: a reload says so.
+    let r = request(
+        edge.admin,
+        "POST",
+        &edge.admin.to_string(),
+        "/reload",
+        &[],
+        b"",
+    )
+    .await;
+    assert!(r.text().contains("unchanged"), "{}", r.text());
+}
