@@ -358,3 +358,76 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
         "closed after {waited:?}, before idle_timeout"
     );
 }
+
+/// Responses read off `conn` until it closes or `n` came, split by framing.
+async fn read_answers(conn: &mut tokio::net::TcpStream, n: usize) -> Vec<common::Resp> {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 16384];
+    while answers.len() < n {
+        // Split off every complete answer (Content-Length framed, as the edge frames hits).
+        while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if raw.len() < end + 4 + len {
+                break;
+            }
+            let rest = raw.split_off(end + 4 + len);
+            answers.push(common::parse_response(&raw, false).unwrap());
+            raw = rest;
+        }
+        if answers.len() >= n {
+            break;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(k)) => raw.extend_from_slice(&buf[..k]),
+        }
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start().await;
+    for p in ["/1", "/2", "/3"] {
+        origin.route(p, Behavior::ok("max-age=600", &format!("body{p}")));
+    }
+    let edge = shop(&origin, "").await;
+    origin.route("/form", Behavior::ok("no-store", "posted"));
+    // Once with every answer a miss (the full path), once with every answer a hit (the
+    // fast path).
+    for round in ["misses", "hits"] {
+        let mut conn = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+        let mut pipeline = String::new();
+        for p in ["/1", "/2", "/3"] {
+            pipeline.push_str(&format!("GET {p} HTTP/1.1\r\nHost: {HOST}\r\n\r\n"));
+        }
+        conn.write_all(pipeline.as_bytes()).await.unwrap();
+        let answers = read_answers(&mut conn, 3).await;
+        let bodies: Vec<String> = answers.iter().map(|a| a.text()).collect();
+        assert_eq!(bodies, vec!["body/1", "body/2", "body/3"], "{round}");
+        for a in &answers {
+            assert_eq!(a.header("connection"), Some("keep-alive"), "{round}");
+        }
+    }
+    assert_eq!(origin.hits(), 3);
+    // A POST with a body between two hits: its body is not taken for a request.
+    let mut conn = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let pipeline = format!(
+        "GET /1 HTTP/1.1\r\nHost: {HOST}\r\n\r\nPOST /form HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: {HOST}\r\n\r\n"
+    );
+    conn.write_all(pipeline.as_bytes()).await.unwrap();
+    let bodies: Vec<String> = read_answers(&mut conn, 3)
+        .await
+        .iter()
+        .map(|a| a.text())
+        .collect();
+    assert_eq!(bodies, vec!["body/1", "posted", "body/2"]);
+    assert_eq!(origin.hits_for("/form"), 1);
+}

@@ -224,6 +224,10 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // A client that pipelines (sends its next request before reading this answer)
+        // gets every answer in order on the same connection (RFC 9112 §9.3.2), rather
+        // than a keep-alive answer and then a close that drops the rest.
+        session.set_pipelining_enabled(true);
         // Pingora waits for a keep-alive connection's next request without a bound (or
         // as long as the client's Keep-Alive asks): cap it, so idle clients let go.
         if let Some(wait) = session.get_keepalive() {
