@@ -431,3 +431,59 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(bodies, vec!["body/1", "posted", "body/2"]);
     assert_eq!(origin.hits_for("/form"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fill_that_is_not_kept_is_never_called_stored() {
+    let origin = Origin::start().await;
+    let mut big = String::from(
+        "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    for _ in 0..4 {
+        big.push_str(&format!("400\r\n{}\r\n", "x".repeat(1024)));
+    }
+    big.push_str("0\r\n\r\n");
+    origin.route("/big", Behavior::Raw(big.into_bytes()));
+    origin.route(
+        "/cut",
+        Behavior::Raw(
+            format!(
+                "HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 100\r\n\r\n{}",
+                "y".repeat(50)
+            )
+            .into_bytes(),
+        ),
+    );
+    origin.route("/whole", Behavior::ok("max-age=60", "whole"));
+    let c = customer("shop", HOST, origin.addr, "", "");
+    let edge = Holdfast::start(&format!("cache: {{ max_object: 2KiB }}\ncustomers:\n{c}")).await;
+
+    // Chunked, and past max_object: the header cannot know, so it does not claim it.
+    let r = request(edge.addr, "GET", HOST, "/big", &[], b"").await;
+    assert_eq!(r.body.len(), 4096);
+    assert!(!r.cache_status().contains("stored"), "{}", r.cache_status());
+    // Cut short by the origin: the header went out claiming it, the log does not.
+    let _ = common::try_request(edge.addr, "GET", HOST, "/cut", &[], b"").await;
+    // A whole fill is stored, in the header and the log alike.
+    let r = request(edge.addr, "GET", HOST, "/whole", &[], b"").await;
+    assert!(r.cache_status().contains("stored"), "{}", r.cache_status());
+    for path in ["/big", "/cut"] {
+        request(edge.addr, "GET", HOST, path, &[], b"").await;
+        assert_eq!(origin.hits_for(path), 2, "{path} was not kept");
+    }
+    let log = edge.log();
+    let line = |path: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| l.contains("holdfast::access") && l.contains(&format!("path={path} ")))
+            .map(str::to_string)
+            .collect()
+    };
+    for path in ["/big", "/cut"] {
+        let lines = line(path);
+        assert_eq!(lines.len(), 2, "{path}: {lines:?}");
+        assert!(
+            lines.iter().all(|l| !l.contains("stored")),
+            "{path}: {lines:?}"
+        );
+    }
+    assert!(line("/whole")[0].contains("stored"), "{:?}", line("/whole"));
+}

@@ -100,7 +100,8 @@ pub struct Ctx {
     /// Passed around the cache: why, and as what RFC 9211 calls it.
     bypass: Option<(Fwd, &'static str)>,
     no_store: Option<&'static str>,
-    stored: bool,
+    /// The origin's answer is being stored (see [`Fill`]).
+    fill: Option<Fill>,
     /// A stale copy is being served, and why.
     stale: Option<Stale>,
     stale_fwd_status: Option<u16>,
@@ -121,6 +122,17 @@ pub struct Ctx {
     sent_directly: Option<(u16, usize)>,
     started: Instant,
     _inflight: InflightGuard,
+}
+
+/// A fill the policy decided to store. Whether it is kept is known only once its body
+/// has come whole: `Cache-Status` says `stored` up front only for an answer framed by a
+/// length (one without may still grow past `max_object`), and the access log says it
+/// only when the store holds this very fill at the end.
+#[derive(Debug, Clone, Copy)]
+struct Fill {
+    /// The `created` of the meta it is stored with, which tells it from an older copy.
+    created: SystemTime,
+    length_known: bool,
 }
 
 /// Counts requests in flight, so shutdown can drain them.
@@ -207,7 +219,7 @@ impl ProxyHttp for Edge {
             rule: None,
             bypass: None,
             no_store: None,
-            stored: false,
+            fill: None,
             stale: None,
             stale_fwd_status: None,
             stale_shortcut: false,
@@ -448,7 +460,10 @@ impl ProxyHttp for Edge {
         );
         Ok(match decision {
             ResponseDecision::Store(f) => {
-                ctx.stored = true;
+                ctx.fill = Some(Fill {
+                    created: f.created,
+                    length_known: resp.headers.contains_key(header::CONTENT_LENGTH),
+                });
                 RespCacheable::Cacheable(CacheMeta::new(
                     f.fresh_until,
                     f.created,
@@ -682,10 +697,26 @@ impl ProxyHttp for Edge {
                 session.body_bytes_sent(),
             ),
         };
-        let outcome = match &ctx.outcome {
+        let mut outcome = match &ctx.outcome {
             Some(outcome) => outcome.clone(),
             None => decide(session, ctx),
         };
+        if let Outcome::Forwarded { stored, ttl, .. } = &mut outcome {
+            // Said before the body came; what the store holds now is the truth.
+            let kept = ctx.fill.is_some_and(|fill| {
+                session
+                    .cache
+                    .maybe_cache_key()
+                    .and_then(|key| self.store.peek(key))
+                    .is_some_and(|held| held.created() == fill.created)
+            });
+            if *stored != kept {
+                *stored = kept;
+                if !kept {
+                    *ttl = None;
+                }
+            }
+        }
         if let Some(customer) = ctx.customer() {
             let origin_error =
                 ctx.origin_status.is_some_and(|s| s >= 500) || outcome.origin_failed();

@@ -224,8 +224,8 @@ pub(super) fn decide(session: &Session, ctx: &Ctx) -> Outcome {
     let forwarded = |fwd, detail| Outcome::Forwarded {
         fwd,
         fwd_status: None,
-        stored: ctx.stored,
-        ttl: if ctx.stored { ttl() } else { None },
+        stored: ctx.fill.is_some_and(|f| f.length_known),
+        ttl: if ctx.fill.is_some() { ttl() } else { None },
         detail,
     };
     match session.cache.phase() {
