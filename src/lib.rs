@@ -16,6 +16,7 @@ pub mod demo_origin;
 pub mod explain;
 pub mod healthcheck;
 pub mod metrics;
+pub mod origin;
 pub mod policy;
 pub mod proxy;
 pub mod purge;

@@ -72,12 +72,14 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     let purges = Arc::new(Purges::open(
         node.cache.disk.as_ref().map(|d| d.path.as_path()),
     ));
+    let origins = Arc::new(crate::origin::Origins::default());
     let edge = Edge::new(
         customers.clone(),
         store,
         &node.cache,
         metrics.clone(),
         purges.clone(),
+        origins.clone(),
         node.idle_timeout,
     );
     let mut proxy =
@@ -111,6 +113,7 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
                 operator_token: operator_token(admin),
                 hosts: admin.hosts.clone(),
                 purges: purges.clone(),
+                origins: origins.clone(),
             },
         );
         svc.add_tcp(&admin.listen);

@@ -34,6 +34,8 @@ pub struct Admin {
     pub hosts: Vec<String>,
     /// Purge markers (`POST /purge`).
     pub purges: Arc<crate::purge::Purges>,
+    /// Origin servers and their health (`/metrics`, `GET /config`).
+    pub origins: Arc<crate::origin::Origins>,
 }
 
 impl Admin {
@@ -217,7 +219,12 @@ impl ServeHttp for Admin {
                          tags, whole customers).\n# TYPE holdfast_purge_markers gauge\n\
                          holdfast_purge_markers {}\n",
                         self.purges.len()
-                    ),
+                    )
+                    + &{
+                        let mut out = String::new();
+                        self.origins.render_metrics(&mut out);
+                        out
+                    },
             ),
             ("GET", "/config") => {
                 let mut body = self.sync.state().to_json(SystemTime::now());
@@ -235,8 +242,29 @@ impl ServeHttp for Admin {
                             .map(|e| purge::describe(e, "control-plane")),
                     );
                 }
+                // Per customer, its origin servers as the edge last saw them (a customer
+                // no request has gone forward for yet is not listed).
+                let origins: serde_json::Map<String, serde_json::Value> = self
+                    .customers
+                    .load()
+                    .list
+                    .iter()
+                    .filter_map(|c| {
+                        let servers = self.origins.servers_of(&c.name);
+                        (!servers.is_empty()).then(|| {
+                            let list = servers
+                                .into_iter()
+                                .map(|(server, up, failures)| {
+                                    serde_json::json!({ "server": server, "up": up, "failures": failures })
+                                })
+                                .collect();
+                            (c.name.clone(), serde_json::Value::Array(list))
+                        })
+                    })
+                    .collect();
                 if let Some(map) = body.as_object_mut() {
                     map.insert("purges".into(), serde_json::Value::Array(purges));
+                    map.insert("origins".into(), serde_json::Value::Object(origins));
                 }
                 reply(StatusCode::OK, "application/json", format!("{body:#}\n"))
             }

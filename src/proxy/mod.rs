@@ -13,7 +13,7 @@ mod purge;
 mod request;
 mod status;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +35,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
+use crate::origin::{Origins, Pool};
 use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
 use crate::purge::{Purges, Verdict};
 use crate::storage::CacheStore;
@@ -56,7 +57,7 @@ pub struct Edge {
     lock_timeout: Duration,
     max_object: usize,
     metrics: Arc<Metrics>,
-    next_server: AtomicUsize,
+    origins: Arc<Origins>,
     health: OriginHealth,
     purges: Arc<Purges>,
     /// Seconds a client connection may wait idle between requests.
@@ -72,6 +73,7 @@ impl Edge {
         cache: &crate::config::StoreConfig,
         metrics: Arc<Metrics>,
         purges: Arc<Purges>,
+        origins: Arc<Origins>,
         idle_timeout: Duration,
     ) -> Edge {
         Edge {
@@ -83,7 +85,7 @@ impl Edge {
             max_object: cache.max_object,
             fast_path: cache.fast_path,
             metrics,
-            next_server: AtomicUsize::new(0),
+            origins,
             health: OriginHealth::default(),
         }
     }
@@ -100,6 +102,11 @@ pub struct Ctx {
     /// Passed around the cache: why, and as what RFC 9211 calls it.
     bypass: Option<(Fwd, &'static str)>,
     no_store: Option<&'static str>,
+    /// The customer's origin servers, once the request goes to one; which one it is
+    /// talking to, and the ones it tried (a bit per server).
+    pool: Option<Arc<Pool>>,
+    server: Option<usize>,
+    tried: u64,
     /// The origin's answer is being stored (see [`Fill`]).
     fill: Option<Fill>,
     /// A stale copy is being served, and why.
@@ -220,6 +227,9 @@ impl ProxyHttp for Edge {
             bypass: None,
             no_store: None,
             fill: None,
+            pool: None,
+            server: None,
+            tried: 0,
             stale: None,
             stale_fwd_status: None,
             stale_shortcut: false,
@@ -533,14 +543,46 @@ impl ProxyHttp for Edge {
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let customer = ctx
-            .customer()
+            .customer
+            .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no customer for request"))?;
         let origin = &customer.origin;
-        let i = self.next_server.fetch_add(1, Ordering::Relaxed) % origin.servers.len().max(1);
-        let server = origin.servers.get(i).ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "customer has no origin servers")
-        })?;
-        let addr = resolve(server).await?;
+        let pool = match &ctx.pool {
+            Some(pool) => pool.clone(),
+            None => {
+                let pool = self.origins.pool(&customer);
+                ctx.pool = Some(pool.clone());
+                pool
+            }
+        };
+        // The next server up that this request has not tried; one that cannot be
+        // resolved counts as failed, and the next is tried at once.
+        let addr = loop {
+            let Some(i) = self.origins.pick(&pool, ctx.tried, Instant::now()) else {
+                return Err(Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!(
+                        "no origin server of {:?} could be reached ({} tried)",
+                        customer.name,
+                        pool.len()
+                    ),
+                )
+                .into_up());
+            };
+            ctx.tried |= 1 << i;
+            ctx.server = Some(i);
+            let server = pool.server(i).map(|s| s.addr.as_str()).unwrap_or("");
+            match resolve(server).await {
+                Ok(addr) => break addr,
+                Err(e) => {
+                    warn!("customer={} origin {server}: {e}", customer.name);
+                    self.origins.failed(&pool, i, Instant::now());
+                    if !pool.untried(ctx.tried) {
+                        return Err(e);
+                    }
+                }
+            }
+        };
         let host = request_host(session.req_header())
             .map(strip_port)
             .unwrap_or("");
@@ -552,6 +594,57 @@ impl ProxyHttp for Edge {
         peer.options.write_timeout = Some(origin.read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
+    }
+
+    /// A server refused, timed out connecting, or failed its TLS handshake: it is down
+    /// for a moment, and the request goes to another server of the customer, whatever
+    /// its method (nothing was sent).
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
+            self.origins.failed(pool, i, Instant::now());
+            if pool.untried(ctx.tried) {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    /// The connection broke after the request went out. An idempotent request whose
+    /// answer had not begun is sent to another server; others are not repeated.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if !replayable {
+            e.set_retry(false);
+            return e;
+        }
+        e.retry.decide_reuse(client_reused);
+        let other_server = ctx.origin_status.is_none()
+            && ctx
+                .pool
+                .as_ref()
+                .is_some_and(|pool| pool.untried(ctx.tried));
+        if other_server && e.esource() == &ErrorSource::Upstream {
+            if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
+                self.origins.failed(pool, i, Instant::now());
+            }
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn upstream_request_filter(
@@ -590,6 +683,9 @@ impl ProxyHttp for Edge {
         upstream_response.remove_header("keep-alive");
         let status = upstream_response.status.as_u16();
         ctx.origin_status = Some(status);
+        if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
+            self.origins.answered(pool, i);
+        }
         if let Some(customer) = ctx.customer() {
             if policy::is_stale_if_error_status(&customer.cache, status) {
                 self.health.failed(&customer.name, status, Instant::now());
@@ -732,10 +828,15 @@ impl ProxyHttp for Edge {
         let host = request_host(req).unwrap_or("-");
         info!(
             target: "holdfast::access",
-            "customer={customer} host={host} proto={} method={} path={} status={status} cache=\"{cache}\" bytes={} ms={} config_version={}{}",
+            "customer={customer} host={host} proto={} method={} path={} status={status} cache=\"{cache}\" origin={} bytes={} ms={} config_version={}{}",
             ctx.transport.name(),
             req.method,
             req.uri.path(),
+            ctx.pool
+                .as_ref()
+                .zip(ctx.server)
+                .and_then(|(pool, i)| pool.server(i))
+                .map_or("-", |s| s.addr.as_str()),
             bytes,
             ctx.started.elapsed().as_millis(),
             ctx.config_version,

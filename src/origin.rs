@@ -1,0 +1,304 @@
+//! Origin servers: which one a request goes to, and which failed a moment ago.
+//!
+//! Each customer has a pool of its `origin.servers`, with its own round-robin counter
+//! and, per server, when it last failed. A request picks the next server that is up
+//! and that it has not tried yet; when every server is down it still tries them (one of
+//! them may be back, and the proxy's stale-if-error shortcut already answers from the
+//! store meanwhile). A server that refuses a connection, times out connecting, or
+//! cannot be resolved is down for [`DOWN_FOR`]; after that the next request probes it.
+//!
+//! Pools are rebuilt when a customer's server list changes (a config swap); servers that
+//! stay keep what is known of them. Nothing here blocks: a pick is a few atomics under
+//! a read lock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::config::Customer;
+
+/// How long a server that failed to connect gets no requests (unless all are down).
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
+
+/// The most servers one request tries (the bits of its `tried` mask).
+pub const MAX_TRIES: usize = 64;
+
+/// Every customer's pool, by customer name.
+#[derive(Debug)]
+pub struct Origins {
+    pools: RwLock<HashMap<String, Arc<Pool>>>,
+    epoch: Instant,
+}
+
+impl Default for Origins {
+    fn default() -> Self {
+        Origins {
+            pools: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// One customer's servers.
+#[derive(Debug)]
+pub struct Pool {
+    servers: Vec<Arc<Server>>,
+    next: AtomicUsize,
+}
+
+/// One origin server and what is known of it.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: String,
+    /// Milliseconds since the `Origins` epoch until which it is down (0: up).
+    down_until_ms: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Server {
+    fn new(addr: &str) -> Server {
+        Server {
+            addr: addr.to_string(),
+            down_until_ms: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Connection failures since the node started (or since it was added).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl Origins {
+    fn now_ms(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The pool of `customer`, built (or rebuilt, keeping the servers that stay) when its
+    /// server list is not the pool's.
+    pub fn pool(&self, customer: &Customer) -> Arc<Pool> {
+        let same = |pool: &Pool| {
+            pool.servers.len() == customer.origin.servers.len()
+                && pool
+                    .servers
+                    .iter()
+                    .zip(&customer.origin.servers)
+                    .all(|(s, addr)| s.addr == *addr)
+        };
+        if let Some(pool) = self.pools.read().get(&customer.name) {
+            if same(pool) {
+                return pool.clone();
+            }
+        }
+        let mut pools = self.pools.write();
+        if let Some(pool) = pools.get(&customer.name) {
+            if same(pool) {
+                return pool.clone();
+            }
+        }
+        let old: HashMap<&str, &Arc<Server>> = pools
+            .get(&customer.name)
+            .map(|p| p.servers.iter().map(|s| (s.addr.as_str(), s)).collect())
+            .unwrap_or_default();
+        let servers = customer
+            .origin
+            .servers
+            .iter()
+            .map(|addr| match old.get(addr.as_str()) {
+                Some(kept) => Arc::clone(kept),
+                None => Arc::new(Server::new(addr)),
+            })
+            .collect();
+        let pool = Arc::new(Pool {
+            servers,
+            next: AtomicUsize::new(0),
+        });
+        pools.insert(customer.name.clone(), pool.clone());
+        pool
+    }
+
+    /// The next server of `pool` for a request that has tried the servers in `tried`
+    /// (a bit per index): the next one up in round-robin order, else the next one not
+    /// tried; `None` when every server has been tried.
+    pub fn pick(&self, pool: &Pool, tried: u64, now: Instant) -> Option<usize> {
+        let n = pool.servers.len().min(MAX_TRIES);
+        if n == 0 {
+            return None;
+        }
+        let now = self.now_ms(now);
+        let start = pool.next.fetch_add(1, Ordering::Relaxed);
+        let untried = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| tried & (1 << i) == 0);
+        let mut fallback = None;
+        for i in untried {
+            if pool.servers[i].down_until_ms.load(Ordering::Relaxed) <= now {
+                return Some(i);
+            }
+            fallback.get_or_insert(i);
+        }
+        fallback
+    }
+
+    /// Server `i` of `pool` could not be connected to (or resolved).
+    pub fn failed(&self, pool: &Pool, i: usize, now: Instant) {
+        if let Some(server) = pool.servers.get(i) {
+            let until = self.now_ms(now + DOWN_FOR);
+            server.down_until_ms.store(until, Ordering::Relaxed);
+            server.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Server `i` of `pool` answered: it is up.
+    pub fn answered(&self, pool: &Pool, i: usize) {
+        if let Some(server) = pool.servers.get(i) {
+            if server.down_until_ms.load(Ordering::Relaxed) != 0 {
+                server.down_until_ms.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether server `i` is up now.
+    pub fn is_up(&self, pool: &Pool, i: usize, now: Instant) -> bool {
+        pool.servers
+            .get(i)
+            .is_some_and(|s| s.down_until_ms.load(Ordering::Relaxed) <= self.now_ms(now))
+    }
+
+    /// `holdfast_origin_server_up` and `holdfast_origin_server_failures_total`, per
+    /// customer and server, for `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let now = Instant::now();
+        let pools = self.pools.read();
+        let mut names: Vec<&String> = pools.keys().collect();
+        names.sort();
+        let _ = writeln!(
+            out,
+            "# HELP holdfast_origin_server_up Whether an origin server takes requests (1) or failed to connect a moment ago (0).\n# TYPE holdfast_origin_server_up gauge"
+        );
+        for name in &names {
+            let pool = &pools[*name];
+            for (i, s) in pool.servers.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "holdfast_origin_server_up{{customer=\"{name}\",server=\"{}\"}} {}",
+                    s.addr,
+                    u8::from(self.is_up(pool, i, now))
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP holdfast_origin_server_failures_total Connections to an origin server that failed.\n# TYPE holdfast_origin_server_failures_total counter"
+        );
+        for name in &names {
+            for s in &pools[*name].servers {
+                let _ = writeln!(
+                    out,
+                    "holdfast_origin_server_failures_total{{customer=\"{name}\",server=\"{}\"}} {}",
+                    s.addr,
+                    s.failures()
+                );
+            }
+        }
+    }
+
+    /// Per server of `customer` (by name): its address, whether it is up, its failures.
+    pub fn servers_of(&self, customer: &str) -> Vec<(String, bool, u64)> {
+        let now = Instant::now();
+        let pools = self.pools.read();
+        let Some(pool) = pools.get(customer) else {
+            return Vec::new();
+        };
+        pool.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.addr.clone(), self.is_up(pool, i, now), s.failures()))
+            .collect()
+    }
+}
+
+impl Pool {
+    pub fn server(&self, i: usize) -> Option<&Server> {
+        self.servers.get(i).map(|s| s.as_ref())
+    }
+
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Whether a request that tried `tried` has a server left to try.
+    pub fn untried(&self, tried: u64) -> bool {
+        (0..self.servers.len().min(MAX_TRIES)).any(|i| tried & (1 << i) == 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer(servers: &[&str]) -> Customer {
+        let text = format!(
+            "listen: [\"127.0.0.1:8080\"]\ncustomers:\n  - name: shop\n    hosts: [shop.test]\n    origin: {{ servers: [{}] }}\n",
+            servers
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let node = crate::config::check_node_text(std::path::Path::new("/n.yaml"), &text).unwrap();
+        (*node.customers.list[0]).clone()
+    }
+
+    #[test]
+    fn round_robin_skips_servers_that_are_down_and_tried() {
+        let origins = Origins::default();
+        let c = customer(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+        let pool = origins.pool(&c);
+        let t0 = Instant::now();
+        let picks: Vec<usize> = (0..6).filter_map(|_| origins.pick(&pool, 0, t0)).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        origins.failed(&pool, 1, t0);
+        let picks: Vec<usize> = (0..4).filter_map(|_| origins.pick(&pool, 0, t0)).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        // Tried ones are never picked again by the same request.
+        assert_eq!(
+            origins.pick(&pool, 0b101, t0),
+            Some(1),
+            "down, but the last left"
+        );
+        assert_eq!(origins.pick(&pool, 0b111, t0), None);
+        // After DOWN_FOR it is probed again; an answer brings it back at once.
+        let later = t0 + DOWN_FOR;
+        assert!(origins.is_up(&pool, 1, later));
+        origins.failed(&pool, 1, t0);
+        origins.answered(&pool, 1);
+        assert!(origins.is_up(&pool, 1, t0));
+    }
+
+    #[test]
+    fn a_new_server_list_keeps_what_is_known_of_servers_that_stay() {
+        let origins = Origins::default();
+        let t0 = Instant::now();
+        let pool = origins.pool(&customer(&["10.0.0.1:80", "10.0.0.2:80"]));
+        origins.failed(&pool, 1, t0);
+        assert!(Arc::ptr_eq(
+            &pool,
+            &origins.pool(&customer(&["10.0.0.1:80", "10.0.0.2:80"]))
+        ));
+        let swapped = origins.pool(&customer(&["10.0.0.2:80", "10.0.0.9:80"]));
+        assert_eq!(swapped.server(0).unwrap().addr, "10.0.0.2:80");
+        assert!(!origins.is_up(&swapped, 0, t0), "still down after the swap");
+        assert_eq!(swapped.server(0).unwrap().failures(), 1);
+        assert!(origins.is_up(&swapped, 1, t0));
+    }
+}
