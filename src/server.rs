@@ -74,13 +74,18 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     ));
     let origins = Arc::new(crate::origin::Origins::default());
     let edge = Edge::new(
+        &node,
         customers.clone(),
         store,
-        &node.cache,
         metrics.clone(),
         purges.clone(),
         origins.clone(),
-        node.idle_timeout,
+    );
+    info!(
+        "node {}: CDN-Loop entry \"{}\", at most {} Holdfast hops per request",
+        node.node.name,
+        edge.loop_entry(),
+        node.node.max_hops
     );
     let mut proxy =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "holdfast edge");

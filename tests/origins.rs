@@ -93,3 +93,136 @@ async fn every_server_down_still_serves_stale_copies() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_whose_origin_is_the_node_itself_gets_508_at_once() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "fine"));
+    let body = |loop_origin: String| {
+        format!(
+            "{}  - name: other\n    hosts: [\"other.test\"]\n    origin: {{ servers: [\"{}\"] }}\n",
+            node(&[loop_origin]),
+            origin.addr
+        )
+    };
+    let mut edge = Holdfast::start(&body(origin.addr.to_string())).await;
+    // Point shop at the node's own listener, as a misconfiguration would.
+    edge.rewrite(&body(edge.addr.to_string()));
+    let r = request(
+        edge.admin,
+        "POST",
+        &edge.admin.to_string(),
+        "/reload",
+        &[],
+        b"",
+    )
+    .await;
+    assert!(r.text().contains("applied"), "{}", r.text());
+    let started = std::time::Instant::now();
+    let r = request(edge.addr, "GET", HOST, "/x", &[], b"").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 508, "{}", r.text());
+    assert!(r.text().contains("loop"), "{}", r.text());
+    // The second pass answered itself; the first passes that answer on, its own entry last.
+    assert!(
+        r.cache_status()
+            .starts_with("holdfast; fwd=bypass; detail=loop, holdfast; fwd=miss"),
+        "{}",
+        r.cache_status()
+    );
+    // The node stays healthy and serves its other customers.
+    let other = request(edge.addr, "GET", "other.test", "/y", &[], b"").await;
+    assert_eq!((other.status, other.text().as_str()), (200, "fine"));
+    edge.restart().await;
+    assert_eq!(
+        request(edge.addr, "GET", HOST, "/x", &[], b"").await.status,
+        508
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edges_behind_a_shield_chain_cleanly() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "from-origin"));
+    let shield = Holdfast::start(&format!(
+        "node: {{ name: shield1 }}\n{}",
+        node(&[origin.addr.to_string()])
+    ))
+    .await;
+    let edge_a = Holdfast::start(&format!(
+        "node: {{ name: edge-a }}\n{}",
+        node(&[shield.addr.to_string()])
+    ))
+    .await;
+    let edge_b = Holdfast::start(&format!(
+        "node: {{ name: edge-b }}\n{}",
+        node(&[shield.addr.to_string()])
+    ))
+    .await;
+
+    let first = request(edge_a.addr, "GET", HOST, "/p", &[], b"").await;
+    assert_eq!(first.text(), "from-origin");
+    let members: Vec<&str> = first.cache_status().split(", ").collect();
+    assert_eq!(members.len(), 2, "{}", first.cache_status());
+    assert!(
+        members[0].starts_with("holdfast; fwd=miss")
+            && members[1].starts_with("holdfast; fwd=miss"),
+        "{members:?}"
+    );
+    // The other edge misses, and the shield answers it from its store.
+    let other = request(edge_b.addr, "GET", HOST, "/p", &[], b"").await;
+    assert_eq!(other.text(), "from-origin");
+    let members: Vec<&str> = other.cache_status().split(", ").collect();
+    assert!(
+        members.len() == 2
+            && members[0].starts_with("holdfast; hit")
+            && members[1].starts_with("holdfast; fwd=miss"),
+        "{members:?}"
+    );
+    // A hit at the edge keeps the chain it was stored with, its own entry last.
+    let hit = request(edge_a.addr, "GET", HOST, "/p", &[], b"").await;
+    let members: Vec<&str> = hit.cache_status().split(", ").collect();
+    assert!(
+        members.len() == 2 && members[1].starts_with("holdfast; hit"),
+        "{members:?}"
+    );
+    assert_eq!(origin.hits_for("/p"), 1);
+    // The origin saw both hops, each named.
+    let seen = &origin.seen()[0];
+    let cdn_loop = seen.headers.get("cdn-loop").cloned().unwrap_or_default();
+    assert!(
+        cdn_loop.contains("node=edge-a-") && cdn_loop.contains("node=shield1-"),
+        "{cdn_loop}"
+    );
+    let head = seen.head.to_ascii_lowercase();
+    assert_eq!(head.matches("1.1 holdfast").count(), 2, "{}", seen.head);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_holdfast_hops_get_508() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "fine"));
+    let edge = Holdfast::start(&format!(
+        "node: {{ max_hops: 2 }}\n{}",
+        node(&[origin.addr.to_string()])
+    ))
+    .await;
+    let two = [("CDN-Loop", "holdfast; node=a-1, holdfast; node=b-2")];
+    assert_eq!(
+        request(edge.addr, "GET", HOST, "/ok", &two, b"")
+            .await
+            .status,
+        200
+    );
+    let three = [(
+        "CDN-Loop",
+        "holdfast; node=a-1, holdfast; node=b-2, holdfast; node=c-3",
+    )];
+    let r = request(edge.addr, "GET", HOST, "/no", &three, b"").await;
+    assert_eq!(r.status, 508);
+    assert_eq!(origin.hits_for("/no"), 0);
+}

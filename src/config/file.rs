@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::scalars::{
     CustomerName, EnvName, ErrorStatus, FieldName, HostHeader, HostName, ListenAddr, MethodName,
-    ServerAddr, StatusTtl, TokenDigest, UrlPath, UrlText,
+    NodeName, ServerAddr, StatusTtl, TokenDigest, UrlPath, UrlText,
 };
 use super::units::{Dur, InstantText, Size};
 
@@ -109,6 +109,8 @@ pub(super) struct NodeFile {
     #[serde(default)]
     pub tls: Option<NodeTlsFile>,
     #[serde(default)]
+    pub node: Option<NodeIdFile>,
+    #[serde(default)]
     pub admin: Option<AdminFile>,
     #[serde(default)]
     pub cache: StoreFile,
@@ -169,6 +171,21 @@ impl<'de> Deserialize<'de> for ListenEntry {
         }
         d.deserialize_any(Entry)
     }
+}
+
+/// `node:`: how this node names itself to other Holdfast nodes (`CDN-Loop`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NodeIdFile {
+    #[serde(default)]
+    pub name: Option<NodeName>,
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u32,
+}
+
+pub(super) const DEFAULT_MAX_HOPS: u32 = 4;
+fn default_max_hops() -> u32 {
+    DEFAULT_MAX_HOPS
 }
 
 /// `tls:` of the node: the certificate for SNI that no customer claims.

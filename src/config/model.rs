@@ -20,6 +20,8 @@ pub struct NodeConfig {
     pub server: ServerConf,
     /// Data-plane listeners (`listen:`), e.g. `0.0.0.0:8080` or `{ addr, tls: true }`.
     pub listen: Vec<Listener>,
+    /// How this node names itself in `CDN-Loop` (`node:`).
+    pub node: NodeIdentity,
     /// `tls.default`: the certificate for SNI no customer claims (without it, such
     /// handshakes fail).
     pub tls_default: Option<crate::tls::Certificate>,
@@ -54,6 +56,15 @@ impl NodeConfig {
 /// The directory of the node file `source`, against which relative paths resolve.
 pub fn base_dir_of(source: &std::path::Path) -> &std::path::Path {
     source.parent().unwrap_or(std::path::Path::new(""))
+}
+
+/// `node:`: the node's name and how many Holdfast hops a request may have made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// `node.name`, else the host name (else `holdfast`).
+    pub name: String,
+    /// A request that has passed more Holdfast nodes than this gets 508 (`node.max_hops`).
+    pub max_hops: u32,
 }
 
 /// One data-plane listener.

@@ -101,6 +101,12 @@ checked_string!(
     check_name
 );
 checked_string!(
+    /// A node name (`node.name`): letters, digits, `.`, `_` and `-`.
+    NodeName,
+    "a node name",
+    check_node_name
+);
+checked_string!(
     /// An `http://` or `https://` URL.
     UrlText,
     "a URL",
@@ -236,6 +242,20 @@ fn check_name(s: &str) -> Result<String, String> {
     } else {
         Err(format!(
             "invalid customer name {s:?}; use lower-case letters, digits, '_' and '-' only"
+        ))
+    }
+}
+
+fn check_node_name(s: &str) -> Result<String, String> {
+    if !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid node name {s:?}; use up to 64 letters, digits, '.', '_' and '-', e.g. fra1"
         ))
     }
 }

@@ -105,6 +105,27 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
         ));
     }
     let customers = customers(ctx, base, 0, inline)?;
+    let node_id = match f.node {
+        Some(n) => {
+            if n.max_hops == 0 {
+                return Err(ctx.err(
+                    &[Key("node"), Key("max_hops")],
+                    Target::Value,
+                    "node.max_hops is 0; a request must be allowed at least one Holdfast hop, \
+                     e.g. max_hops: 4 (an edge and its shields)"
+                        .into(),
+                ));
+            }
+            NodeIdentity {
+                name: n.name.map(|n| n.0).unwrap_or_else(host_name),
+                max_hops: n.max_hops,
+            }
+        }
+        None => NodeIdentity {
+            name: host_name(),
+            max_hops: super::file::DEFAULT_MAX_HOPS,
+        },
+    };
     let tls_default = match f.tls.and_then(|t| t.default) {
         Some(c) => Some(certificate(ctx, base, &[Key("tls"), Key("default")], c)?),
         None => None,
@@ -121,6 +142,7 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
             })
             .collect(),
         tls_default,
+        node: node_id,
         admin: f.admin.map(|a| AdminConfig {
             listen: a.listen.0,
             token_env: a.token_env.map(|t| t.0),
@@ -300,6 +322,22 @@ fn control_plane(
         token_env: f.token_env.map(|t| t.0),
         max_document: f.max_document.0,
     })
+}
+
+/// This machine's host name, as a node name (`holdfast` when there is none to read).
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "holdfast".to_string()
+    } else {
+        name
+    }
 }
 
 /// Load and check a `{ cert, key }` pair found at `at` (paths relative to `base`).

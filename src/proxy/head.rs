@@ -21,9 +21,10 @@ use pingora_proxy::{range_header_filter, RangeType};
 /// full path, so that both paths decide a `Range` alike.
 pub(super) const MAX_RANGES: Option<usize> = Some(200);
 
-/// What the edge sets on every response it sends for a customer: no purge tags and no
-/// upstream `Cache-Status` (the edge's replaces it), the edge's `Cache-Status`, `Via`.
-/// A status the edge made of a stored one (206, 304, 416) says its own reason phrase.
+/// What the edge sets on every response it sends for a customer: no purge tags; the
+/// edge's `Cache-Status` entry after those of the caches upstream (a shield tier), as
+/// RFC 9211 lists them, origin first; `Via`. A status the edge made of a stored one
+/// (206, 304, 416) says its own reason phrase.
 pub(super) fn edge_fields(resp: &mut ResponseHeader, cache_status: String) -> Result<()> {
     for tags in crate::purge::TAG_FIELDS {
         resp.remove_header(tags);
@@ -31,7 +32,20 @@ pub(super) fn edge_fields(resp: &mut ResponseHeader, cache_status: String) -> Re
     if matches!(resp.status.as_u16(), 206 | 304 | 416) {
         resp.set_reason_phrase(None)?;
     }
-    resp.insert_header("Cache-Status", cache_status)?;
+    let upstream: Vec<&str> = resp
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    if upstream.is_empty() {
+        resp.insert_header("Cache-Status", cache_status)?;
+    } else {
+        let chain = format!("{}, {cache_status}", upstream.join(", "));
+        resp.insert_header("Cache-Status", chain)?;
+    }
     resp.append_header("Via", "1.1 holdfast")?;
     Ok(())
 }

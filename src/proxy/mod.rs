@@ -64,20 +64,27 @@ pub struct Edge {
     idle_timeout: u64,
     /// Fresh hits answered from `request_filter` (`cache.fast_path`).
     fast_path: bool,
+    /// This running node's `CDN-Loop` entry, and the most Holdfast hops allowed.
+    loop_entry: String,
+    max_hops: u32,
 }
 
 impl Edge {
+    /// The edge of the node `config` describes (its cache settings, timeouts and
+    /// name), over the shared customers, store, metrics, purges and origin pools.
     pub fn new(
+        config: &crate::config::NodeConfig,
         customers: Arc<ArcSwap<Customers>>,
         store: &'static dyn CacheStore,
-        cache: &crate::config::StoreConfig,
         metrics: Arc<Metrics>,
         purges: Arc<Purges>,
         origins: Arc<Origins>,
-        idle_timeout: Duration,
     ) -> Edge {
+        let cache = &config.cache;
         Edge {
-            idle_timeout: idle_timeout.as_secs().max(1),
+            loop_entry: request::loop_entry(&config.node.name),
+            max_hops: config.node.max_hops,
+            idle_timeout: config.idle_timeout.as_secs().max(1),
             purges,
             customers,
             store,
@@ -88,6 +95,13 @@ impl Edge {
             origins,
             health: OriginHealth::default(),
         }
+    }
+}
+
+impl Edge {
+    /// This running node's `CDN-Loop` entry.
+    pub fn loop_entry(&self) -> &str {
+        &self.loop_entry
     }
 }
 
@@ -301,6 +315,20 @@ impl ProxyHttp for Edge {
                 respond_text(session, 421, body, &outcome, None).await?;
                 return Ok(true);
             }
+        }
+        if let Some(hops) =
+            request::loop_detected(session.req_header(), &self.loop_entry, self.max_hops)
+        {
+            // This request has passed this very node, or too many Holdfast nodes: answer
+            // now rather than send it round again until something times out.
+            let outcome = Outcome::Edge { reason: "loop" };
+            ctx.outcome = Some(outcome.clone());
+            let body = format!(
+                "holdfast: request loop: {hops} (this node is {}); check the origin of {:?}\n",
+                self.loop_entry, customer.name
+            );
+            respond_text(session, 508, body, &outcome, None).await?;
+            return Ok(true);
         }
         let customer = customer.clone();
         let host = crate::config::canonical_host(host).into_owned();
@@ -669,6 +697,19 @@ impl ProxyHttp for Edge {
             upstream_request.remove_header(&header::IF_MODIFIED_SINCE);
         }
         upstream_request.append_header("Via", "1.1 holdfast")?;
+        // One CDN-Loop list, the hops before this one first (RFC 8586).
+        let before: Vec<&str> = upstream_request
+            .headers
+            .get_all("cdn-loop")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let cdn_loop = if before.is_empty() {
+            self.loop_entry.clone()
+        } else {
+            format!("{}, {}", before.join(", "), self.loop_entry)
+        };
+        upstream_request.insert_header("CDN-Loop", cdn_loop)?;
         Ok(())
     }
 

@@ -130,6 +130,44 @@ pub(super) fn set_forwarded(
     Ok(())
 }
 
+/// This running node's `CDN-Loop` entry (RFC 8586): `holdfast; node=<name>-<token>`,
+/// the token random per process, so that two nodes with one name (on one host, or from
+/// one image) are still told apart.
+pub(super) fn loop_entry(name: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("holdfast; node={name}-{:08x}", h.finish() as u32)
+}
+
+/// Why a request must not go on, if it must not: it carries this node's own `CDN-Loop`
+/// entry (it has been here before), or more than `max_hops` Holdfast entries.
+pub(super) fn loop_detected(req: &RequestHeader, own: &str, max_hops: u32) -> Option<String> {
+    let own_node = own.split_once("node=").map(|(_, n)| n)?;
+    let mut hops = 0u32;
+    for value in req.headers.get_all("cdn-loop") {
+        let Ok(value) = value.to_str() else { continue };
+        for entry in value.split(',') {
+            let mut parts = entry.split(';').map(str::trim);
+            if !parts
+                .next()
+                .is_some_and(|id| id.eq_ignore_ascii_case("holdfast"))
+            {
+                continue;
+            }
+            hops += 1;
+            if parts.any(|p| {
+                p.strip_prefix("node=")
+                    .is_some_and(|n| n.trim_matches('"') == own_node)
+            }) {
+                return Some("it has passed this node before".into());
+            }
+        }
+    }
+    (hops > max_hops)
+        .then(|| format!("it has passed {hops} Holdfast nodes (node.max_hops is {max_hops})"))
+}
+
 /// What the edge answers itself instead of passing a request on.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct EdgeAnswer {
@@ -236,6 +274,28 @@ pub(super) fn screen(req: &mut RequestHeader, customer: &Customer) -> Option<Edg
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loops_are_this_node_again_or_too_many_hops() {
+        let own = loop_entry("fra1");
+        assert!(own.starts_with("holdfast; node=fra1-"), "{own}");
+        assert_ne!(own, loop_entry("fra1"), "two processes are told apart");
+        let with = |values: &[&str]| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for v in values {
+                req.append_header("CDN-Loop", *v).unwrap();
+            }
+            loop_detected(&req, &own, 4)
+        };
+        assert_eq!(with(&[]), None);
+        assert_eq!(with(&["holdfast; node=ams1-00000001", "other-cdn"]), None);
+        assert!(with(&[&format!("foo, {own}")]).is_some());
+        let four = "holdfast; node=a-1, holdfast; node=b-2, holdfast; node=c-3, holdfast; node=d-4";
+        assert_eq!(with(&[four]), None);
+        assert!(with(&[four, "HOLDFAST; node=e-5"])
+            .unwrap()
+            .contains("5 Holdfast nodes"));
+    }
 
     fn normalized(value: &str) -> Option<String> {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
