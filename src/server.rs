@@ -124,6 +124,11 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
         svc.add_tcp(&admin.listen);
         server.add_service(svc);
     }
+    // Active origin checks (origin.health_check), for the customers that ask for them.
+    server.add_service(background_service(
+        "holdfast origin checks",
+        crate::origin::checks::HealthChecks::new(customers.clone(), origins.clone()),
+    ));
     server.add_service(background_service(
         "holdfast config sync",
         SyncService::new(syncer.clone()),

@@ -226,3 +226,63 @@ async fn too_many_holdfast_hops_get_508() {
     assert_eq!(r.status, 508);
     assert_eq!(origin.hits_for("/no"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_failing_its_health_check_gets_no_traffic_until_it_passes() {
+    let a = Origin::start().await;
+    a.fallback(Behavior::ok("no-store", "a"));
+    a.route("/health", Behavior::ok("no-store", "ok"));
+    let b = Origin::start().await;
+    b.fallback(Behavior::ok("no-store", "b"));
+    b.route("/health", Behavior::status(503, &[], "sick"));
+    let body = node(&[a.addr.to_string(), b.addr.to_string()])
+        + "      health_check: { path: /health, interval: 200ms, timeout: 200ms }\n";
+    let edge = Holdfast::start(&body).await;
+    let answers = |n: usize| {
+        let addr = edge.addr;
+        async move {
+            let mut out = Vec::new();
+            for i in 0..n {
+                out.push(
+                    request(addr, "GET", HOST, &format!("/p{i}"), &[], b"")
+                        .await
+                        .text(),
+                );
+            }
+            out
+        }
+    };
+    // Within two intervals the failing server is out of the rotation.
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    let before = b.hits() - b.hits_for("/health");
+    assert!(answers(20).await.iter().all(|t| t == "a"));
+    assert_eq!(
+        b.hits() - b.hits_for("/health"),
+        before,
+        "b got traffic while failing"
+    );
+    let m = edge.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            &format!(
+                "holdfast_origin_server_up{{customer=\"shop\",server=\"{}\"}}",
+                b.addr
+            )
+        ),
+        0
+    );
+    assert!(b.hits_for("/health") >= 2, "checked every interval");
+    assert!(
+        b.seen().iter().any(|s| s.path == "/health" && s.headers.get("host").map(String::as_str) == Some(HOST)),
+        "the check names the customer's host"
+    );
+    // Passing again, it is back within two intervals.
+    b.route("/health", Behavior::ok("no-store", "ok"));
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    let got = answers(20).await;
+    assert!(
+        got.iter().any(|t| t == "b") && got.iter().any(|t| t == "a"),
+        "{got:?}"
+    );
+}

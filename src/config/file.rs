@@ -335,6 +335,28 @@ pub(super) struct OriginFile {
     pub forwarded: bool,
     #[serde(default)]
     pub drop_request_headers: Option<Vec<FieldName>>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+}
+
+/// `origin.health_check`: a request each server must answer to get traffic.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HealthCheckFile {
+    pub path: UrlPath,
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    /// The status a healthy server answers with; any 2xx when not given.
+    #[serde(default)]
+    pub expect: Option<u16>,
+}
+fn default_check_interval() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_check_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
 }
 
 #[derive(Debug, Deserialize)]

@@ -295,6 +295,19 @@ pub struct Origin {
     /// Lower-cased request fields removed before anything else sees the request (the
     /// cache key, `Vary`, the origin): `origin.drop_request_headers`.
     pub drop_request_headers: Vec<http::HeaderName>,
+    /// Active checks of each server (`origin.health_check`).
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `origin.health_check`: every `interval`, each server is asked `GET path`; one that does
+/// not answer `expect` (any 2xx when `None`) within `timeout` gets no traffic until it
+/// does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub expect: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

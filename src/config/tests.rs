@@ -147,6 +147,7 @@ fn design_example_lands_in_the_model() {
             ]
             .map(http::HeaderName::from_static)
             .to_vec(),
+            health_check: None,
         }
     );
     assert_eq!(
@@ -924,4 +925,56 @@ fn listen_entries_are_addresses_or_tls_mappings() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("0.0.0.0:8443"), "{e}");
+}
+
+#[test]
+fn health_checks_are_validated() {
+    let with = |check: &str| {
+        check_node_text(
+            Path::new("/n.yaml"),
+            &format!("listen: [\"127.0.0.1:8080\"]\ncustomers:\n  - name: a\n    hosts: [a.example.com]\n    origin:\n      servers: [\"127.0.0.1:8000\"]\n      health_check: {check}\n"),
+        )
+    };
+    let ok = with("{ path: /health }").unwrap();
+    let hc = ok.customers.list[0].origin.health_check.clone().unwrap();
+    assert_eq!(
+        (hc.path.as_str(), hc.interval, hc.timeout, hc.expect),
+        (
+            "/health",
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            None
+        )
+    );
+    let e = with("{ path: /health, interval: 1s, timeout: 2s }").unwrap_err();
+    assert_message(&e, "/n.yaml", 7, &["longer than its interval"]);
+    let e = with("{ path: /health, expect: 700 }").unwrap_err();
+    assert_message(&e, "/n.yaml", 7, &["not an HTTP status"]);
+    let e = with("{ path: health }").unwrap_err();
+    assert_message(&e, "/n.yaml", 7, &["does not start with '/'"]);
+}
+
+#[test]
+fn node_names_and_hops_are_validated() {
+    let base = "listen: [\"127.0.0.1:8080\"]\ncustomers:\n  - name: a\n    hosts: [a.example.com]\n    origin: { servers: [\"127.0.0.1:8000\"] }\n";
+    let c = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("node: {{ name: fra1 }}\n{base}"),
+    )
+    .unwrap();
+    assert_eq!((c.node.name.as_str(), c.node.max_hops), ("fra1", 4));
+    let e = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("node: {{ name: \"fra 1\" }}\n{base}"),
+    )
+    .unwrap_err();
+    assert_message(&e, "/n.yaml", 1, &["invalid node name"]);
+    let e = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("node: {{ max_hops: 0 }}\n{base}"),
+    )
+    .unwrap_err();
+    assert_message(&e, "/n.yaml", 1, &["max_hops is 0"]);
+    let c = check_node_text(Path::new("/n.yaml"), base).unwrap();
+    assert!(!c.node.name.is_empty());
 }

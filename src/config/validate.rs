@@ -634,7 +634,54 @@ fn origin(ctx: &Ctx, at: &[Seg], customer: &str, f: OriginFile) -> Result<Origin
     .into_iter()
     .filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok())
     .collect();
+    let health_check = match f.health_check {
+        Some(h) => {
+            let at = child(at, "health_check");
+            positive(
+                ctx,
+                &child(&at, "interval"),
+                h.interval,
+                "origin.health_check.interval",
+                "5s",
+            )?;
+            positive(
+                ctx,
+                &child(&at, "timeout"),
+                h.timeout,
+                "origin.health_check.timeout",
+                "2s",
+            )?;
+            if h.timeout.0 > h.interval.0 {
+                return Err(ctx.err(
+                    &child(&at, "timeout"),
+                    Target::Value,
+                    format!(
+                        "origin.health_check.timeout ({:?}) is longer than its interval ({:?}); \
+                         a check must end before the next one starts, e.g. interval: 5s, timeout: 2s",
+                        h.timeout.0, h.interval.0
+                    ),
+                ));
+            }
+            if let Some(code) = h.expect {
+                if !(100..=599).contains(&code) {
+                    return Err(ctx.err(
+                        &child(&at, "expect"),
+                        Target::Value,
+                        format!("origin.health_check.expect {code} is not an HTTP status; give one from 100 to 599, e.g. expect: 200"),
+                    ));
+                }
+            }
+            Some(HealthCheck {
+                path: h.path.0,
+                interval: h.interval.0,
+                timeout: h.timeout.0,
+                expect: h.expect,
+            })
+        }
+        None => None,
+    };
     Ok(Origin {
+        health_check,
         forwarded: f.forwarded,
         drop_request_headers,
         servers: f.servers.into_iter().map(|s| s.0).collect(),

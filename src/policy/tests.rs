@@ -93,6 +93,7 @@ fn customer_named(name: &str, hosts: &[&str], rules: Vec<Rule>) -> Customer {
             read_timeout: secs(5),
             forwarded: true,
             drop_request_headers: Vec::new(),
+            health_check: None,
         },
         cache: policy(),
         rules,

@@ -600,7 +600,7 @@ impl ProxyHttp for Edge {
             ctx.tried |= 1 << i;
             ctx.server = Some(i);
             let server = pool.server(i).map(|s| s.addr.as_str()).unwrap_or("");
-            match resolve(server).await {
+            match crate::origin::resolve(server).await {
                 Ok(addr) => break addr,
                 Err(e) => {
                     warn!("customer={} origin {server}: {e}", customer.name);
@@ -911,29 +911,6 @@ fn key_for(customer: &Customer, req: &RequestHeader, scheme: &str) -> CacheKey {
     let host = request_host(req).map(strip_port).unwrap_or("");
     let primary = policy::cache_key(customer, scheme, host, req.uri.path(), req.uri.query());
     CacheKey::new(primary, "")
-}
-
-/// Resolve `host:port` without blocking the runtime; an unresolvable origin is an
-/// upstream error (so stale-if-error applies), never a panic.
-async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
-    if let Ok(addr) = server.parse() {
-        return Ok(addr);
-    }
-    let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| {
-        Error::because(
-            ErrorType::ConnectNoRoute,
-            format!("cannot resolve origin {server}"),
-            e,
-        )
-        .into_up()
-    })?;
-    addrs.next().ok_or_else(|| {
-        Error::explain(
-            ErrorType::ConnectNoRoute,
-            format!("origin {server} resolves to no address"),
-        )
-        .into_up()
-    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,10 @@
 //! store meanwhile). A server that refuses a connection, times out connecting, or
 //! cannot be resolved is down for [`DOWN_FOR`]; after that the next request probes it.
 //!
+//! With `origin.health_check`, [`checks`] asks each server on its own, and a server that
+//! fails its check gets no requests until it passes (the same fallback applies when
+//! every server fails).
+//!
 //! Pools are rebuilt when a customer's server list changes (a config swap); servers that
 //! stay keep what is known of them. Nothing here blocks: a pick is a few atomics under
 //! a read lock.
@@ -17,8 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
+use pingora_error::{Error, ErrorType, Result};
 
 use crate::config::Customer;
+
+pub mod checks;
 
 /// How long a server that failed to connect gets no requests (unless all are down).
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
@@ -56,6 +63,8 @@ pub struct Server {
     /// Milliseconds since the `Origins` epoch until which it is down (0: up).
     down_until_ms: AtomicU64,
     failures: AtomicU64,
+    /// It failed its last active check (`origin.health_check`).
+    check_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Server {
@@ -64,7 +73,13 @@ impl Server {
             addr: addr.to_string(),
             down_until_ms: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            check_failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    fn up_at(&self, now_ms: u64) -> bool {
+        !self.check_failed.load(Ordering::Relaxed)
+            && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
     /// Connection failures since the node started (or since it was added).
@@ -136,7 +151,7 @@ impl Origins {
             .filter(|&i| tried & (1 << i) == 0);
         let mut fallback = None;
         for i in untried {
-            if pool.servers[i].down_until_ms.load(Ordering::Relaxed) <= now {
+            if pool.servers[i].up_at(now) {
                 return Some(i);
             }
             fallback.get_or_insert(i);
@@ -166,7 +181,25 @@ impl Origins {
     pub fn is_up(&self, pool: &Pool, i: usize, now: Instant) -> bool {
         pool.servers
             .get(i)
-            .is_some_and(|s| s.down_until_ms.load(Ordering::Relaxed) <= self.now_ms(now))
+            .is_some_and(|s| s.up_at(self.now_ms(now)))
+    }
+
+    /// Server `i` of `pool` passed (`true`) or failed its active check.
+    pub fn checked(&self, pool: &Pool, i: usize, passed: bool) {
+        if let Some(server) = pool.servers.get(i) {
+            let was_failing = server.check_failed.swap(!passed, Ordering::Relaxed);
+            if was_failing == passed {
+                log::warn!(
+                    "origin {}: health check {}",
+                    server.addr,
+                    if passed {
+                        "passes again; it gets requests"
+                    } else {
+                        "failed; it gets no requests until it passes"
+                    }
+                );
+            }
+        }
     }
 
     /// `holdfast_origin_server_up` and `holdfast_origin_server_failures_total`, per
@@ -221,6 +254,29 @@ impl Origins {
             .map(|(i, s)| (s.addr.clone(), self.is_up(pool, i, now), s.failures()))
             .collect()
     }
+}
+
+/// Resolve `host:port` without blocking the runtime; an unresolvable origin is an
+/// upstream error (so stale-if-error applies), never a panic.
+pub async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
+    if let Ok(addr) = server.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| {
+        Error::because(
+            ErrorType::ConnectNoRoute,
+            format!("cannot resolve origin {server}"),
+            e,
+        )
+        .into_up()
+    })?;
+    addrs.next().ok_or_else(|| {
+        Error::explain(
+            ErrorType::ConnectNoRoute,
+            format!("origin {server} resolves to no address"),
+        )
+        .into_up()
+    })
 }
 
 impl Pool {
