@@ -5,7 +5,8 @@
 //! connector; an answer with the `expect`ed status (any 2xx by default) within `timeout`
 //! passes. The result is kept on the server in [`super::Origins`]: a failing server
 //! gets no requests until it passes again. Checks of one server never overlap, and a
-//! slow server holds up no other.
+//! slow server holds up no other. The same service looks up again, every
+//! [`super::DNS_REFRESH`], the servers named by a host name.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 
-use super::{resolve, Origins, Pool};
+use super::{lookup, Origins, Pool};
 use crate::config::{Customer, Customers, HealthCheck};
 
 /// How often the service looks for checks that are due.
@@ -68,10 +69,18 @@ impl BackgroundService for HealthChecks {
                         (self.origins.clone(), pool.clone(), connector.clone());
                     let (customer, check) = (customer.clone(), check.clone());
                     tokio::spawn(async move {
-                        let passed = probe(&connector, &customer, &pool, i, &check).await;
+                        let passed = probe(&origins, &connector, &customer, &pool, i, &check).await;
                         origins.checked(&pool, i, passed);
                     });
                 }
+            }
+            // Names of servers looked up again in the background, never on a request.
+            for name in self.origins.names_to_refresh(now) {
+                let origins = self.origins.clone();
+                tokio::spawn(async move {
+                    let result = lookup(&name).await.map_err(|e| e.to_string());
+                    origins.store_lookup(&name, result, Instant::now());
+                });
             }
             // Forget servers that are no longer configured.
             due.retain(|(name, addr), _| {
@@ -85,6 +94,7 @@ impl BackgroundService for HealthChecks {
 
 /// One check of server `i`: whether it answered `check.expect` in time.
 async fn probe(
+    origins: &Origins,
     connector: &Connector,
     customer: &Customer,
     pool: &Pool,
@@ -107,7 +117,7 @@ async fn probe(
         })
         .unwrap_or_default();
     let attempt = async {
-        let addr = resolve(&server.addr).await.ok()?;
+        let addr = origins.address(&server.addr).await.ok()?;
         let sni = customer.origin.sni.clone().unwrap_or_else(|| host.clone());
         let mut peer = HttpPeer::new(addr, customer.origin.tls, sni);
         peer.options.connection_timeout = Some(check.timeout);

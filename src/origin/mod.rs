@@ -33,17 +33,32 @@ pub const DOWN_FOR: Duration = Duration::from_secs(5);
 /// The most servers one request tries (the bits of its `tried` mask).
 pub const MAX_TRIES: usize = 64;
 
-/// Every customer's pool, by customer name.
+/// How often the addresses of a server named by a host name are looked up again, in
+/// the background ([`checks`]); a failed lookup keeps the last good addresses.
+pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+
+/// Every customer's pool, by customer name, and the addresses of servers named by a
+/// host name.
 #[derive(Debug)]
 pub struct Origins {
     pools: RwLock<HashMap<String, Arc<Pool>>>,
+    dns: RwLock<HashMap<String, Resolved>>,
     epoch: Instant,
+}
+
+/// The last good addresses of one `host:port`.
+#[derive(Debug)]
+struct Resolved {
+    addrs: Vec<std::net::SocketAddr>,
+    at: Instant,
+    next: AtomicUsize,
 }
 
 impl Default for Origins {
     fn default() -> Self {
         Origins {
             pools: RwLock::new(HashMap::new()),
+            dns: RwLock::new(HashMap::new()),
             epoch: Instant::now(),
         }
     }
@@ -202,6 +217,80 @@ impl Origins {
         }
     }
 
+    /// The address to connect to for `server` (`ip:port`, or `host:port` looked up in
+    /// the background): never a lookup on the request path but for a name's first use.
+    /// Several addresses are taken in turn.
+    pub async fn address(&self, server: &str) -> Result<std::net::SocketAddr> {
+        if let Ok(addr) = server.parse() {
+            return Ok(addr);
+        }
+        if let Some(r) = self.dns.read().get(server) {
+            if !r.addrs.is_empty() {
+                let i = r.next.fetch_add(1, Ordering::Relaxed) % r.addrs.len();
+                return Ok(r.addrs[i]);
+            }
+        }
+        let looked_up = lookup(server).await;
+        let kept = looked_up.as_ref().cloned().map_err(|e| e.to_string());
+        self.store_lookup(server, kept, Instant::now());
+        let addrs = looked_up?;
+        addrs.first().copied().ok_or_else(|| no_address(server))
+    }
+
+    /// Keep the result of looking `server` up: new addresses replace the old, a failure
+    /// (or no address) keeps the last good ones. Returns whether it kept old ones.
+    pub fn store_lookup(
+        &self,
+        server: &str,
+        result: std::result::Result<Vec<std::net::SocketAddr>, String>,
+        now: Instant,
+    ) -> bool {
+        let mut dns = self.dns.write();
+        match result {
+            Ok(addrs) if !addrs.is_empty() => {
+                dns.insert(
+                    server.to_string(),
+                    Resolved {
+                        addrs,
+                        at: now,
+                        next: AtomicUsize::new(0),
+                    },
+                );
+                false
+            }
+            failed => {
+                let Some(kept) = dns.get_mut(server) else {
+                    return false;
+                };
+                let reason = failed.err().unwrap_or_else(|| "no address".into());
+                log::warn!(
+                    "origin {server}: lookup failed ({reason}); keeping its last addresses {:?}",
+                    kept.addrs
+                );
+                // Try again at the next refresh, not at once.
+                kept.at = now;
+                true
+            }
+        }
+    }
+
+    /// The servers named by a host name whose addresses are older than [`DNS_REFRESH`],
+    /// each stamped as being refreshed now (so that one slow lookup is not started twice).
+    pub fn names_to_refresh(&self, now: Instant) -> Vec<String> {
+        let due = |r: &Resolved| now.saturating_duration_since(r.at) >= DNS_REFRESH;
+        if !self.dns.read().values().any(due) {
+            return Vec::new();
+        }
+        let mut dns = self.dns.write();
+        dns.iter_mut()
+            .filter(|(_, r)| due(r))
+            .map(|(name, r)| {
+                r.at = now;
+                name.clone()
+            })
+            .collect()
+    }
+
     /// `holdfast_origin_server_up` and `holdfast_origin_server_failures_total`, per
     /// customer and server, for `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
@@ -256,13 +345,10 @@ impl Origins {
     }
 }
 
-/// Resolve `host:port` without blocking the runtime; an unresolvable origin is an
+/// Look `host:port` up without blocking the runtime; an unresolvable origin is an
 /// upstream error (so stale-if-error applies), never a panic.
-pub async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
-    if let Ok(addr) = server.parse() {
-        return Ok(addr);
-    }
-    let mut addrs = tokio::net::lookup_host(server).await.map_err(|e| {
+pub async fn lookup(server: &str) -> Result<Vec<std::net::SocketAddr>> {
+    let addrs = tokio::net::lookup_host(server).await.map_err(|e| {
         Error::because(
             ErrorType::ConnectNoRoute,
             format!("cannot resolve origin {server}"),
@@ -270,13 +356,19 @@ pub async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
         )
         .into_up()
     })?;
-    addrs.next().ok_or_else(|| {
-        Error::explain(
-            ErrorType::ConnectNoRoute,
-            format!("origin {server} resolves to no address"),
-        )
-        .into_up()
-    })
+    let addrs: Vec<_> = addrs.collect();
+    if addrs.is_empty() {
+        return Err(no_address(server));
+    }
+    Ok(addrs)
+}
+
+fn no_address(server: &str) -> Box<Error> {
+    Error::explain(
+        ErrorType::ConnectNoRoute,
+        format!("origin {server} resolves to no address"),
+    )
+    .into_up()
 }
 
 impl Pool {
@@ -339,6 +431,38 @@ mod tests {
         origins.failed(&pool, 1, t0);
         origins.answered(&pool, 1);
         assert!(origins.is_up(&pool, 1, t0));
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_the_last_good_addresses() {
+        let origins = Origins::default();
+        let t0 = Instant::now();
+        let a: std::net::SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: std::net::SocketAddr = "10.0.0.2:80".parse().unwrap();
+        assert!(!origins.store_lookup("origin.test:80", Err("down".into()), t0));
+        assert!(!origins.store_lookup("origin.test:80", Ok(vec![a, b]), t0));
+        assert!(origins.names_to_refresh(t0).is_empty());
+        assert_eq!(
+            origins.names_to_refresh(t0 + DNS_REFRESH),
+            vec!["origin.test:80"]
+        );
+        assert!(
+            origins.names_to_refresh(t0 + DNS_REFRESH).is_empty(),
+            "not twice"
+        );
+        // The resolver fails, or answers nothing: the old addresses stay, taken in turn.
+        assert!(origins.store_lookup("origin.test:80", Err("SERVFAIL".into()), t0 + DNS_REFRESH));
+        assert!(origins.store_lookup("origin.test:80", Ok(vec![]), t0 + DNS_REFRESH));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let got: Vec<_> = (0..4)
+            .map(|_| rt.block_on(origins.address("origin.test:80")).unwrap())
+            .collect();
+        assert_eq!(got, vec![a, b, a, b]);
+        // New addresses replace them.
+        origins.store_lookup("origin.test:80", Ok(vec![b]), t0);
+        assert_eq!(rt.block_on(origins.address("origin.test:80")).unwrap(), b);
     }
 
     #[test]

@@ -600,7 +600,7 @@ impl ProxyHttp for Edge {
             ctx.tried |= 1 << i;
             ctx.server = Some(i);
             let server = pool.server(i).map(|s| s.addr.as_str()).unwrap_or("");
-            match crate::origin::resolve(server).await {
+            match self.origins.address(server).await {
                 Ok(addr) => break addr,
                 Err(e) => {
                     warn!("customer={} origin {server}: {e}", customer.name);
