@@ -160,11 +160,6 @@ fn heuristically_cacheable(status: StatusCode) -> bool {
     matches!(status.as_u16(), 200 | 203 | 204 | 300 | 301 | 308)
 }
 
-/// Error statuses a cache may store when the origin or `status_ttl` gives freshness.
-fn cacheable_with_freshness(status: StatusCode) -> bool {
-    heuristically_cacheable(status) || matches!(status.as_u16(), 404 | 405 | 410 | 414 | 501)
-}
-
 /// The next instant after `now` at which a different rule may apply to `path`: the
 /// nearest `from` or `until` of an `active` window on a rule that matches the path and
 /// comes no later than `rule` in the list. Later rules cannot take over while `rule`
@@ -233,7 +228,11 @@ pub fn decide_response(
     use ResponseDecision::DontStore;
     let policy = &customer.cache;
     let status = resp.status;
-    let cc = CacheControl::from_resp_headers(resp);
+    // A valid CDN-Cache-Control speaks to this cache in place of Cache-Control and
+    // Expires (RFC 9213).
+    let targeted = targeted::cache_control(resp);
+    let expires_applies = targeted.is_none();
+    let cc = targeted.or_else(|| CacheControl::from_resp_headers(resp));
     let cc = cc.as_ref();
 
     if cc.is_some_and(|c| c.no_store()) {
@@ -276,12 +275,15 @@ pub fn decide_response(
     let origin = if policy.override_origin {
         None
     } else {
-        origin_freshness(cc, resp, now)
+        origin_freshness(cc, resp, expires_applies, now)
     };
     let mut revalidate_only = false;
     let lifetime = match origin {
         Some(OriginFreshness::Lifetime(l)) => {
-            if !cacheable_with_freshness(status) && status_ttl.is_none() {
+            // Any final status with explicit freshness may be stored (RFC 9111 §3), but
+            // for the customer's stale-if-error statuses: an outage page is never kept
+            // in place of good content (unless status_ttl names it).
+            if is_stale_if_error_status(policy, status.as_u16()) && status_ttl.is_none() {
                 return DontStore("status");
             }
             l
@@ -317,9 +319,20 @@ pub fn decide_response(
         || (!policy.override_origin
             && cc.is_some_and(|c| c.must_revalidate() || c.proxy_revalidate()))
     {
-        // RFC 9111 §5.2.2.2: must-revalidate forbids serving stale, even on error.
+        // RFC 9111 §5.2.2.2: must-revalidate forbids serving stale, even on error; for a
+        // shared cache so does proxy-revalidate (§5.2.2.8).
         swr = Duration::ZERO;
         sie = Duration::ZERO;
+    } else if !policy.override_origin && cc.is_some_and(|c| c.s_maxage().ok().flatten().is_some()) {
+        // s-maxage implies proxy-revalidate (§5.2.2.10): the customer's default stale
+        // windows do not apply; stale-while-revalidate / stale-if-error that the origin
+        // gives beside it (RFC 5861) are its explicit leave to serve stale, and stand.
+        let explicit = |f: fn(&CacheControl) -> pingora_error::Result<Option<u32>>| {
+            cc.and_then(|c| f(c).ok().flatten())
+                .map_or(Duration::ZERO, |s| Duration::from_secs(s.into()))
+        };
+        swr = explicit(CacheControl::stale_while_revalidate);
+        sie = explicit(CacheControl::stale_if_error);
     }
 
     let mut capped_by_schedule = false;
@@ -448,6 +461,7 @@ enum OriginFreshness {
 fn origin_freshness(
     cc: Option<&CacheControl>,
     resp: &ResponseHeader,
+    expires_applies: bool,
     now: SystemTime,
 ) -> Option<OriginFreshness> {
     if let Some(cc) = cc {
@@ -461,6 +475,9 @@ fn origin_freshness(
         if let Ok(Some(m)) = cc.max_age() {
             return Some(OriginFreshness::Lifetime(Duration::from_secs(m.into())));
         }
+    }
+    if !expires_applies {
+        return None;
     }
     let expires = resp.headers.get(header::EXPIRES)?;
     // An invalid Expires (e.g. "0") means already expired (RFC 9111 §5.3).
@@ -510,7 +527,8 @@ fn origin_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
         .headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+        // A list (`7200, 0`) is an error upstream; its first value is the one to trust.
+        .map(|v| v.split(',').next().unwrap_or("").trim())
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         .map(|v| v.parse::<u64>().unwrap_or(AGE_CAP).min(AGE_CAP))
         .map(Duration::from_secs)
@@ -547,6 +565,8 @@ pub fn to_system_time(ts: jiff::Timestamp) -> SystemTime {
 pub fn to_timestamp(t: SystemTime) -> jiff::Timestamp {
     jiff::Timestamp::try_from(t).unwrap_or(jiff::Timestamp::MAX)
 }
+
+pub mod targeted;
 
 #[cfg(test)]
 mod tests;

@@ -487,3 +487,28 @@ async fn a_fill_that_is_not_kept_is_never_called_stored() {
     }
     assert!(line("/whole")[0].contains("stored"), "{:?}", line("/whole"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fields_the_origins_connection_names_never_reach_a_client() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/c",
+        Behavior::status(
+            200,
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Connection", "X-Hop, keep-alive"),
+                ("X-Hop", "secret"),
+                ("X-Kept", "yes"),
+            ],
+            "c",
+        ),
+    );
+    let edge = shop(&origin, "").await;
+    for round in ["miss", "hit"] {
+        let r = request(edge.addr, "GET", HOST, "/c", &[], b"").await;
+        assert_eq!(r.header("x-hop"), None, "{round}");
+        assert_eq!(r.header("x-kept"), Some("yes"), "{round}");
+    }
+    assert_eq!(origin.hits_for("/c"), 1);
+}

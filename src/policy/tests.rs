@@ -1873,3 +1873,141 @@ fn a_get_with_a_body_is_told_apart() {
         ("content-length", "3")
     ])));
 }
+
+#[test]
+fn any_status_with_explicit_freshness_is_stored_but_outage_pages() {
+    let c = customer(vec![]);
+    for status in [299, 302, 303, 307, 400, 499, 599] {
+        let f = stored(decide(
+            &c,
+            None,
+            &resp(status, &[("cache-control", "max-age=60")]),
+        ));
+        assert_eq!(f.fresh_until, plus(now(), 60), "{status}");
+    }
+    // The customer's stale-if-error statuses are never kept in place of good content.
+    for status in [500, 502, 503, 504] {
+        assert_eq!(
+            not_stored(decide(
+                &c,
+                None,
+                &resp(status, &[("cache-control", "max-age=60")])
+            )),
+            "status",
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn s_maxage_turns_off_the_default_stale_windows() {
+    let c = with_policy(customer(vec![]), |p| {
+        p.stale_while_revalidate = secs(30);
+        p.stale_if_error = secs(3600);
+    });
+    let f = stored(decide(
+        &c,
+        None,
+        &resp(200, &[("cache-control", "s-maxage=60")]),
+    ));
+    assert_eq!(
+        (f.stale_while_revalidate, f.stale_if_error),
+        (secs(0), secs(0))
+    );
+    let f = stored(decide(
+        &c,
+        None,
+        &resp(200, &[("cache-control", "max-age=60")]),
+    ));
+    assert_eq!(
+        (f.stale_while_revalidate, f.stale_if_error),
+        (secs(30), secs(3600))
+    );
+}
+
+#[test]
+fn cdn_cache_control_speaks_to_this_cache_first() {
+    let c = customer(vec![]);
+    // It wins over Cache-Control both ways...
+    let f = stored(decide(
+        &c,
+        None,
+        &resp(
+            200,
+            &[
+                ("cdn-cache-control", "max-age=600"),
+                ("cache-control", "no-store"),
+            ],
+        ),
+    ));
+    assert_eq!(f.fresh_until, plus(now(), 600));
+    for directive in ["private", "no-store"] {
+        assert_eq!(
+            not_stored(decide(
+                &c,
+                None,
+                &resp(
+                    200,
+                    &[
+                        ("cdn-cache-control", directive),
+                        ("cache-control", "max-age=600")
+                    ]
+                ),
+            )),
+            directive
+        );
+    }
+    // ...and Expires does not apply beside it.
+    let f = stored(decide(
+        &c,
+        None,
+        &resp(
+            200,
+            &[("cdn-cache-control", "max-age=600"), ("expires", "0")],
+        ),
+    ));
+    assert_eq!(f.fresh_until, plus(now(), 600));
+    // An invalid one is ignored whole: Cache-Control applies.
+    for invalid in ["max-age=600, &&&", "max-age=\"600\""] {
+        assert_eq!(
+            not_stored(decide(
+                &c,
+                None,
+                &resp(
+                    200,
+                    &[
+                        ("cdn-cache-control", invalid),
+                        ("cache-control", "no-store")
+                    ]
+                ),
+            )),
+            "no-store",
+            "{invalid}"
+        );
+    }
+}
+
+#[test]
+fn an_age_list_counts_by_its_first_value() {
+    let c = customer(vec![]);
+    assert_eq!(
+        not_stored(decide(
+            &c,
+            None,
+            &resp(
+                200,
+                &[("cache-control", "max-age=3600"), ("age", "7200, 0")]
+            ),
+        )),
+        "stale-on-arrival"
+    );
+    let f = stored(decide(
+        &c,
+        None,
+        &resp(
+            200,
+            &[("cache-control", "max-age=3600"), ("age", "0, 7200")],
+        ),
+    ));
+    assert_eq!(f.fresh_until, plus(now(), 3600));
+}

@@ -722,6 +722,19 @@ impl ProxyHttp for Edge {
         // Hop-by-hop: the parameters of the origin's connection to Holdfast, neither
         // stored nor passed on (Pingora replaces `Connection` itself).
         upstream_response.remove_header("keep-alive");
+        // So are the fields its `Connection` names (RFC 9110 §7.6.1).
+        let named: Vec<String> = upstream_response
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty() && n != "close" && n != "keep-alive")
+            .collect();
+        for name in named {
+            upstream_response.remove_header(name.as_str());
+        }
         let status = upstream_response.status.as_u16();
         ctx.origin_status = Some(status);
         if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
