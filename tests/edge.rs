@@ -1144,3 +1144,51 @@ async fn accept_encoding_spellings_share_few_variants() {
     seen.sort();
     assert_eq!(seen, vec!["", "br, gzip", "gzip"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_304_updates_the_stored_fields() {
+    let origin = Origin::start().await;
+    origin.route(
+        "/u",
+        Behavior::status(
+            200,
+            &[
+                ("Cache-Control", "max-age=1"),
+                ("ETag", "\"v1\""),
+                ("X-Version", "old"),
+                ("Content-Type", "text/plain"),
+            ],
+            "body",
+        ),
+    );
+    let edge = shop(&origin, "", "").await;
+    assert_eq!(edge.get(HOST, "/u").await.header("x-version"), Some("old"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.route(
+        "/u",
+        Behavior::Raw(
+            b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=60\r\nX-Version: new\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+        ),
+    );
+    let revalidated = edge.get(HOST, "/u").await;
+    assert_eq!(revalidated.status, 200);
+    assert!(
+        revalidated.cache_status().contains("fwd-status=304"),
+        "{}",
+        revalidated.cache_status()
+    );
+    assert_eq!(revalidated.header("x-version"), Some("new"));
+    assert_eq!(revalidated.text(), "body");
+    // The update is stored: the next answer is a hit with the 304's fields and freshness.
+    let hit = edge.get(HOST, "/u").await;
+    assert!(
+        hit.cache_status().starts_with("holdfast; hit"),
+        "{}",
+        hit.cache_status()
+    );
+    assert_eq!(hit.header("x-version"), Some("new"));
+    assert_eq!(hit.header("content-length"), Some("4"));
+    assert_eq!(hit.header("content-type"), Some("text/plain"));
+    assert_eq!(origin.hits_for("/u"), 2);
+}

@@ -94,3 +94,37 @@ pub(super) fn hit(
         header,
     }))
 }
+
+/// Fields a `304` never changes in the stored response (RFC 9111 §3.2): its framing and
+/// coding, which describe the stored body, and the hop-by-hop fields.
+const KEPT_ON_304: [&str; 6] = [
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+/// The stored header `merged` (pingora-cache's merge of a `304` into it) with every field
+/// of the `304` in place of the stored one (RFC 9111 §4.3.4), but those in
+/// [`KEPT_ON_304`]. The `304`'s `Date` counts: the copy's age is counted from it.
+pub(super) fn updated_by_304(
+    merged: &ResponseHeader,
+    fields: &http::HeaderMap,
+) -> Result<ResponseHeader> {
+    let mut out = merged.clone();
+    let mut seen: Vec<&http::HeaderName> = Vec::new();
+    for (name, value) in fields {
+        if KEPT_ON_304.contains(&name.as_str()) {
+            continue;
+        }
+        if seen.contains(&name) {
+            out.append_header(name.clone(), value.clone())?;
+        } else {
+            seen.push(name);
+            out.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(out)
+}

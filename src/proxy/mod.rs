@@ -116,6 +116,8 @@ pub struct Ctx {
     /// Passed around the cache: why, and as what RFC 9211 calls it.
     bypass: Option<(Fwd, &'static str)>,
     no_store: Option<&'static str>,
+    /// The fields of the origin's `304` to a revalidation, to update the stored ones.
+    revalidated_fields: Option<http::HeaderMap>,
     /// The customer's origin servers, once the request goes to one; which one it is
     /// talking to, and the ones it tried (a bit per server).
     pool: Option<Arc<Pool>>,
@@ -244,6 +246,7 @@ impl ProxyHttp for Edge {
             pool: None,
             server: None,
             tried: 0,
+            revalidated_fields: None,
             stale: None,
             stale_fwd_status: None,
             stale_shortcut: false,
@@ -484,6 +487,14 @@ impl ProxyHttp for Edge {
         let Some(customer) = ctx.customer() else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
+        let updated;
+        let resp = match &ctx.revalidated_fields {
+            Some(fields) => {
+                updated = head::updated_by_304(resp, fields)?;
+                &updated
+            }
+            None => resp,
+        };
         let authorized = session
             .req_header()
             .headers
@@ -715,7 +726,7 @@ impl ProxyHttp for Edge {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
@@ -737,6 +748,11 @@ impl ProxyHttp for Edge {
         }
         let status = upstream_response.status.as_u16();
         ctx.origin_status = Some(status);
+        if status == 304 && session.cache.maybe_cache_meta().is_some() {
+            // pingora-cache merges a few of the 304's fields into the stored header;
+            // RFC 9111 §4.3.4 says all of them (see response_cache_filter).
+            ctx.revalidated_fields = Some(upstream_response.headers.clone());
+        }
         if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
             self.origins.answered(pool, i);
         }
