@@ -512,3 +512,92 @@ async fn fields_the_origins_connection_names_never_reach_a_client() {
     }
     assert_eq!(origin.hits_for("/c"), 1);
 }
+
+/// The origin goes down and up (every request resets its connection, then answers
+/// again) every half second while keep-alive clients keep asking: every request gets
+/// an answer. A client that was told `Connection: close` opens a new connection, as
+/// clients must; anything else, a close without an answer or a broken connection, is a
+/// lost request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flapping_origin_loses_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let origin = Origin::start().await;
+    let up = |o: &Origin| {
+        o.fallback(Behavior::ok("max-age=1, stale-if-error=600", "page"));
+        o.route("/fresh", Behavior::ok("max-age=600", "fresh"));
+    };
+    up(&origin);
+    let edge = shop(&origin, "").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let origin = Arc::new(origin);
+    let flapper = {
+        let (origin, stop) = (origin.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut down = false;
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                down = !down;
+                if down {
+                    origin.fallback(Behavior::Reset);
+                } else {
+                    up(&origin);
+                }
+            }
+        })
+    };
+    let (answered, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (addr, answered, lost) = (edge.addr, answered.clone(), lost.clone());
+        clients.push(tokio::spawn(async move {
+            let mut conn = common::Conn::open(addr).await;
+            let mut i = 0usize;
+            while Instant::now() < until {
+                i += 1;
+                let path = match i % 4 {
+                    0 => "/fresh".to_string(),
+                    1 => format!("/miss-{c}-{i}"),
+                    _ => format!("/p{}", i % 10),
+                };
+                match conn.get(HOST, &path).await {
+                    Ok(Some(r)) => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                        if r.header("connection") == Some("close") {
+                            conn = common::Conn::open(addr).await;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                        conn = common::Conn::open(addr).await;
+                    }
+                }
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    flapper.await.unwrap();
+    let (answered, lost) = (
+        answered.load(Ordering::Relaxed),
+        lost.load(Ordering::Relaxed),
+    );
+    assert!(answered > 500, "only {answered} answers");
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} requests got no answer\n{}",
+        answered + lost,
+        edge.log()
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

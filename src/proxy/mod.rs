@@ -672,6 +672,14 @@ impl ProxyHttp for Edge {
             return e;
         }
         e.retry.decide_reuse(client_reused);
+        if client_reused {
+            // A pooled connection the server had closed: not the server's failure, and
+            // the retry may go to the same server on a new connection.
+            if let Some(i) = ctx.server {
+                ctx.tried &= !(1u64 << i);
+            }
+            return e;
+        }
         let other_server = ctx.origin_status.is_none()
             && ctx
                 .pool
