@@ -5,8 +5,8 @@
 //! write buffer, then, for a body that does not fit, a flush of the header on its own
 //! and a second send for the body: two trips through the TCP stack where one does, and
 //! user-space work on every hit. A stored hit is complete and its length known, so the
-//! fast path serializes the response itself and hands header and body to the kernel in
-//! one vectored send. A large body that the store keeps in a sealed memory file goes
+//! fast path serializes the header [`super::head::hit`] built (the one every path and
+//! protocol sends) and hands header and body to the kernel in one vectored send. A large body that the store keeps in a sealed memory file goes
 //! out with `sendfile` after the header (sent with `MSG_MORE`, so both share the first
 //! segment): the kernel passes the file's pages to the socket instead of copying the
 //! body, which was over a quarter of the CPU a 100 KiB hit cost. When the socket cannot
