@@ -87,14 +87,36 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
         edge.loop_entry(),
         node.node.max_hops
     );
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, edge, "holdfast edge");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        edge.clone(),
+        "holdfast edge",
+    );
     // Every TLS listener picks certificates from the snapshot that routes requests.
     let resolver = Arc::new(crate::tls::Resolver::new(
         customers.clone(),
         syncer.state().tls_default(),
     ));
-    for listener in &node.listen {
+    // Plain listeners that take HTTP/2 with prior knowledge are a service of their own
+    // (Pingora sets h2c per service), over the same edge.
+    let h2c: Vec<&crate::config::Listener> = node.listen.iter().filter(|l| l.h2c).collect();
+    if !h2c.is_empty() {
+        let mut svc = pingora_proxy::http_proxy_service_with_name(
+            &server.configuration,
+            edge.clone(),
+            "holdfast edge (h2c)",
+        );
+        if let Some(app) = svc.app_logic_mut() {
+            let mut options = pingora_core::apps::HttpServerOptions::default();
+            options.h2c = true;
+            app.server_options = Some(options);
+        }
+        for listener in h2c {
+            svc.add_tcp(&listener.addr);
+        }
+        server.add_service(svc);
+    }
+    for listener in node.listen.iter().filter(|l| !l.h2c) {
         if listener.tls {
             let mut tls = TlsSettings::with_callbacks(Box::new(crate::tls::RecordSni))
                 .map_err(|e| StartError::Listener(format!("{}: {e}", listener.addr)))?;
@@ -105,7 +127,9 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
             proxy.add_tcp(&listener.addr);
         }
     }
-    server.add_service(proxy);
+    if node.listen.iter().any(|l| !l.h2c) {
+        server.add_service(proxy);
+    }
 
     if let Some(admin) = &node.admin {
         let mut svc = Service::new(

@@ -487,3 +487,47 @@ async fn a_certificate_renewed_in_place_is_picked_up_with_a_control_plane() {
     .await;
     assert!(r.text().contains("unchanged"), "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_listener_with_h2c_takes_http2_and_http1_and_shares_the_entry() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "hello"));
+    let edge = Holdfast::start_h2c(&format!(
+        "customers:\n  - name: shop\n    hosts: [shop.example.com]\n    origin: {{ servers: [\"{}\"] }}\n",
+        origin.addr
+    ))
+    .await;
+    let addr = edge.addr;
+    let curl = move |proto: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    proto,
+                    "-o",
+                    "/dev/null",
+                    "-D",
+                    "-",
+                    "-w",
+                    "\n%{http_version}",
+                ])
+                .args(["-H", "Host: shop.example.com"])
+                .arg(format!("http://{addr}/page"))
+                .output()
+                .expect("curl runs");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+    };
+    let h2 = curl("--http2-prior-knowledge").await.unwrap();
+    assert!(h2.trim_end().ends_with("\n2"), "{h2}");
+    assert!(h2.contains("fwd=miss"), "{h2}");
+    let h1 = curl("--http1.1").await.unwrap();
+    assert!(h1.trim_end().ends_with("\n1.1"), "{h1}");
+    assert!(
+        h1.to_ascii_lowercase()
+            .contains("cache-status: holdfast; hit"),
+        "{h1}"
+    );
+    assert_eq!(origin.hits_for("/page"), 1);
+    assert!(edge.log().contains("proto=h2 "), "{}", edge.log());
+}

@@ -129,11 +129,13 @@ pub(super) struct NodeFile {
 }
 
 /// One `listen:` entry: an address (plain HTTP/1.1, as before) or
-/// `{ addr, tls: true }`, a TLS listener where ALPN picks HTTP/2 or HTTP/1.1.
+/// `{ addr, tls: true }`, a TLS listener where ALPN picks HTTP/2 or HTTP/1.1, or
+/// `{ addr, h2c: true }`, a plain listener that also takes HTTP/2 with prior knowledge.
 #[derive(Debug)]
 pub(super) struct ListenEntry {
     pub addr: ListenAddr,
     pub tls: bool,
+    pub h2c: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +144,8 @@ struct ListenFile {
     addr: ListenAddr,
     #[serde(default)]
     tls: bool,
+    #[serde(default)]
+    h2c: bool,
 }
 
 impl<'de> Deserialize<'de> for ListenEntry {
@@ -156,16 +160,27 @@ impl<'de> Deserialize<'de> for ListenEntry {
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ListenEntry, E> {
                 let addr = ListenAddr::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
-                Ok(ListenEntry { addr, tls: false })
+                Ok(ListenEntry {
+                    addr,
+                    tls: false,
+                    h2c: false,
+                })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 map: A,
             ) -> Result<ListenEntry, A::Error> {
                 let f = ListenFile::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if f.tls && f.h2c {
+                    return Err(serde::de::Error::custom(
+                        "a listener is tls: true or h2c: true, not both; a TLS listener offers \
+                         HTTP/2 by ALPN already",
+                    ));
+                }
                 Ok(ListenEntry {
                     addr: f.addr,
                     tls: f.tls,
+                    h2c: f.h2c,
                 })
             }
         }

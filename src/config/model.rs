@@ -73,14 +73,16 @@ pub struct Listener {
     pub addr: String,
     /// TLS (1.2 and 1.3); ALPN offers `h2` and `http/1.1`.
     pub tls: bool,
+    /// Plain, and HTTP/2 with prior knowledge is taken too (`h2c: true`).
+    pub h2c: bool,
 }
 
 impl std::fmt::Display for Listener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.tls {
-            write!(f, "{} (tls)", self.addr)
-        } else {
-            f.write_str(&self.addr)
+        match (self.tls, self.h2c) {
+            (true, _) => write!(f, "{} (tls)", self.addr),
+            (false, true) => write!(f, "{} (h2c)", self.addr),
+            (false, false) => f.write_str(&self.addr),
         }
     }
 }

@@ -978,3 +978,20 @@ fn node_names_and_hops_are_validated() {
     let c = check_node_text(Path::new("/n.yaml"), base).unwrap();
     assert!(!c.node.name.is_empty());
 }
+
+#[test]
+fn h2c_is_for_plain_listeners() {
+    let base = "customers:\n  - name: a\n    hosts: [a.example.com]\n    origin: { servers: [\"127.0.0.1:8000\"] }\n";
+    let c = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("listen: [{{ addr: \"127.0.0.1:8080\", h2c: true }}]\n{base}"),
+    )
+    .unwrap();
+    assert!(c.listen[0].h2c && !c.listen[0].tls);
+    let e = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("listen: [{{ addr: \"127.0.0.1:8443\", tls: true, h2c: true }}]\n{base}"),
+    )
+    .unwrap_err();
+    assert_message(&e, "/n.yaml", 1, &["not both"]);
+}

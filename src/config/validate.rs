@@ -139,6 +139,7 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
             .map(|a| Listener {
                 addr: a.addr.0,
                 tls: a.tls,
+                h2c: a.h2c,
             })
             .collect(),
         tls_default,

@@ -51,6 +51,8 @@ static CACHE_LOCK: Lazy<Box<CacheKeyLockImpl>> =
     Lazy::new(|| CacheLock::new_boxed(Duration::from_secs(30)));
 
 /// The edge: routes by Host, applies the customer's policy, fills and serves the cache.
+/// Clones share everything (a second listening service, e.g. for h2c, is the same edge).
+#[derive(Clone)]
 pub struct Edge {
     customers: Arc<ArcSwap<Customers>>,
     store: &'static dyn CacheStore,
@@ -58,7 +60,7 @@ pub struct Edge {
     max_object: usize,
     metrics: Arc<Metrics>,
     origins: Arc<Origins>,
-    health: OriginHealth,
+    health: Arc<OriginHealth>,
     purges: Arc<Purges>,
     /// Seconds a client connection may wait idle between requests.
     idle_timeout: u64,
@@ -93,7 +95,7 @@ impl Edge {
             fast_path: cache.fast_path,
             metrics,
             origins,
-            health: OriginHealth::default(),
+            health: Arc::new(OriginHealth::default()),
         }
     }
 }

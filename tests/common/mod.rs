@@ -349,14 +349,21 @@ impl Holdfast {
             body,
             env,
             false,
+            false,
         )
         .await
+    }
+
+    /// A node whose plain listener also takes HTTP/2 with prior knowledge (`h2c: true`).
+    pub async fn start_h2c(body: &str) -> Holdfast {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, "", body, &[], false, true).await
     }
 
     /// A node with a TLS listener (`tls_addr`) beside the plain one, in `dir` (where the
     /// test has put the certificate files `body` names).
     pub async fn start_tls(dir: tempfile::TempDir, body: &str) -> Holdfast {
-        Self::start_in(dir, "", body, &[], true).await
+        Self::start_in(dir, "", body, &[], true, false).await
     }
 
     async fn start_in(
@@ -365,10 +372,11 @@ impl Holdfast {
         body: &str,
         env: &[(&str, &str)],
         tls: bool,
+        h2c: bool,
     ) -> Holdfast {
         let mut dir = Some(dir);
         for _ in 0..5 {
-            match Self::try_start(dir.take().expect("dir"), admin, body, env, tls).await {
+            match Self::try_start(dir.take().expect("dir"), admin, body, env, tls, h2c).await {
                 Ok(h) => return h,
                 Err(back) => dir = Some(back),
             }
@@ -382,6 +390,7 @@ impl Holdfast {
         body: &str,
         env: &[(&str, &str)],
         tls: bool,
+        h2c: bool,
     ) -> Result<Holdfast, tempfile::TempDir> {
         let (port, admin_port) = (free_port(), free_port());
         let tls_port = tls.then(free_port);
@@ -389,8 +398,13 @@ impl Holdfast {
         let tls_listen = tls_port
             .map(|p| format!(", {{ addr: \"127.0.0.1:{p}\", tls: true }}"))
             .unwrap_or_default();
+        let plain = if h2c {
+            format!("{{ addr: \"127.0.0.1:{port}\", h2c: true }}")
+        } else {
+            format!("\"127.0.0.1:{port}\"")
+        };
         let text = format!(
-            "listen: [\"127.0.0.1:{port}\"{tls_listen}]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\"{} }}\nserver: {{ threads: 2 }}\n{body}",
+            "listen: [{plain}{tls_listen}]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\"{} }}\nserver: {{ threads: 2 }}\n{body}",
             if admin.is_empty() { String::new() } else { format!(", {admin}") }
         );
         std::fs::write(&conf, text).expect("write conf");
