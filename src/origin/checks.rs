@@ -51,6 +51,7 @@ impl BackgroundService for HealthChecks {
             }
             let snapshot = self.customers.load_full();
             let now = Instant::now();
+            let mut configured = std::collections::HashSet::new();
             for customer in &snapshot.list {
                 let Some(check) = customer.origin.health_check.clone() else {
                     continue;
@@ -60,7 +61,9 @@ impl BackgroundService for HealthChecks {
                     let Some(addr) = pool.server(i).map(|s| s.addr.clone()) else {
                         continue;
                     };
-                    let slot = due.entry((customer.name.clone(), addr)).or_insert(now);
+                    let key = (customer.name.clone(), addr);
+                    configured.insert(key.clone());
+                    let slot = due.entry(key).or_insert(now);
                     if *slot > now {
                         continue;
                     }
@@ -82,12 +85,8 @@ impl BackgroundService for HealthChecks {
                     origins.store_lookup(&name, result, Instant::now());
                 });
             }
-            // Forget servers that are no longer configured.
-            due.retain(|(name, addr), _| {
-                snapshot
-                    .by_name(name)
-                    .is_some_and(|c| c.origin.servers.iter().any(|s| s == addr))
-            });
+            // Forget servers that are no longer checked.
+            due.retain(|key, _| configured.contains(key));
         }
     }
 }
