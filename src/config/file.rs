@@ -361,8 +361,9 @@ pub(super) struct HealthCheckFile {
     pub path: UrlPath,
     #[serde(default = "default_check_interval")]
     pub interval: Dur,
-    #[serde(default = "default_check_timeout")]
-    pub timeout: Dur,
+    /// Default: 2 s, or the interval when that is shorter.
+    #[serde(default)]
+    pub timeout: Option<Dur>,
     /// The status a healthy server answers with; any 2xx when not given.
     #[serde(default)]
     pub expect: Option<u16>,
@@ -370,9 +371,7 @@ pub(super) struct HealthCheckFile {
 fn default_check_interval() -> Dur {
     Dur(Duration::from_secs(5))
 }
-fn default_check_timeout() -> Dur {
-    Dur(Duration::from_secs(2))
-}
+pub(super) const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

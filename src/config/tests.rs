@@ -946,6 +946,13 @@ fn health_checks_are_validated() {
             None
         )
     );
+    // A short interval alone shortens the default timeout with it.
+    let short = with("{ path: /health, interval: 500ms }").unwrap();
+    let hc = short.customers.list[0].origin.health_check.clone().unwrap();
+    assert_eq!(
+        (hc.interval, hc.timeout),
+        (Duration::from_millis(500), Duration::from_millis(500))
+    );
     let e = with("{ path: /health, interval: 1s, timeout: 2s }").unwrap_err();
     assert_message(&e, "/n.yaml", 7, &["longer than its interval"]);
     let e = with("{ path: /health, expect: 700 }").unwrap_err();

@@ -645,21 +645,25 @@ fn origin(ctx: &Ctx, at: &[Seg], customer: &str, f: OriginFile) -> Result<Origin
                 "origin.health_check.interval",
                 "5s",
             )?;
+            // Default: 2 s, or the interval when that is shorter.
+            let timeout = h
+                .timeout
+                .unwrap_or(Dur(super::file::DEFAULT_CHECK_TIMEOUT.min(h.interval.0)));
             positive(
                 ctx,
                 &child(&at, "timeout"),
-                h.timeout,
+                timeout,
                 "origin.health_check.timeout",
                 "2s",
             )?;
-            if h.timeout.0 > h.interval.0 {
+            if timeout.0 > h.interval.0 {
                 return Err(ctx.err(
                     &child(&at, "timeout"),
                     Target::Value,
                     format!(
                         "origin.health_check.timeout ({:?}) is longer than its interval ({:?}); \
                          a check must end before the next one starts, e.g. interval: 5s, timeout: 2s",
-                        h.timeout.0, h.interval.0
+                        timeout.0, h.interval.0
                     ),
                 ));
             }
@@ -675,7 +679,7 @@ fn origin(ctx: &Ctx, at: &[Seg], customer: &str, f: OriginFile) -> Result<Origin
             Some(HealthCheck {
                 path: h.path.0,
                 interval: h.interval.0,
-                timeout: h.timeout.0,
+                timeout: timeout.0,
                 expect: h.expect,
             })
         }
