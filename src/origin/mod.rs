@@ -30,8 +30,12 @@ pub mod checks;
 /// How long a server that failed to connect gets no requests (unless all are down).
 pub const DOWN_FOR: Duration = Duration::from_secs(5);
 
-/// The most servers one request tries (the bits of its `tried` mask).
-pub const MAX_TRIES: usize = 64;
+/// The bit of server `i` in a request's `tried` mask. A pool of more than 64 servers
+/// shares bits (server 64 is server 0's), so a request may skip a server it has not
+/// tried; every server still gets its turn in the rotation.
+pub fn tried_bit(i: usize) -> u64 {
+    1u64 << (i % 64)
+}
 
 /// How often the addresses of a server named by a host name are looked up again, in
 /// the background ([`checks`]); a failed lookup keeps the last good addresses.
@@ -155,7 +159,7 @@ impl Origins {
     /// (a bit per index): the next one up in round-robin order, else the next one not
     /// tried; `None` when every server has been tried.
     pub fn pick(&self, pool: &Pool, tried: u64, now: Instant) -> Option<usize> {
-        let n = pool.servers.len().min(MAX_TRIES);
+        let n = pool.servers.len();
         if n == 0 {
             return None;
         }
@@ -163,7 +167,7 @@ impl Origins {
         let start = pool.next.fetch_add(1, Ordering::Relaxed);
         let untried = (0..n)
             .map(|k| (start + k) % n)
-            .filter(|&i| tried & (1 << i) == 0);
+            .filter(|&i| tried & tried_bit(i) == 0);
         let mut fallback = None;
         for i in untried {
             if pool.servers[i].up_at(now) {
@@ -386,7 +390,7 @@ impl Pool {
 
     /// Whether a request that tried `tried` has a server left to try.
     pub fn untried(&self, tried: u64) -> bool {
-        (0..self.servers.len().min(MAX_TRIES)).any(|i| tried & (1 << i) == 0)
+        (0..self.servers.len()).any(|i| tried & tried_bit(i) == 0)
     }
 }
 
@@ -480,5 +484,30 @@ mod tests {
         assert!(!origins.is_up(&swapped, 0, t0), "still down after the swap");
         assert_eq!(swapped.server(0).unwrap().failures(), 1);
         assert!(origins.is_up(&swapped, 1, t0));
+    }
+}
+
+#[cfg(test)]
+mod many {
+    use super::*;
+
+    #[test]
+    fn pools_of_more_than_64_servers_rotate_through_all() {
+        let servers: Vec<String> = (0..70)
+            .map(|i| format!("\"10.0.{}.{}:80\"", i / 256, i % 256))
+            .collect();
+        let text = format!(
+            "listen: [\"127.0.0.1:8080\"]\ncustomers:\n  - name: shop\n    hosts: [shop.test]\n    origin: {{ servers: [{}] }}\n",
+            servers.join(", ")
+        );
+        let node = crate::config::check_node_text(std::path::Path::new("/n.yaml"), &text).unwrap();
+        let origins = Origins::default();
+        let pool = origins.pool(&node.customers.list[0]);
+        let t0 = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..70 {
+            seen.insert(origins.pick(&pool, 0, t0).unwrap());
+        }
+        assert_eq!(seen.len(), 70);
     }
 }

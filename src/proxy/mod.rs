@@ -610,7 +610,7 @@ impl ProxyHttp for Edge {
                 )
                 .into_up());
             };
-            ctx.tried |= 1 << i;
+            ctx.tried |= crate::origin::tried_bit(i);
             ctx.server = Some(i);
             let server = pool.server(i).map(|s| s.addr.as_str()).unwrap_or("");
             match self.origins.address(server).await {
@@ -678,7 +678,7 @@ impl ProxyHttp for Edge {
             // A pooled connection the server had closed: not the server's failure, and
             // the retry may go to the same server on a new connection.
             if let Some(i) = ctx.server {
-                ctx.tried &= !(1u64 << i);
+                ctx.tried &= !crate::origin::tried_bit(i);
             }
             return e;
         }
