@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/run.sh: Holdfast against nginx proxy_cache, one core each, on loopback.
 #
-#   bench/run.sh                                   # 3 x 10 s per measurement: ~5 min, ~9 with oha
-#   BENCH_DURATION=3s BENCH_RUNS=1 BENCH_WARMUP=1s bench/run.sh   # smoke run, ~40 s
+#   bench/run.sh                                   # 3 x 10 s per measurement: ~20 min, ~26 with oha
+#   BENCH_DURATION=3s BENCH_RUNS=1 BENCH_WARMUP=1s bench/run.sh   # smoke run, ~2 min
 # (plus the release build, when the tree has changed).
 #
 # What it does, in one run that stops by itself:
