@@ -32,22 +32,27 @@ pub(super) fn edge_fields(resp: &mut ResponseHeader, cache_status: String) -> Re
     if matches!(resp.status.as_u16(), 206 | 304 | 416) {
         resp.set_reason_phrase(None)?;
     }
-    let upstream: Vec<&str> = resp
-        .headers
-        .get_all("cache-status")
+    let chain = list_ending_in(&resp.headers, "cache-status", cache_status);
+    resp.insert_header("Cache-Status", chain)?;
+    resp.append_header("Via", "1.1 holdfast")?;
+    Ok(())
+}
+
+/// One list field (`Cache-Status`, `CDN-Loop`): the members the message already carries,
+/// on however many lines, then `last`.
+pub(super) fn list_ending_in(headers: &http::HeaderMap, name: &str, last: String) -> String {
+    let before: Vec<&str> = headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .collect();
-    if upstream.is_empty() {
-        resp.insert_header("Cache-Status", cache_status)?;
+    if before.is_empty() {
+        last
     } else {
-        let chain = format!("{}, {cache_status}", upstream.join(", "));
-        resp.insert_header("Cache-Status", chain)?;
+        format!("{}, {last}", before.join(", "))
     }
-    resp.append_header("Via", "1.1 holdfast")?;
-    Ok(())
 }
 
 /// A hit's header, ready to send, and what of the body follows it.

@@ -719,17 +719,11 @@ impl ProxyHttp for Edge {
         }
         upstream_request.append_header("Via", "1.1 holdfast")?;
         // One CDN-Loop list, the hops before this one first (RFC 8586).
-        let before: Vec<&str> = upstream_request
-            .headers
-            .get_all("cdn-loop")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let cdn_loop = if before.is_empty() {
-            self.loop_entry.clone()
-        } else {
-            format!("{}, {}", before.join(", "), self.loop_entry)
-        };
+        let cdn_loop = head::list_ending_in(
+            &upstream_request.headers,
+            "cdn-loop",
+            self.loop_entry.clone(),
+        );
         upstream_request.insert_header("CDN-Loop", cdn_loop)?;
         Ok(())
     }
