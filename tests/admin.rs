@@ -73,7 +73,7 @@ async fn with_a_token_every_admin_post_needs_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_variable_that_is_not_set_leaves_posts_to_loopback() {
     let (h, _origin) = node("token_env: HOLDFAST_ADMIN_TOKEN_UNSET", &[]).await;
-    let r = request(h.admin, "POST", &h.admin.to_string(), "/reload", &[], b"").await;
+    let r = h.reload().await;
     assert_eq!(r.status, 200, "loopback may POST: {}", r.text());
     assert!(
         h.log()

@@ -298,15 +298,7 @@ async fn a_window_added_by_a_reload_applies_to_copies_stored_before_it() {
         "customers:\n{}",
         customer("shop", HOST, origin.addr, swr, &rules)
     ));
-    let reload = common::request(
-        edge.admin,
-        "POST",
-        &edge.admin.to_string(),
-        "/reload",
-        &[],
-        b"",
-    )
-    .await;
+    let reload = edge.reload().await;
     assert_eq!(reload.status, 200, "{}", reload.text());
 
     // Before the window: still the copy stored under the hour-long rule.

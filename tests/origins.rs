@@ -108,15 +108,7 @@ async fn a_customer_whose_origin_is_the_node_itself_gets_508_at_once() {
     let mut edge = Holdfast::start(&body(origin.addr.to_string())).await;
     // Point shop at the node's own listener, as a misconfiguration would.
     edge.rewrite(&body(edge.addr.to_string()));
-    let r = request(
-        edge.admin,
-        "POST",
-        &edge.admin.to_string(),
-        "/reload",
-        &[],
-        b"",
-    )
-    .await;
+    let r = edge.reload().await;
     assert!(r.text().contains("applied"), "{}", r.text());
     let started = std::time::Instant::now();
     let r = request(edge.addr, "GET", HOST, "/x", &[], b"").await;

@@ -344,15 +344,7 @@ async fn a_rotated_certificate_is_served_after_reload_and_open_connections_keep_
         "shop",
         &["shop.example.com", "*.shop.example.com"],
     );
-    let r = request(
-        f.edge.admin,
-        "POST",
-        &f.edge.admin.to_string(),
-        "/reload",
-        &[],
-        b"",
-    )
-    .await;
+    let r = f.edge.reload().await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains("applied"), "{}", r.text());
 
@@ -362,15 +354,7 @@ async fn a_rotated_certificate_is_served_after_reload_and_open_connections_keep_
 
     // A broken renewal is refused, and the running certificate stays.
     std::fs::write(f.edge.dir.path().join("shop.crt"), "not a certificate").unwrap();
-    let r = request(
-        f.edge.admin,
-        "POST",
-        &f.edge.admin.to_string(),
-        "/reload",
-        &[],
-        b"",
-    )
-    .await;
+    let r = f.edge.reload().await;
     assert!(
         r.text().contains("failed") && r.text().contains("shop.crt"),
         "{}",
@@ -461,30 +445,14 @@ async fn a_certificate_renewed_in_place_is_picked_up_with_a_control_plane() {
     );
 
     let renewed = cert(edge.dir.path(), "shop", &["shop.example.com"]);
-    let r = request(
-        edge.admin,
-        "POST",
-        &edge.admin.to_string(),
-        "/reload",
-        &[],
-        b"",
-    )
-    .await;
+    let r = edge.reload().await;
     assert!(r.text().contains("applied"), "{}", r.text());
     assert_eq!(
         presented(&connect(tls, "shop.example.com").await.unwrap()),
         renewed
     );
     // Nothing changed since: a reload says so.
-    let r = request(
-        edge.admin,
-        "POST",
-        &edge.admin.to_string(),
-        "/reload",
-        &[],
-        b"",
-    )
-    .await;
+    let r = edge.reload().await;
     assert!(r.text().contains("unchanged"), "{}", r.text());
 }
 

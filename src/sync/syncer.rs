@@ -155,10 +155,9 @@ impl Syncer {
     async fn reload_document_certificates(&self) -> Option<Outcome> {
         let _round = self.round.lock().await;
         let running = self.state.running();
-        let customers = self.state.customers().load_full();
         let document = running.document.clone()?;
-        let check = customers.clone();
-        let changed = tokio::task::spawn_blocking(move || crate::tls::any_changed(&check))
+        let customers = self.state.customers().load_full();
+        let changed = tokio::task::spawn_blocking(move || crate::tls::any_changed(&customers))
             .await
             .unwrap_or(false);
         if !changed {

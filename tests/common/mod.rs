@@ -522,6 +522,12 @@ impl Holdfast {
         }
     }
 
+    /// `POST /reload` on the admin listener (from loopback, no token).
+    pub async fn reload(&self) -> Resp {
+        let admin = self.admin.to_string();
+        request(self.admin, "POST", &admin, "/reload", &[], b"").await
+    }
+
     /// The admin listener's `/metrics` text.
     pub async fn metrics(&self) -> String {
         let r = request(
