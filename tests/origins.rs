@@ -141,12 +141,12 @@ async fn edges_behind_a_shield_chain_cleanly() {
     let origin = Origin::start().await;
     origin.fallback(Behavior::ok("max-age=60", "from-origin"));
     let shield = Holdfast::start(&format!(
-        "node: {{ name: shield1 }}\n{}",
+        "node: {{ name: shield1, advertise: true }}\n{}",
         node(&[origin.addr.to_string()])
     ))
     .await;
     let edge_a = Holdfast::start(&format!(
-        "node: {{ name: edge-a }}\n{}",
+        "node: {{ name: edge-a, advertise: true }}\n{}",
         node(&[shield.addr.to_string()])
     ))
     .await;
@@ -165,6 +165,15 @@ async fn edges_behind_a_shield_chain_cleanly() {
             && members[1].starts_with("holdfast; fwd=miss"),
         "{members:?}"
     );
+    // Both nodes advertise their names: the chain reads shield first, edge last.
+    assert!(
+        members[0].ends_with("; node=\"shield1\"") && members[1].ends_with("; node=\"edge-a\""),
+        "{members:?}"
+    );
+    assert_eq!(
+        first.header("via"),
+        Some("1.1 shield1 (holdfast), 1.1 edge-a (holdfast)"),
+    );
     // The other edge misses, and the shield answers it from its store.
     let other = request(edge_b.addr, "GET", HOST, "/p", &[], b"").await;
     assert_eq!(other.text(), "from-origin");
@@ -174,6 +183,12 @@ async fn edges_behind_a_shield_chain_cleanly() {
             && members[0].starts_with("holdfast; hit")
             && members[1].starts_with("holdfast; fwd=miss"),
         "{members:?}"
+    );
+    // edge-b does not advertise: its entry and Via name only Holdfast.
+    assert!(!members[1].contains("node="), "{members:?}");
+    assert_eq!(
+        other.header("via"),
+        Some("1.1 shield1 (holdfast), 1.1 holdfast")
     );
     // A hit at the edge keeps the chain it was stored with, its own entry last.
     let hit = request(edge_a.addr, "GET", HOST, "/p", &[], b"").await;
@@ -190,8 +205,19 @@ async fn edges_behind_a_shield_chain_cleanly() {
         cdn_loop.contains("node=edge-a-") && cdn_loop.contains("node=shield1-"),
         "{cdn_loop}"
     );
-    let head = seen.head.to_ascii_lowercase();
-    assert_eq!(head.matches("1.1 holdfast").count(), 2, "{}", seen.head);
+    let via: Vec<&str> = seen
+        .head
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.eq_ignore_ascii_case("via"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    assert_eq!(
+        via.join(", "),
+        "1.1 edge-a (holdfast), 1.1 shield1 (holdfast)",
+        "{}",
+        seen.head
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -188,7 +188,8 @@ impl<'de> Deserialize<'de> for ListenEntry {
     }
 }
 
-/// `node:`: how this node names itself to other Holdfast nodes (`CDN-Loop`).
+/// `node:`: how this node names itself to other Holdfast nodes (`CDN-Loop`) and, with
+/// `advertise`, in `Cache-Status` and `Via`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeIdFile {
@@ -196,6 +197,8 @@ pub(super) struct NodeIdFile {
     pub name: Option<NodeName>,
     #[serde(default = "default_max_hops")]
     pub max_hops: u32,
+    #[serde(default)]
+    pub advertise: bool,
 }
 
 pub(super) const DEFAULT_MAX_HOPS: u32 = 4;

@@ -65,6 +65,9 @@ pub struct NodeIdentity {
     pub name: String,
     /// A request that has passed more Holdfast nodes than this gets 508 (`node.max_hops`).
     pub max_hops: u32,
+    /// `node.advertise`: the name also appears in `Cache-Status` (a `node` parameter) and
+    /// `Via` (`1.1 <name> (holdfast)`), so that a chain of shields reads by node.
+    pub advertise: bool,
 }
 
 /// One data-plane listener.

@@ -970,6 +970,13 @@ fn node_names_and_hops_are_validated() {
     )
     .unwrap();
     assert_eq!((c.node.name.as_str(), c.node.max_hops), ("fra1", 4));
+    assert!(!c.node.advertise);
+    let c = check_node_text(
+        Path::new("/n.yaml"),
+        &format!("node: {{ name: fra1, advertise: true }}\n{base}"),
+    )
+    .unwrap();
+    assert!(c.node.advertise);
     let e = check_node_text(
         Path::new("/n.yaml"),
         &format!("node: {{ name: \"fra 1\" }}\n{base}"),

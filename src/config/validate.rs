@@ -119,11 +119,13 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
             NodeIdentity {
                 name: n.name.map(|n| n.0).unwrap_or_else(host_name),
                 max_hops: n.max_hops,
+                advertise: n.advertise,
             }
         }
         None => NodeIdentity {
             name: host_name(),
             max_hops: super::file::DEFAULT_MAX_HOPS,
+            advertise: false,
         },
     };
     let tls_default = match f.tls.and_then(|t| t.default) {

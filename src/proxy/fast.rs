@@ -130,8 +130,9 @@ impl Edge {
         };
         let body_len = stored.body_len();
         let age = stored.age(now).as_secs();
-        let rendered = outcome.cache_status().render();
-        let Some(hit) = head::hit(stored.header(), req, age, body_len, rendered)? else {
+        let rendered = self.sign.cache_status(&outcome);
+        let Some(hit) = head::hit(stored.header(), req, age, body_len, rendered, &self.sign)?
+        else {
             // Several ranges, or none satisfiable: the full path answers those.
             return Ok(false);
         };

@@ -11,6 +11,7 @@
 //! `tests/hitpath.rs` sends the same requests down both paths and compares the bytes.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_error::Result;
@@ -21,11 +22,50 @@ use pingora_proxy::{range_header_filter, RangeType};
 /// full path, so that both paths decide a `Range` alike.
 pub(super) const MAX_RANGES: Option<usize> = Some(200);
 
+/// How this node signs the fields it adds (`Cache-Status`, `Via`, to clients and to
+/// origins): as `holdfast`, or, with `node.advertise`, with its name too, so that a
+/// chain of shields reads `holdfast; hit; node="fra1"` and `Via: 1.1 fra1 (holdfast)`.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    via: Arc<str>,
+    node: Option<Arc<str>>,
+}
+
+impl Signature {
+    pub fn new(node: &crate::config::NodeIdentity) -> Signature {
+        if node.advertise {
+            Signature {
+                via: format!("1.1 {} (holdfast)", node.name).into(),
+                node: Some(node.name.as_str().into()),
+            }
+        } else {
+            Signature {
+                via: "1.1 holdfast".into(),
+                node: None,
+            }
+        }
+    }
+
+    /// This node's `Via` member.
+    pub fn via(&self) -> &str {
+        &self.via
+    }
+
+    /// This node's `Cache-Status` member for `outcome`.
+    pub fn cache_status(&self, outcome: &super::outcome::Outcome) -> String {
+        outcome.cache_status().render(self.node.as_deref())
+    }
+}
+
 /// What the edge sets on every response it sends for a customer: no purge tags; the
 /// edge's `Cache-Status` entry after those of the caches upstream (a shield tier), as
 /// RFC 9211 lists them, origin first; `Via`. A status the edge made of a stored one
 /// (206, 304, 416) says its own reason phrase.
-pub(super) fn edge_fields(resp: &mut ResponseHeader, cache_status: String) -> Result<()> {
+pub(super) fn edge_fields(
+    resp: &mut ResponseHeader,
+    cache_status: String,
+    sign: &Signature,
+) -> Result<()> {
     for tags in crate::purge::TAG_FIELDS {
         resp.remove_header(tags);
     }
@@ -34,7 +74,7 @@ pub(super) fn edge_fields(resp: &mut ResponseHeader, cache_status: String) -> Re
     }
     let chain = list_ending_in(&resp.headers, "cache-status", cache_status);
     resp.insert_header("Cache-Status", chain)?;
-    resp.append_header("Via", "1.1 holdfast")?;
+    resp.append_header("Via", sign.via())?;
     Ok(())
 }
 
@@ -72,6 +112,7 @@ pub(super) fn hit(
     age: u64,
     body_len: usize,
     cache_status: String,
+    sign: &Signature,
 ) -> Result<Option<Hit>> {
     let mut header = Box::new(stored.clone());
     header.insert_header(http::header::AGE, age)?;
@@ -92,7 +133,7 @@ pub(super) fn hit(
         RangeType::Single(range) => span = range,
         RangeType::Multi(_) | RangeType::Invalid => return Ok(None),
     }
-    edge_fields(&mut header, cache_status)?;
+    edge_fields(&mut header, cache_status, sign)?;
     let header_only = no_body || not_modified || req.method == http::Method::HEAD;
     Ok(Some(Hit {
         body: (!header_only).then_some(span),

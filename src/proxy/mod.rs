@@ -69,6 +69,8 @@ pub struct Edge {
     /// This running node's `CDN-Loop` entry, and the most Holdfast hops allowed.
     loop_entry: String,
     max_hops: u32,
+    /// How this node names itself in `Cache-Status` and `Via`.
+    sign: head::Signature,
 }
 
 impl Edge {
@@ -86,6 +88,7 @@ impl Edge {
         Edge {
             loop_entry: request::loop_entry(&config.node.name),
             max_hops: config.node.max_hops,
+            sign: head::Signature::new(&config.node),
             idle_timeout: config.idle_timeout.as_secs().max(1),
             purges,
             customers,
@@ -213,6 +216,7 @@ async fn respond_text(
     body: String,
     outcome: &Outcome,
     allow: Option<&str>,
+    sign: &head::Signature,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(5))?;
     if let Some(allow) = allow {
@@ -220,7 +224,7 @@ async fn respond_text(
     }
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    head::edge_fields(&mut resp, outcome.cache_status().render())?;
+    head::edge_fields(&mut resp, sign.cache_status(outcome), sign)?;
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
@@ -297,7 +301,7 @@ impl ProxyHttp for Edge {
                 format!("holdfast: no customer is configured for host {host:?} on this edge\n")
             };
             let code = if host.is_empty() { 400 } else { 421 };
-            respond_text(session, code, body, &outcome, None).await?;
+            respond_text(session, code, body, &outcome, None, &self.sign).await?;
             return Ok(true);
         };
         if let Some(sni) = sni {
@@ -317,7 +321,7 @@ impl ProxyHttp for Edge {
                      host {:?}; open a new connection for it\n",
                     crate::config::canonical_host(host)
                 );
-                respond_text(session, 421, body, &outcome, None).await?;
+                respond_text(session, 421, body, &outcome, None, &self.sign).await?;
                 return Ok(true);
             }
         }
@@ -332,7 +336,7 @@ impl ProxyHttp for Edge {
                 "holdfast: request loop: {hops} (this node is {}); check the origin of {:?}\n",
                 self.loop_entry, customer.name
             );
-            respond_text(session, 508, body, &outcome, None).await?;
+            respond_text(session, 508, body, &outcome, None, &self.sign).await?;
             return Ok(true);
         }
         let customer = customer.clone();
@@ -354,7 +358,15 @@ impl ProxyHttp for Edge {
                 session.set_keepalive(None);
             }
             let allow = answer.allow.as_deref();
-            respond_text(session, answer.status, answer.body, &outcome, allow).await?;
+            respond_text(
+                session,
+                answer.status,
+                answer.body,
+                &outcome,
+                allow,
+                &self.sign,
+            )
+            .await?;
             return Ok(true);
         }
         let now = SystemTime::now();
@@ -717,7 +729,7 @@ impl ProxyHttp for Edge {
             upstream_request.remove_header(&header::IF_NONE_MATCH);
             upstream_request.remove_header(&header::IF_MODIFIED_SINCE);
         }
-        upstream_request.append_header("Via", "1.1 holdfast")?;
+        upstream_request.append_header("Via", self.sign.via())?;
         // One CDN-Loop list, the hops before this one first (RFC 8586).
         let cdn_loop = head::list_ending_in(
             &upstream_request.headers,
@@ -784,9 +796,9 @@ impl ProxyHttp for Edge {
             }
         }
         let outcome = decide(session, ctx);
-        let rendered = outcome.cache_status().render();
+        let rendered = self.sign.cache_status(&outcome);
         ctx.outcome = Some(outcome);
-        head::edge_fields(resp, rendered)
+        head::edge_fields(resp, rendered, &self.sign)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
@@ -845,7 +857,9 @@ impl ProxyHttp for Edge {
         if session.response_written().is_none() {
             // The connection is not reused after this answer (below): say so in it.
             session.set_keepalive(None);
-            if let Err(write_err) = respond_text(session, code, body, &outcome, None).await {
+            if let Err(write_err) =
+                respond_text(session, code, body, &outcome, None, &self.sign).await
+            {
                 warn!("could not send the error response: {write_err}");
             }
         }
@@ -897,7 +911,7 @@ impl ProxyHttp for Edge {
             return;
         }
         let req = session.req_header();
-        let cache = outcome.cache_status().render();
+        let cache = self.sign.cache_status(&outcome);
         let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("-");
         let host = request_host(req).unwrap_or("-");
         info!(

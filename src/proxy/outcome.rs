@@ -370,7 +370,7 @@ mod tests {
             ),
         ];
         for (outcome, text, served) in cases {
-            assert_eq!(outcome.cache_status().render(), text);
+            assert_eq!(outcome.cache_status().render(None), text);
             assert_eq!(outcome.served(), served, "{text}");
         }
         assert!(Outcome::StaleIfError {

@@ -67,7 +67,7 @@ impl Edge {
                     "holdfast: PURGE needs Authorization: Bearer <one of this site's purge tokens>\n".to_string(),
                 ),
             };
-            return respond_text(session, code, body, &outcome, None).await;
+            return respond_text(session, code, body, &outcome, None, &self.sign).await;
         }
         let req = session.req_header();
         let keys = crate::purge::url_keys(customer, host, req.uri.path(), req.uri.query());
@@ -111,6 +111,6 @@ impl Edge {
                 " (not kept on disk: a restart would forget it)"
             }
         );
-        respond_text(session, 200, body, &outcome, None).await
+        respond_text(session, 200, body, &outcome, None, &self.sign).await
     }
 }

@@ -20,9 +20,11 @@ pub struct CacheStatus {
 }
 
 impl CacheStatus {
-    pub fn render(&self) -> String {
+    /// The member for this cache; `node` is this node's name when it says it
+    /// (`node.advertise`), as a `node` parameter after RFC 9211's own.
+    pub fn render(&self, node: Option<&str>) -> String {
         // Long enough for every parameter at once: one allocation per response.
-        let mut s = String::with_capacity(96);
+        let mut s = String::with_capacity(112);
         s.push_str("holdfast");
         if self.hit {
             s.push_str("; hit");
@@ -42,6 +44,11 @@ impl CacheStatus {
         if let Some(detail) = self.detail {
             let _ = write!(s, "; detail={detail}");
         }
+        if let Some(node) = node {
+            // Node names are letters, digits, `.`, `_` and `-` (config): a valid
+            // sf-string as they stand.
+            let _ = write!(s, "; node=\"{node}\"");
+        }
         s
     }
 }
@@ -57,7 +64,7 @@ mod tests {
             ttl: Some(42),
             ..Default::default()
         };
-        assert_eq!(hit.render(), "holdfast; hit; ttl=42");
+        assert_eq!(hit.render(None), "holdfast; hit; ttl=42");
         let stale = CacheStatus {
             fwd: Some("stale"),
             fwd_status: Some(503),
@@ -66,7 +73,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            stale.render(),
+            stale.render(None),
             "holdfast; fwd=stale; fwd-status=503; ttl=-12; detail=stale-if-error"
         );
         let miss = CacheStatus {
@@ -74,6 +81,10 @@ mod tests {
             stored: true,
             ..Default::default()
         };
-        assert_eq!(miss.render(), "holdfast; fwd=miss; stored");
+        assert_eq!(miss.render(None), "holdfast; fwd=miss; stored");
+        assert_eq!(
+            miss.render(Some("fra1")),
+            "holdfast; fwd=miss; stored; node=\"fra1\""
+        );
     }
 }
