@@ -16,6 +16,9 @@ pub struct Metrics {
     /// Requests refused with 421 because their Host is not the customer their TLS
     /// connection's SNI named.
     pub misdirected: AtomicU64,
+    /// Client connections dropped because a request header did not arrive whole within
+    /// `header_timeout`.
+    pub header_timeouts: AtomicU64,
     pub stale_if_error: AtomicU64,
     /// Hits answered straight from the store in `request_filter` (the fast path).
     pub fast_path_hits: AtomicU64,
@@ -193,6 +196,12 @@ impl Metrics {
             "Requests refused (421) because their Host belongs to another customer than their TLS connection's SNI.",
             "counter",
             get(&self.misdirected),
+        );
+        line(
+            "holdfast_header_timeouts_total",
+            "Client connections dropped because a request header did not arrive whole within header_timeout.",
+            "counter",
+            get(&self.header_timeouts),
         );
         line(
             "holdfast_fast_path_hits_total",

@@ -87,9 +87,16 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
         edge.loop_entry(),
         node.node.max_hops
     );
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        edge.clone(),
+    // Every HTTP/1 connection must send each request header within header_timeout
+    // (proxy/deadline.rs): Pingora bounds each read of it, not the whole.
+    let guarded = |proxy: pingora_proxy::HttpProxy<Edge>, name: &str| {
+        Service::new(
+            name.to_string(),
+            crate::proxy::deadline::Guarded::new(proxy, node.header_timeout, metrics.clone()),
+        )
+    };
+    let mut proxy = guarded(
+        pingora_proxy::http_proxy(&server.configuration, edge.clone()),
         "holdfast edge",
     );
     // Every TLS listener picks certificates from the snapshot that routes requests.
@@ -101,16 +108,11 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     // (Pingora sets h2c per service), over the same edge.
     let h2c: Vec<&crate::config::Listener> = node.listen.iter().filter(|l| l.h2c).collect();
     if !h2c.is_empty() {
-        let mut svc = pingora_proxy::http_proxy_service_with_name(
-            &server.configuration,
-            edge.clone(),
-            "holdfast edge (h2c)",
-        );
-        if let Some(app) = svc.app_logic_mut() {
-            let mut options = pingora_core::apps::HttpServerOptions::default();
-            options.h2c = true;
-            app.server_options = Some(options);
-        }
+        let mut app = pingora_proxy::http_proxy(&server.configuration, edge.clone());
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+        let mut svc = guarded(app, "holdfast edge (h2c)");
         for listener in h2c {
             svc.add_tcp(&listener.addr);
         }

@@ -601,3 +601,107 @@ async fn a_flapping_origin_loses_no_request() {
             .join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_sent_slower_than_header_timeout_loses_its_connection() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=600", "page"));
+    origin.route("/form", Behavior::ok("no-store", "posted"));
+    let body = format!(
+        "header_timeout: 1s\ncustomers:\n{}",
+        customer("shop", HOST, origin.addr, "", "")
+    );
+    let edge = Holdfast::start(&body).await;
+
+    // A slowloris: a header trickled a field every 300 ms, each read well inside
+    // Pingora's per-read bound, the whole never done; on a new connection, and on one
+    // that has had a request answered.
+    let mut slow = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    assert_trickle_cut(&mut slow).await;
+    let mut reused = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    reused
+        .write_all(format!("GET /p HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read_answers(&mut reused, 1).await[0].text(), "page");
+    assert_trickle_cut(&mut reused).await;
+    assert_eq!(origin.hits_for("/slow"), 0);
+    assert_eq!(
+        common::metric(&edge.metrics().await, "holdfast_header_timeouts_total"),
+        2
+    );
+
+    // A request body is not a header: one sent over 2 s is answered.
+    let mut upload = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    upload
+        .write_all(
+            format!("POST /form HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 8\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    for part in [b"ab", b"cd", b"ef", b"gh"] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        upload.write_all(part).await.unwrap();
+    }
+    let answers = read_answers(&mut upload, 1).await;
+    assert_eq!(answers.len(), 1, "the slow upload got no answer");
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(answers[0].text(), "posted");
+
+    // Nor is the wait between requests (that is idle_timeout's): a keep-alive connection
+    // idle for twice header_timeout takes its next request, on both paths.
+    let mut conn = common::Conn::open(edge.addr).await;
+    for _ in 0..2 {
+        let r = conn.get(HOST, "/p").await.unwrap().expect("an answer");
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let r = conn
+        .get(HOST, "/p")
+        .await
+        .unwrap()
+        .expect("an answer after idling");
+    assert_eq!(r.text(), "page");
+    assert_eq!(
+        common::metric(&edge.metrics().await, "holdfast_header_timeouts_total"),
+        2
+    );
+}
+
+/// Trickle a header onto `conn` (`header_timeout: 1s`) and see the edge close it about
+/// a second after its first byte.
+async fn assert_trickle_cut(conn: &mut tokio::net::TcpStream) {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    conn.write_all(format!("GET /slow HTTP/1.1\r\nHost: {HOST}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut closed_after = None;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if conn
+            .write_all(format!("X-{i}: a\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), conn.read(&mut byte)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after =
+        closed_after.expect("the trickled header still held its connection after 6 s");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
+        "closed after {closed_after:?}"
+    );
+}

@@ -25,6 +25,7 @@ pub(super) const DEFAULT_MAX_DOCUMENT: usize = 4 << 20;
 pub(super) const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// How long a client connection may sit idle between requests.
 pub(super) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const DEFAULT_MAX_CONFIG_AGE: Duration = Duration::from_secs(86_400);
 pub(super) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -66,6 +67,9 @@ fn default_max_document() -> Size {
 }
 fn default_idle_timeout() -> Dur {
     Dur(DEFAULT_IDLE_TIMEOUT)
+}
+fn default_header_timeout() -> Dur {
+    Dur(DEFAULT_HEADER_TIMEOUT)
 }
 fn default_shutdown_grace() -> Dur {
     Dur(DEFAULT_SHUTDOWN_GRACE)
@@ -120,6 +124,8 @@ pub(super) struct NodeFile {
     pub shutdown_grace: Dur,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Dur,
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
     #[serde(default = "default_max_config_age")]
     pub max_config_age: Dur,
     #[serde(default)]

@@ -39,6 +39,9 @@ pub struct NodeConfig {
     /// (`idle_timeout`, whole seconds, at least 1); a longer `Keep-Alive: timeout=` from
     /// the client is cut to it.
     pub idle_timeout: Duration,
+    /// How long a client may take to send one request's header, from its first byte to
+    /// the empty line that ends it (`header_timeout`); HTTP/1 only.
+    pub header_timeout: Duration,
     /// A built-in static-file origin, for demos and quick starts.
     pub demo_origin: Option<DemoOriginConfig>,
     /// Warn when a customer config older than this acts on a schedule (see `max_config_age`).

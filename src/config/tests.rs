@@ -883,6 +883,21 @@ fn idle_timeout() {
     );
 }
 
+#[test]
+fn header_timeout() {
+    assert_eq!(
+        check(MINIMAL).unwrap().header_timeout,
+        Duration::from_secs(10)
+    );
+    let c = check(&format!("header_timeout: 2500ms\n{MINIMAL}")).unwrap();
+    assert_eq!(c.header_timeout, Duration::from_millis(2500));
+    fails(
+        &format!("header_timeout: 50ms\n{MINIMAL}"),
+        1,
+        &["header_timeout is under 100ms"],
+    );
+}
+
 fn addrs(c: &NodeConfig) -> Vec<&str> {
     c.listen.iter().map(|l| l.addr.as_str()).collect()
 }

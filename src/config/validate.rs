@@ -72,6 +72,15 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
                 .into(),
         ));
     }
+    if f.header_timeout.0 < std::time::Duration::from_millis(100) {
+        return Err(ctx.err(
+            &[Key("header_timeout")],
+            Target::Value,
+            "header_timeout is under 100ms; a client needs time to send a request's header, \
+             e.g. header_timeout: 10s"
+                .into(),
+        ));
+    }
     let cache = store(ctx, base, &f.cache)?;
     let control_plane = match f.control_plane {
         Some(cp) => Some(control_plane(ctx, base, cp)?),
@@ -156,6 +165,7 @@ pub(super) fn node(ctx: &Ctx, source: &Path, f: NodeFile) -> Result<NodeConfig, 
         customers: Arc::new(customers),
         shutdown_grace: f.shutdown_grace.0,
         idle_timeout: f.idle_timeout.0,
+        header_timeout: f.header_timeout.0,
         demo_origin,
         max_config_age: f.max_config_age.0,
     })

@@ -55,7 +55,10 @@ impl Direct {
         if h1.was_upgraded() || h1.response_written().is_some() {
             return None;
         }
-        let fd = h1.stream().as_any().downcast_ref::<Stream>()?.as_raw_fd();
+        let fd = super::deadline::unwrapped(h1.stream())
+            .as_any()
+            .downcast_ref::<Stream>()?
+            .as_raw_fd();
         Some(Direct {
             fd,
             keepalive: h1.will_keepalive(),

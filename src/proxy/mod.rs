@@ -4,6 +4,7 @@
 //! between Pingora's phases. It must never make a cache decision of its own: every
 //! "store or not", "how long", "serve stale or not" lives in the policy.
 
+pub mod deadline;
 mod direct;
 mod fast;
 mod head;
@@ -870,6 +871,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        deadline::next_request(session);
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let (status, bytes) = match ctx.sent_directly {
             Some(sent) => sent,
