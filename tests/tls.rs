@@ -184,6 +184,11 @@ struct Fixture {
 }
 
 async fn two_customers(default: bool) -> Fixture {
+    two_customers_with(default, "").await
+}
+
+/// `two_customers`, with `extra` node keys first.
+async fn two_customers_with(default: bool, extra: &str) -> Fixture {
     let origin = Origin::start().await;
     origin.fallback(Behavior::ok("max-age=300", "hello"));
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +198,7 @@ async fn two_customers(default: bool) -> Fixture {
         &["shop.example.com", "*.shop.example.com"],
     );
     let blog = cert(dir.path(), "blog", &["blog.example.com"]);
-    let mut body = String::new();
+    let mut body = extra.to_string();
     if default {
         cert(dir.path(), "default", &["default.invalid"]);
         body.push_str("tls: { default: { cert: default.crt, key: default.key } }\n");
@@ -498,4 +503,44 @@ async fn a_plain_listener_with_h2c_takes_http2_and_http1_and_shares_the_entry() 
     );
     assert_eq!(origin.hits_for("/page"), 1);
     assert!(edge.log().contains("proto=h2 "), "{}", edge.log());
+}
+
+#[tokio::test]
+async fn a_trickled_header_over_tls_loses_its_connection() {
+    let f = two_customers_with(false, "header_timeout: 1s\n").await;
+    let tls = f.edge.tls_addr.unwrap();
+    let mut conn = connect(tls, "shop.example.com").await.unwrap();
+    // One request answered, then the next one's header trickled a field every 300 ms.
+    assert_eq!(get(&mut conn, "shop.example.com", "/a").await.status, 200);
+    let started = std::time::Instant::now();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: shop.example.com\r\n")
+        .await
+        .unwrap();
+    conn.flush().await.unwrap();
+    let mut closed_after = None;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let field = format!("X-{i}: a\r\n");
+        if conn.write_all(field.as_bytes()).await.is_err() || conn.flush().await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), conn.read(&mut byte)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the trickled header held its TLS connection for 6 s");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
+        "closed after {closed_after:?}"
+    );
+    assert_eq!(f.origin.hits_for("/slow"), 0);
+    assert_eq!(
+        common::metric(&f.edge.metrics().await, "holdfast_header_timeouts_total"),
+        1
+    );
 }
