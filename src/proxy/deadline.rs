@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -105,8 +105,13 @@ pub struct HeaderDeadline {
     limit: Duration,
     /// The next byte read begins a request header.
     awaiting: AtomicBool,
-    /// Running while a header is being read.
-    clock: Option<Pin<Box<Sleep>>>,
+    /// A header is being read.
+    in_header: bool,
+    /// When the header being read must be whole: set only when its first read did not
+    /// bring all of it, so that the common header, whole in one read, costs no clock.
+    deadline: Option<Instant>,
+    /// The timer for `deadline`, made only when a read has to wait for more of it.
+    timer: Option<Pin<Box<Sleep>>>,
     /// Where the reader is in the header's last lines, to see the empty line that ends it.
     end: HeaderEnd,
     metrics: Arc<Metrics>,
@@ -118,7 +123,9 @@ impl HeaderDeadline {
             inner,
             limit,
             awaiting: AtomicBool::new(true),
-            clock: None,
+            in_header: false,
+            deadline: None,
+            timer: None,
             end: HeaderEnd::default(),
             metrics,
         }
@@ -130,7 +137,7 @@ impl std::fmt::Debug for HeaderDeadline {
         f.debug_struct("HeaderDeadline")
             .field("inner", &self.inner)
             .field("limit", &self.limit)
-            .field("running", &self.clock.is_some())
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -149,17 +156,62 @@ enum HeaderEnd {
 }
 
 impl HeaderEnd {
-    /// Feed `bytes`; true when the header ended among them.
+    /// Feed `bytes`; true when the header ended among them. This runs on every request's
+    /// first read, so it looks at the read's end first, and otherwise only at the bytes
+    /// before each LF, found with `memchr` (SIMD) rather than by walking every byte.
     fn feed(&mut self, bytes: &[u8]) -> bool {
-        for &b in bytes {
-            *self = match (b, *self) {
-                (b'\n', HeaderEnd::LineStart | HeaderEnd::LineStartCr) => return true,
-                (b'\n', HeaderEnd::InLine) => HeaderEnd::LineStart,
-                (b'\r', HeaderEnd::LineStart) => HeaderEnd::LineStartCr,
-                _ => HeaderEnd::InLine,
-            };
+        // The common case: a whole header in one read, and nothing after it.
+        if bytes.ends_with(b"\r\n\r\n") {
+            return true;
         }
+        let before = *self;
+        for lf in memchr::memchr_iter(b'\n', bytes) {
+            // Where this LF's line began: an empty line (LF, or CR LF, right after an LF).
+            let empty = match lf {
+                0 => before != HeaderEnd::InLine,
+                1 => bytes[0] == b'\n' || (bytes[0] == b'\r' && before == HeaderEnd::LineStart),
+                _ => bytes[lf - 1] == b'\n' || (bytes[lf - 1] == b'\r' && bytes[lf - 2] == b'\n'),
+            };
+            if empty {
+                return true;
+            }
+        }
+        *self = match bytes {
+            [] => before,
+            [.., b'\n'] => HeaderEnd::LineStart,
+            [.., b'\n', b'\r'] => HeaderEnd::LineStartCr,
+            [b'\r'] if before == HeaderEnd::LineStart => HeaderEnd::LineStartCr,
+            _ => HeaderEnd::InLine,
+        };
         false
+    }
+}
+
+impl HeaderDeadline {
+    /// Whether the running header's time is up, arming its timer (and so a wake-up at
+    /// the deadline) the first time this is asked.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    fn timed_out(&mut self) -> io::Error {
+        self.in_header = false;
+        self.deadline = None;
+        self.timer = None;
+        self.metrics.header_timeouts.fetch_add(1, Ordering::Relaxed);
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the request header did not arrive whole within {:?} (header_timeout)",
+                self.limit
+            ),
+        )
     }
 }
 
@@ -170,32 +222,37 @@ impl AsyncRead for HeaderDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(clock) = this.clock.as_mut() {
-            if clock.as_mut().poll(cx).is_ready() {
-                this.clock = None;
-                this.metrics.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "the request header did not arrive whole within {:?} (header_timeout)",
-                        this.limit
-                    ),
-                )));
-            }
+        if this.deadline.is_some() && this.expired(cx) {
+            return Poll::Ready(Err(this.timed_out()));
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let new = &buf.filled()[before..];
-        if matches!(read, Poll::Ready(Ok(()))) && !new.is_empty() {
-            if this.clock.is_none() && this.awaiting.swap(false, Ordering::Relaxed) {
-                this.clock = Some(Box::pin(tokio::time::sleep(this.limit)));
-                this.end = HeaderEnd::default();
+        match read {
+            Poll::Ready(Ok(())) => {
+                let new = &buf.filled()[before..];
+                if new.is_empty() {
+                    return read;
+                }
+                if !this.in_header && this.awaiting.load(Ordering::Relaxed) {
+                    this.awaiting.store(false, Ordering::Relaxed);
+                    this.in_header = true;
+                    this.end = HeaderEnd::default();
+                }
+                if this.in_header {
+                    if this.end.feed(new) {
+                        this.in_header = false;
+                        this.deadline = None;
+                        this.timer = None;
+                    } else if this.deadline.is_none() {
+                        // The clock counts from this first read of the header.
+                        this.deadline = Some(Instant::now() + this.limit);
+                    }
+                }
+                read
             }
-            if this.clock.is_some() && this.end.feed(new) {
-                this.clock = None;
-            }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(this.timed_out())),
+            other => other,
         }
-        read
     }
 }
 
@@ -294,6 +351,7 @@ impl Peek for HeaderDeadline {
 #[cfg(test)]
 mod tests {
     use super::HeaderEnd;
+    use proptest::prelude::*;
 
     fn ends(parts: &[&[u8]]) -> Option<usize> {
         let mut end = HeaderEnd::default();
@@ -307,11 +365,41 @@ mod tests {
             ends(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n", b"\r", b"\n"]),
             Some(3)
         );
+        assert_eq!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"\r\n"]), Some(1));
+        assert_eq!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r", b"\n"]), Some(1));
         assert_eq!(ends(&[b"GET / HTTP/1.1\nHost: a\n\n"]), Some(0));
         assert_eq!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n", b"X: b\r\n"]), None);
         // A CR inside a line is not an empty line.
         assert_eq!(ends(&[b"GET / HTTP/1.1\r\nX: \r\r\n"]), None);
+        assert_eq!(ends(&[b"GET / HTTP/1.1\r\nX: a\r", b"\r\n"]), None);
         // h2c's preface ends in one.
         assert_eq!(ends(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]), Some(0));
+    }
+
+    /// The rule, one byte at a time: a header ends at an LF that follows an LF, or an LF
+    /// and a CR.
+    fn ends_bytewise(bytes: &[u8]) -> Option<usize> {
+        (0..bytes.len()).find(|&i| {
+            bytes[i] == b'\n'
+                && ((i >= 1 && bytes[i - 1] == b'\n')
+                    || (i >= 2 && bytes[i - 1] == b'\r' && bytes[i - 2] == b'\n'))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn finds_the_end_in_the_read_that_holds_it_however_the_bytes_are_split(
+            bytes in proptest::collection::vec(prop::sample::select(vec![b'\r', b'\n', b'a']), 0..40),
+            cuts in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= bytes.len()).collect();
+            cuts.push(0);
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            cuts.dedup();
+            let parts: Vec<&[u8]> = cuts.windows(2).map(|w| &bytes[w[0]..w[1]]).collect();
+            let expected = ends_bytewise(&bytes).map(|at| cuts.windows(2).position(|w| at >= w[0] && at < w[1]).unwrap());
+            prop_assert_eq!(ends(&parts), expected);
+        }
     }
 }

@@ -27,28 +27,33 @@ pub(super) const MAX_RANGES: Option<usize> = Some(200);
 /// chain of shields reads `holdfast; hit; node="fra1"` and `Via: 1.1 fra1 (holdfast)`.
 #[derive(Debug, Clone)]
 pub struct Signature {
-    via: Arc<str>,
+    /// A ready value: the default is static, an advertised one shared, so that adding
+    /// it to a response neither copies nor checks it.
+    via: http::HeaderValue,
     node: Option<Arc<str>>,
 }
 
 impl Signature {
     pub fn new(node: &crate::config::NodeIdentity) -> Signature {
         if node.advertise {
+            let via = format!("1.1 {} (holdfast)", node.name);
             Signature {
-                via: format!("1.1 {} (holdfast)", node.name).into(),
+                // Node names are letters, digits, '.', '_' and '-' (config): always valid.
+                via: http::HeaderValue::from_str(&via)
+                    .unwrap_or(http::HeaderValue::from_static("1.1 holdfast")),
                 node: Some(node.name.as_str().into()),
             }
         } else {
             Signature {
-                via: "1.1 holdfast".into(),
+                via: http::HeaderValue::from_static("1.1 holdfast"),
                 node: None,
             }
         }
     }
 
     /// This node's `Via` member.
-    pub fn via(&self) -> &str {
-        &self.via
+    pub fn via(&self) -> http::HeaderValue {
+        self.via.clone()
     }
 
     /// This node's `Cache-Status` member for `outcome`.

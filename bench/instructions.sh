@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# bench/instructions.sh: instructions per 1 KiB keep-alive hit, counted by callgrind.
+#
+#   bench/instructions.sh                          # target/release/holdfast (built if missing)
+#   bench/instructions.sh /tmp/holdfast-a /tmp/holdfast-b   # compare two builds
+#
+# Timed benchmarks on a shared machine move by ±10 % from run to run; a change of 1-2 %
+# in what a hit costs cannot be seen in them. Instructions can: valgrind counts them,
+# whatever else the machine is doing. For each binary this starts Holdfast under
+# `valgrind --tool=callgrind` (one worker thread, its built-in demo origin as the origin,
+# on 127.0.0.1), stores one 1 KiB object, sends N1 and, in a second run, N2 hits down one
+# keep-alive connection (one curl), and prints (instructions(N2) - instructions(N1)) /
+# (N2 - N1): the cost of one hit with start-up and shutdown taken out. Background tasks
+# (timers, the sync loop) add a little noise, about 0.1 %.
+#
+# Settings (environment): BENCH_N1=500 BENCH_N2=2500 BENCH_PORT_BASE=28280 (uses 3 ports).
+# Installs valgrind and curl with apt-get when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N1=${BENCH_N1:-500}
+N2=${BENCH_N2:-2500}
+BASE=${BENCH_PORT_BASE:-28280}
+die() { echo "instructions: $*" >&2; exit 1; }
+for tool in valgrind curl; do
+  if ! command -v "$tool" >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null || die "cannot install $tool"
+  fi
+done
+BINS=("$@")
+if [ ${#BINS[@]} -eq 0 ]; then
+  [ -x target/release/holdfast ] || cargo build --release --locked >&2
+  BINS=(target/release/holdfast)
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/holdfast-instructions.XXXXXX")
+PID=
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$WORK/www"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k.bin"
+cat >"$WORK/holdfast.yaml" <<EOF
+server: { threads: 1 }
+listen: ["127.0.0.1:$BASE"]
+admin: { listen: "127.0.0.1:$((BASE + 1))" }
+demo_origin: { listen: "127.0.0.1:$((BASE + 2))", root: www }
+customers:
+  - name: bench
+    hosts: ["bench.local"]
+    origin: { servers: ["127.0.0.1:$((BASE + 2))"] }
+    cache: { default_ttl: 1h }
+EOF
+for n in "$N1" "$N2"; do
+  : >"$WORK/urls-$n"
+  for _ in $(seq "$n"); do
+    printf 'url = "http://127.0.0.1:%s/1k.bin"\noutput = "/dev/null"\n' "$BASE" >>"$WORK/urls-$n"
+  done
+done
+
+# Instructions of one run serving $2 hits with binary $1.
+count() {
+  local out="$WORK/callgrind.out"
+  rm -f "$out"*
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$1" -c "$WORK/holdfast.yaml" >"$WORK/run.log" 2>&1 &
+  PID=$!
+  local ok=
+  for _ in $(seq 300); do
+    if curl -sf -o /dev/null -H "Host: bench.local" "http://127.0.0.1:$BASE/1k.bin"; then ok=1; break; fi
+    sleep 0.1
+  done
+  [ -n "$ok" ] || die "$1 did not answer under valgrind (see its log: $(tail -3 "$WORK/run.log"))"
+  local codes
+  codes=$(curl -s -H "Host: bench.local" -w '%{http_code}\n' -K "$WORK/urls-$2" | grep -c '^200$' || true)
+  [ "$codes" = "$2" ] || die "$codes of $2 hits answered 200 (see $WORK/run.log)"
+  kill -INT "$PID"
+  wait "$PID" 2>/dev/null || true
+  PID=
+  awk '/^summary:/ { print $2 }' "$out"
+}
+
+for bin in "${BINS[@]}"; do
+  [ -x "$bin" ] || die "$bin is not an executable"
+  a=$(count "$bin" "$N1")
+  b=$(count "$bin" "$N2")
+  [ -n "$a" ] && [ -n "$b" ] || die "callgrind wrote no totals for $bin"
+  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per 1 KiB keep-alive hit ($N1 and $N2 hits: $a and $b in all)"
+done
