@@ -619,14 +619,14 @@ async fn a_header_sent_slower_than_header_timeout_loses_its_connection() {
     // Pingora's per-read bound, the whole never done; on a new connection, and on one
     // that has had a request answered.
     let mut slow = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
-    assert_trickle_cut(&mut slow).await;
+    common::assert_trickled_header_cut(&mut slow, HOST).await;
     let mut reused = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     reused
         .write_all(format!("GET /p HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     assert_eq!(read_answers(&mut reused, 1).await[0].text(), "page");
-    assert_trickle_cut(&mut reused).await;
+    common::assert_trickled_header_cut(&mut reused, HOST).await;
     assert_eq!(origin.hits_for("/slow"), 0);
     assert_eq!(
         common::metric(&edge.metrics().await, "holdfast_header_timeouts_total"),
@@ -667,41 +667,5 @@ async fn a_header_sent_slower_than_header_timeout_loses_its_connection() {
     assert_eq!(
         common::metric(&edge.metrics().await, "holdfast_header_timeouts_total"),
         2
-    );
-}
-
-/// Trickle a header onto `conn` (`header_timeout: 1s`) and see the edge close it about
-/// a second after its first byte.
-async fn assert_trickle_cut(conn: &mut tokio::net::TcpStream) {
-    use std::time::{Duration, Instant};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let started = Instant::now();
-    conn.write_all(format!("GET /slow HTTP/1.1\r\nHost: {HOST}\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut closed_after = None;
-    for i in 0..20 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        if conn
-            .write_all(format!("X-{i}: a\r\n").as_bytes())
-            .await
-            .is_err()
-        {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-        let mut byte = [0u8; 1];
-        if let Ok(Ok(0) | Err(_)) =
-            tokio::time::timeout(Duration::from_millis(1), conn.read(&mut byte)).await
-        {
-            closed_after = Some(started.elapsed());
-            break;
-        }
-    }
-    let closed_after =
-        closed_after.expect("the trickled header still held its connection after 6 s");
-    assert!(
-        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
-        "closed after {closed_after:?}"
     );
 }

@@ -853,3 +853,39 @@ pub fn customer(name: &str, host: &str, origin: SocketAddr, cache: &str, rules: 
         "  - name: {name}\n    hosts: [\"{host}\"]\n    origin:\n      servers: [\"{origin}\"]\n      connect_timeout: 1s\n      read_timeout: 2s\n{cache}{rules}"
     )
 }
+
+/// Send a request header for `host` onto `conn` a field every 300 ms, never finishing
+/// it, and assert that the edge (run with `header_timeout: 1s`) closes the connection
+/// about a second after the header's first byte.
+pub async fn assert_trickled_header_cut<S>(conn: &mut S, host: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    let first = format!("GET /slow HTTP/1.1\r\nHost: {host}\r\n");
+    conn.write_all(first.as_bytes()).await.unwrap();
+    conn.flush().await.unwrap();
+    let mut closed_after = None;
+    for i in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let field = format!("X-{i}: a\r\n");
+        if conn.write_all(field.as_bytes()).await.is_err() || conn.flush().await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), conn.read(&mut byte)).await
+        {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after =
+        closed_after.expect("the trickled header still held its connection after 6 s");
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(4),
+        "closed after {closed_after:?}"
+    );
+}
