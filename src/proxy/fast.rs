@@ -130,8 +130,7 @@ impl Edge {
         };
         let body_len = stored.body_len();
         let age = stored.age(now).as_secs();
-        let rendered = self.sign.cache_status(&outcome);
-        let Some(hit) = head::hit(stored.header(), req, age, body_len, rendered, &self.sign)?
+        let Some(hit) = head::hit(stored.header(), req, age, body_len, &outcome, &self.sign)?
         else {
             // Several ranges, or none satisfiable: the full path answers those.
             return Ok(false);

@@ -13,6 +13,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use super::outcome::Outcome;
+
 use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -57,18 +59,18 @@ impl Signature {
     }
 
     /// This node's `Cache-Status` member for `outcome`.
-    pub fn cache_status(&self, outcome: &super::outcome::Outcome) -> String {
+    pub fn cache_status(&self, outcome: &Outcome) -> String {
         outcome.cache_status().render(self.node.as_deref())
     }
 }
 
 /// What the edge sets on every response it sends for a customer: no purge tags; the
-/// edge's `Cache-Status` entry after those of the caches upstream (a shield tier), as
-/// RFC 9211 lists them, origin first; `Via`. A status the edge made of a stored one
-/// (206, 304, 416) says its own reason phrase.
+/// edge's `Cache-Status` entry for `outcome` after those of the caches upstream (a
+/// shield tier), as RFC 9211 lists them, origin first; `Via`. A status the edge made of
+/// a stored one (206, 304, 416) says its own reason phrase.
 pub(super) fn edge_fields(
     resp: &mut ResponseHeader,
-    cache_status: String,
+    outcome: &Outcome,
     sign: &Signature,
 ) -> Result<()> {
     for tags in crate::purge::TAG_FIELDS {
@@ -77,7 +79,7 @@ pub(super) fn edge_fields(
     if matches!(resp.status.as_u16(), 206 | 304 | 416) {
         resp.set_reason_phrase(None)?;
     }
-    let chain = list_ending_in(&resp.headers, "cache-status", cache_status);
+    let chain = list_ending_in(&resp.headers, "cache-status", sign.cache_status(outcome));
     resp.insert_header("Cache-Status", chain)?;
     resp.append_header("Via", sign.via())?;
     Ok(())
@@ -109,14 +111,14 @@ pub(super) struct Hit {
 }
 
 /// The header of a hit on `stored` (whose complete body is `body_len` bytes, `age`
-/// seconds old) for `req`; `None` when the request asks for several ranges or none
+/// seconds old) for `req`, served as `outcome`; `None` when the request asks for several ranges or none
 /// that is satisfiable, which the full path answers (multipart, 416).
 pub(super) fn hit(
     stored: &ResponseHeader,
     req: &RequestHeader,
     age: u64,
     body_len: usize,
-    cache_status: String,
+    outcome: &Outcome,
     sign: &Signature,
 ) -> Result<Option<Hit>> {
     let mut header = Box::new(stored.clone());
@@ -138,7 +140,7 @@ pub(super) fn hit(
         RangeType::Single(range) => span = range,
         RangeType::Multi(_) | RangeType::Invalid => return Ok(None),
     }
-    edge_fields(&mut header, cache_status, sign)?;
+    edge_fields(&mut header, outcome, sign)?;
     let header_only = no_body || not_modified || req.method == http::Method::HEAD;
     Ok(Some(Hit {
         body: (!header_only).then_some(span),

@@ -225,7 +225,7 @@ async fn respond_text(
     }
     resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    head::edge_fields(&mut resp, sign.cache_status(outcome), sign)?;
+    head::edge_fields(&mut resp, outcome, sign)?;
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from(body)), true)
@@ -797,9 +797,8 @@ impl ProxyHttp for Edge {
             }
         }
         let outcome = decide(session, ctx);
-        let rendered = self.sign.cache_status(&outcome);
-        ctx.outcome = Some(outcome);
-        head::edge_fields(resp, rendered, &self.sign)
+        let outcome = ctx.outcome.insert(outcome);
+        head::edge_fields(resp, outcome, &self.sign)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy
