@@ -358,8 +358,9 @@ pub fn url_keys(
     ["http", "https"]
         .iter()
         .map(|scheme| {
-            let primary = crate::policy::cache_key(customer, scheme, host, path, query);
-            pingora_cache::CacheKey::new(primary, "")
+            crate::storage::key(crate::policy::cache_key(
+                customer, scheme, host, path, query,
+            ))
         })
         .collect()
 }

@@ -958,7 +958,7 @@ fn secs_u32(d: Duration) -> u32 {
 fn key_for(customer: &Customer, req: &RequestHeader, scheme: &str) -> CacheKey {
     let host = request_host(req).map(strip_port).unwrap_or("");
     let primary = policy::cache_key(customer, scheme, host, req.uri.path(), req.uri.query());
-    CacheKey::new(primary, "")
+    crate::storage::key(primary)
 }
 
 #[cfg(test)]

@@ -754,3 +754,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_key_with_its_hash_computed_once_hashes_as_pingora_would() {
+    use pingora_cache::key::CacheHashKey;
+    let text = "4:shop:5:https:16:shop.example.com:6:/a?b=c:".to_string();
+    let plain = CacheKey::new(text.clone(), "");
+    let once = super::key(text);
+    assert_eq!(once.primary_bin(), plain.primary_bin());
+    assert_eq!(once.combined_bin(), plain.combined_bin());
+    assert_eq!(once.primary_key_str(), plain.primary_key_str());
+}
