@@ -11,7 +11,9 @@
 # on 127.0.0.1), stores one 1 KiB object, sends N1 and, in a second run, N2 hits down one
 # keep-alive connection (one curl), and prints (instructions(N2) - instructions(N1)) /
 # (N2 - N1): the cost of one hit with start-up and shutdown taken out. Background tasks
-# (timers, the sync loop) add a little noise, about 0.1 %.
+# (timers, the sync loop) add a little noise: about 0.1 % on a quiet machine, up to 0.6 %
+# while the other core is busy (they run more often under valgrind then). Compare builds
+# in one invocation.
 #
 # Settings (environment): BENCH_N1=500 BENCH_N2=2500 BENCH_PORT_BASE=28280 (uses 3 ports).
 # Installs valgrind and curl with apt-get when they are missing.
