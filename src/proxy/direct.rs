@@ -31,6 +31,7 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+use super::head::{put_status, HitHeader};
 use crate::storage::BodyRef;
 use rustix::net::SendFlags;
 use socket2::SockRef;
@@ -73,19 +74,25 @@ impl Direct {
         }
     }
 
-    /// Send `resp` and `body` ([`Payload::EMPTY`] for a response without one: HEAD,
-    /// 304, 204). `resp` must frame the body with `Content-Length`; it gets the `Date`
-    /// and `Connection` headers Pingora would have added. Returns the body bytes sent.
-    /// An error means the client went away or stopped reading: the connection must not
-    /// be reused, and nothing more may be written to it.
-    pub async fn send(&self, resp: &mut ResponseHeader, body: Payload<'_>) -> Result<usize> {
-        let mut head = status_line(resp)?;
-        if resp.has_case() {
-            put_fields_with(&mut head, resp, &get_cached_date(), self.connection());
-        } else {
-            resp.insert_header(header::DATE, get_cached_date())?;
-            resp.insert_header(header::CONNECTION, self.connection())?;
-            resp.header_to_h1_wire(&mut head);
+    /// Send `header` and `body` ([`Payload::EMPTY`] for a response without one: HEAD,
+    /// 304, 204). The header must frame the body with `Content-Length`; it gets the
+    /// `Date` and `Connection` fields Pingora would have added. Returns the body bytes
+    /// sent. An error means the client went away or stopped reading: the connection must
+    /// not be reused, and nothing more may be written to it.
+    pub async fn send(&self, header: HitHeader<'_>, body: Payload<'_>) -> Result<usize> {
+        let mut head = BytesMut::with_capacity(512);
+        match header {
+            HitHeader::Plan(plan) => plan.put_h1(&mut head, &get_cached_date(), self.connection()),
+            HitHeader::Built(mut resp) => {
+                status_line(&mut head, &resp)?;
+                if resp.has_case() {
+                    put_fields_with(&mut head, &resp, &get_cached_date(), self.connection());
+                } else {
+                    resp.insert_header(header::DATE, get_cached_date())?;
+                    resp.insert_header(header::CONNECTION, self.connection())?;
+                    resp.header_to_h1_wire(&mut head);
+                }
+            }
         }
         head.put_slice(b"\r\n");
         self.finish(&head, body).await
@@ -241,7 +248,7 @@ fn retry<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 }
 
 /// The status line, as Pingora's HTTP/1 writer writes it (its header fields follow).
-fn status_line(resp: &ResponseHeader) -> Result<BytesMut> {
+fn status_line(buf: &mut BytesMut, resp: &ResponseHeader) -> Result<()> {
     let version = match resp.version {
         http::Version::HTTP_10 => "HTTP/1.0 ",
         http::Version::HTTP_11 => "HTTP/1.1 ",
@@ -252,9 +259,9 @@ fn status_line(resp: &ResponseHeader) -> Result<BytesMut> {
             )
         }
     };
-    let mut buf = BytesMut::with_capacity(512);
-    put_status_line(&mut buf, version, resp);
-    Ok(buf)
+    buf.put_slice(version.as_bytes());
+    put_status(buf, resp.status, resp.get_reason_phrase());
+    Ok(())
 }
 
 /// The fields of `resp` (which keeps its fields' case, as every stored response does) on
@@ -296,16 +303,6 @@ fn put_fields_with(
     if !connection_sent {
         put(b"Connection", connection.as_bytes());
     }
-}
-
-fn put_status_line(buf: &mut BytesMut, version: &str, resp: &ResponseHeader) {
-    buf.put_slice(version.as_bytes());
-    buf.put_slice(resp.status.as_str().as_bytes());
-    buf.put_u8(b' ');
-    if let Some(reason) = resp.get_reason_phrase() {
-        buf.put_slice(reason.as_bytes());
-    }
-    buf.put_slice(b"\r\n");
 }
 
 #[allow(unsafe_code)]

@@ -140,7 +140,7 @@ impl Edge {
         }
         ctx.outcome = Some(outcome);
         self.metrics.fast_path_hits.fetch_add(1, Ordering::Relaxed);
-        let code = hit.header.status.as_u16();
+        let code = hit.header.status().as_u16();
         if let Some(direct) = direct::Direct::new(session) {
             // Plain HTTP/1: the header and the body in one send, or the body by
             // `sendfile` from its file. Set before sending: after a failed send nothing
@@ -150,13 +150,12 @@ impl Edge {
                 Some(span) => Payload::stored(stored.body_ref(), span.clone()),
                 None => Payload::EMPTY,
             };
-            let mut header = hit.header;
-            let sent = direct.send(&mut header, payload).await?;
+            let sent = direct.send(hit.header, payload).await?;
             ctx.sent_directly = Some((code, sent));
             return Ok(true);
         }
         session
-            .write_response_header(hit.header, hit.body.is_none())
+            .write_response_header(hit.header.into_header()?, hit.body.is_none())
             .await?;
         if let Some(span) = hit.body {
             let body = stored.read_body(span).map_err(|e| {

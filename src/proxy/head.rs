@@ -5,24 +5,417 @@
 //! `Cache-Status` and `Via` always do. The full path calls it from `response_filter`,
 //! after pingora-cache has made a hit's header from the stored one; the fast path calls
 //! [`hit`], which takes the same steps as pingora-cache in the same order (`Age`, a 304
-//! for a matching conditional request with Pingora's `to_304`, a single range with
-//! Pingora's range filter), then `edge_fields`. The fast path's HTTP/1 socket write and
-//! Pingora's writers (HTTP/1 over TLS, HTTP/2) then only serialize what this built.
-//! `tests/hitpath.rs` sends the same requests down both paths and compares the bytes.
+//! for a matching conditional request, a single range with Pingora's range filter),
+//! then `edge_fields`. `tests/hitpath.rs` sends the same requests down both paths and
+//! compares what comes back.
+//!
+//! The steps are written once, over [`Fields`], which two forms of a header implement:
+//! a `ResponseHeader` (the full path, ranged hits) and a [`Plan`], the stored header as
+//! it is plus the changes a hit makes to it. A hit without `Range` (nearly all) is a
+//! `Plan`: the fast path writes it to an HTTP/1 socket without copying the stored header
+//! first (a copy, four field insertions through Pingora's header API and the drop of the
+//! copy were a sixth of a hit's instructions), and HTTP/1 over TLS and HTTP/2 turn it
+//! into the `ResponseHeader` Pingora's writers take ([`HitHeader::into_header`]), which
+//! applies the same changes in the same order.
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use super::outcome::Outcome;
 
-use pingora_core::protocols::http::conditional_filter::{not_modified_filter, to_304};
-use pingora_error::Result;
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderName};
+use http::{HeaderValue, StatusCode};
+use pingora_core::protocols::http::conditional_filter::not_modified_filter;
+use pingora_error::{ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{range_header_filter, RangeType};
+use smallvec::SmallVec;
 
 /// Most ranges one request may ask for: the limit of Pingora's own range filter on the
 /// full path, so that both paths decide a `Range` alike.
 pub(super) const MAX_RANGES: Option<usize> = Some(200);
+
+/// A field the edge sets or removes: its name, and the case it is written in, which is
+/// the case Pingora's header API writes when the field is inserted by that name (so that
+/// both forms of a header send the same bytes).
+pub(super) struct Field {
+    name: HeaderName,
+    case: &'static str,
+}
+
+impl Field {
+    const fn new(name: HeaderName, case: &'static str) -> Field {
+        Field { name, case }
+    }
+}
+
+static AGE: Field = Field::new(header::AGE, "Age");
+static CONTENT_LENGTH: Field = Field::new(header::CONTENT_LENGTH, "Content-Length");
+static CONTENT_TYPE: Field = Field::new(header::CONTENT_TYPE, "Content-Type");
+static CONTENT_ENCODING: Field = Field::new(header::CONTENT_ENCODING, "Content-Encoding");
+static TRANSFER_ENCODING: Field = Field::new(header::TRANSFER_ENCODING, "Transfer-Encoding");
+static ACCEPT_RANGES: Field = Field::new(header::ACCEPT_RANGES, "Accept-Ranges");
+static CACHE_STATUS: Field = Field::new(HeaderName::from_static("cache-status"), "Cache-Status");
+static VIA: Field = Field::new(header::VIA, "Via");
+/// The purge tag fields ([`crate::purge::TAG_FIELDS`]).
+static TAGS: [Field; 2] = [
+    Field::new(HeaderName::from_static("surrogate-key"), "surrogate-key"),
+    Field::new(HeaderName::from_static("cache-tag"), "cache-tag"),
+];
+
+/// A response header the edge's rules change: what [`edge_fields`] and [`hit`] need of
+/// one, for a `ResponseHeader` and for a [`Plan`] alike.
+pub(super) trait Fields {
+    fn status_code(&self) -> StatusCode;
+    fn change_status(&mut self, status: StatusCode);
+    /// Send the status's own reason phrase rather than the stored one.
+    fn clear_reason(&mut self);
+    /// The first value of `name`, as the header now stands.
+    fn first(&self, name: &HeaderName) -> Option<&HeaderValue>;
+    /// Every value of `name`, in order, as the header now stands.
+    fn each(&self, name: &HeaderName, f: &mut dyn FnMut(&HeaderValue));
+    /// `field` with `value` in place of every value it had.
+    fn put(&mut self, field: &'static Field, value: HeaderValue) -> Result<()>;
+    /// `value` after the values `field` has.
+    fn add(&mut self, field: &'static Field, value: HeaderValue) -> Result<()>;
+    fn remove(&mut self, field: &'static Field);
+    /// Whether `req` is a conditional request this (200) response satisfies.
+    fn not_modified(&self, req: &RequestHeader) -> bool;
+    /// Pingora's range filter: the range `req` asks for, the status and framing fields
+    /// set to match.
+    fn ranges(&mut self, req: &RequestHeader) -> RangeType;
+}
+
+impl Fields for ResponseHeader {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn change_status(&mut self, status: StatusCode) {
+        // Infallible: a `StatusCode` is one.
+        let _ = self.set_status(status);
+    }
+
+    fn clear_reason(&mut self) {
+        // Infallible: no phrase is checked.
+        let _ = self.set_reason_phrase(None);
+    }
+
+    fn first(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.headers.get(name)
+    }
+
+    fn each(&self, name: &HeaderName, f: &mut dyn FnMut(&HeaderValue)) {
+        self.headers.get_all(name).iter().for_each(f)
+    }
+
+    fn put(&mut self, field: &'static Field, value: HeaderValue) -> Result<()> {
+        self.insert_header(field.case, value)
+    }
+
+    fn add(&mut self, field: &'static Field, value: HeaderValue) -> Result<()> {
+        self.append_header(field.case, value).map(|_| ())
+    }
+
+    fn remove(&mut self, field: &'static Field) {
+        self.remove_header(&field.name);
+    }
+
+    fn not_modified(&self, req: &RequestHeader) -> bool {
+        not_modified_filter(req, self)
+    }
+
+    fn ranges(&mut self, req: &RequestHeader) -> RangeType {
+        range_header_filter(req, self, MAX_RANGES)
+    }
+}
+
+/// A stored header and the changes a hit makes to it, in the order made. Reading it
+/// ([`Fields::first`], [`Fields::each`]) sees the changes; [`Plan::put_h1`] writes it,
+/// [`HitHeader::into_header`] makes it a `ResponseHeader`.
+pub(super) struct Plan<'a> {
+    stored: &'a ResponseHeader,
+    status: StatusCode,
+    reason_cleared: bool,
+    edits: SmallVec<[Edit; 10]>,
+}
+
+struct Edit {
+    field: &'static Field,
+    op: Op,
+}
+
+enum Op {
+    Put(HeaderValue),
+    Add(HeaderValue),
+    Remove,
+}
+
+impl<'a> Plan<'a> {
+    /// Only for a request without `Range` (see [`Fields::ranges`]).
+    fn new(stored: &'a ResponseHeader) -> Plan<'a> {
+        Plan {
+            stored,
+            status: stored.status,
+            reason_cleared: false,
+            edits: SmallVec::new(),
+        }
+    }
+
+    /// The last `Put` or `Remove` of `name`, by its place among the edits.
+    fn last_set(&self, name: &HeaderName) -> Option<usize> {
+        self.edits
+            .iter()
+            .rposition(|e| e.field.name == *name && !matches!(e.op, Op::Add(_)))
+    }
+
+    /// The additions to `name` after edit `from` (all of them for `None`).
+    fn added<'s, 'n>(
+        &'s self,
+        name: &'n HeaderName,
+        from: Option<usize>,
+    ) -> impl Iterator<Item = &'s Edit> + use<'s, 'n> {
+        let skip = from.map_or(0, |i| i + 1);
+        self.edits[skip..]
+            .iter()
+            .filter(move |e| e.field.name == *name && matches!(e.op, Op::Add(_)))
+    }
+
+    /// The status line's reason phrase, as a `ResponseHeader` with the same changes
+    /// gives it.
+    fn reason(&self) -> Option<&str> {
+        if self.reason_cleared {
+            return self.status.canonical_reason();
+        }
+        // A stored phrase of its own stays; the stored status's own phrase follows the
+        // status, as Pingora keeps only phrases that differ from the status's.
+        match self.stored.get_reason_phrase() {
+            Some(r) if Some(r) != self.stored.status.canonical_reason() => Some(r),
+            _ => self.status.canonical_reason(),
+        }
+    }
+
+    /// The status line and fields on the HTTP/1 wire, as Pingora's HTTP/1 writer puts
+    /// them after inserting `Date` and `Connection`: a stored field in its place with
+    /// its stored case; a replaced one in the place of its first value; added values
+    /// after the others of their name; fields new to the header at the end, in the order
+    /// they were first changed; `Date` and `Connection` in place of the stored ones or at
+    /// the end. (A `ResponseHeader` moves the last field into the place of a removed
+    /// one; the order of fields of different names carries no meaning.)
+    pub(super) fn put_h1(&self, buf: &mut BytesMut, date: &HeaderValue, connection: &str) {
+        buf.put_slice(b"HTTP/1.1 ");
+        put_status(buf, self.status, self.reason());
+        let mut put = |name: &[u8], value: &[u8]| {
+            buf.put_slice(name);
+            buf.put_slice(b": ");
+            buf.put_slice(value);
+            buf.put_slice(b"\r\n");
+        };
+        // Each changed name once: its last `Put` or `Remove`, and whether the stored
+        // header has it.
+        let mut changed: SmallVec<[Changed; 10]> = SmallVec::new();
+        for (i, edit) in self.edits.iter().enumerate() {
+            let set = !matches!(edit.op, Op::Add(_));
+            match changed.iter_mut().find(|c| *c.name == edit.field.name) {
+                Some(c) if set => c.last_set = Some(i),
+                Some(_) => {}
+                None => changed.push(Changed {
+                    name: &edit.field.name,
+                    last_set: set.then_some(i),
+                    stored: false,
+                }),
+            }
+        }
+        let put_added = |put: &mut dyn FnMut(&[u8], &[u8]), c: &Changed| {
+            let from = c.last_set.map_or(0, |i| i + 1);
+            for e in &self.edits[from..] {
+                if let (Op::Add(v), true) = (&e.op, e.field.name == *c.name) {
+                    put(e.field.case.as_bytes(), v.as_bytes());
+                }
+            }
+        };
+        let (mut date_sent, mut connection_sent) = (false, false);
+        let mut fields = self
+            .stored
+            .headers
+            .iter()
+            .zip(self.stored.case_header_iter())
+            .peekable();
+        while let Some(((name, value), (case, _))) = fields.next() {
+            if *name == header::DATE {
+                if !std::mem::replace(&mut date_sent, true) {
+                    put(b"Date", date.as_bytes());
+                }
+                continue;
+            }
+            if *name == header::CONNECTION {
+                if !std::mem::replace(&mut connection_sent, true) {
+                    put(b"Connection", connection.as_bytes());
+                }
+                continue;
+            }
+            let Some(c) = changed.iter_mut().find(|c| c.name == name) else {
+                put(case.as_slice(), value.as_bytes());
+                continue;
+            };
+            let first_of_name = !std::mem::replace(&mut c.stored, true);
+            match c.last_set.map(|at| &self.edits[at]) {
+                None => {
+                    put(case.as_slice(), value.as_bytes());
+                    let last_of_name = fields.peek().is_none_or(|((next, _), _)| *next != name);
+                    if last_of_name {
+                        put_added(&mut put, c);
+                    }
+                }
+                Some(Edit {
+                    field,
+                    op: Op::Put(v),
+                }) if first_of_name => {
+                    put(field.case.as_bytes(), v.as_bytes());
+                    put_added(&mut put, c);
+                }
+                Some(_) => {}
+            }
+        }
+        // Fields the stored header does not have, or had and lost before values were
+        // added to them: in the order of their first change.
+        for c in &changed {
+            let last = c.last_set.map(|at| &self.edits[at]);
+            match last {
+                Some(Edit { op: Op::Remove, .. }) => {}
+                _ if c.stored => continue,
+                Some(Edit {
+                    field,
+                    op: Op::Put(v),
+                }) => put(field.case.as_bytes(), v.as_bytes()),
+                _ => {}
+            }
+            put_added(&mut put, c);
+        }
+        if !date_sent {
+            put(b"Date", date.as_bytes());
+        }
+        if !connection_sent {
+            put(b"Connection", connection.as_bytes());
+        }
+    }
+}
+
+/// A name [`Plan::put_h1`] changes.
+struct Changed<'p> {
+    name: &'p HeaderName,
+    last_set: Option<usize>,
+    /// The stored header has it.
+    stored: bool,
+}
+
+/// `status reason\r\n`, as Pingora's HTTP/1 writer ends a status line.
+pub(super) fn put_status(buf: &mut BytesMut, status: StatusCode, reason: Option<&str>) {
+    buf.put_slice(status.as_str().as_bytes());
+    buf.put_u8(b' ');
+    if let Some(reason) = reason {
+        buf.put_slice(reason.as_bytes());
+    }
+    buf.put_slice(b"\r\n");
+}
+
+impl Fields for Plan<'_> {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn change_status(&mut self, status: StatusCode) {
+        self.status = status;
+    }
+
+    fn clear_reason(&mut self) {
+        self.reason_cleared = true;
+    }
+
+    fn first(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        match self.last_set(name) {
+            Some(at) => match &self.edits[at].op {
+                Op::Put(v) => Some(v),
+                _ => self.added(name, Some(at)).next().and_then(Edit::value),
+            },
+            None => self
+                .stored
+                .headers
+                .get(name)
+                .or_else(|| self.added(name, None).next().and_then(Edit::value)),
+        }
+    }
+
+    fn each(&self, name: &HeaderName, f: &mut dyn FnMut(&HeaderValue)) {
+        let last = self.last_set(name);
+        match last.map(|at| &self.edits[at].op) {
+            Some(Op::Put(v)) => f(v),
+            Some(_) => {}
+            None => self.stored.headers.get_all(name).iter().for_each(&mut *f),
+        }
+        self.added(name, last).filter_map(Edit::value).for_each(f);
+    }
+
+    fn put(&mut self, field: &'static Field, value: HeaderValue) -> Result<()> {
+        self.edits.push(Edit {
+            field,
+            op: Op::Put(value),
+        });
+        Ok(())
+    }
+
+    fn add(&mut self, field: &'static Field, value: HeaderValue) -> Result<()> {
+        self.edits.push(Edit {
+            field,
+            op: Op::Add(value),
+        });
+        Ok(())
+    }
+
+    fn remove(&mut self, field: &'static Field) {
+        self.edits.push(Edit {
+            field,
+            op: Op::Remove,
+        });
+    }
+
+    fn not_modified(&self, req: &RequestHeader) -> bool {
+        // The status and the validators are the stored ones until a 304 is made.
+        self.status == self.stored.status && not_modified_filter(req, self.stored)
+    }
+
+    fn ranges(&mut self, req: &RequestHeader) -> RangeType {
+        debug_assert!(!req.headers.contains_key(header::RANGE));
+        // Pingora's range filter on a request without `Range`: no range, and a 200
+        // framed by a valid length says it could serve one.
+        let framed = self
+            .first(&header::CONTENT_LENGTH)
+            .and_then(|v| {
+                std::str::from_utf8(v.as_bytes())
+                    .ok()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .is_some();
+        if self.status == StatusCode::OK && framed {
+            self.edits.push(Edit {
+                field: &ACCEPT_RANGES,
+                op: Op::Put(HeaderValue::from_static("bytes")),
+            });
+        }
+        RangeType::None
+    }
+}
+
+impl Edit {
+    fn value(&self) -> Option<&HeaderValue> {
+        match &self.op {
+            Op::Put(v) | Op::Add(v) => Some(v),
+            Op::Remove => None,
+        }
+    }
+}
 
 /// How this node signs the fields it adds (`Cache-Status`, `Via`, to clients and to
 /// origins): as `holdfast`, or, with `node.advertise`, with its name too, so that a
@@ -69,83 +462,173 @@ impl Signature {
 /// shield tier), as RFC 9211 lists them, origin first; `Via`. A status the edge made of
 /// a stored one (206, 304, 416) says its own reason phrase.
 pub(super) fn edge_fields(
-    resp: &mut ResponseHeader,
+    resp: &mut impl Fields,
     outcome: &Outcome,
     sign: &Signature,
 ) -> Result<()> {
-    for tags in crate::purge::TAG_FIELDS {
-        resp.remove_header(tags);
+    for tags in &TAGS {
+        resp.remove(tags);
     }
-    if matches!(resp.status.as_u16(), 206 | 304 | 416) {
-        resp.set_reason_phrase(None)?;
+    if matches!(resp.status_code().as_u16(), 206 | 304 | 416) {
+        resp.clear_reason();
     }
-    let chain = list_ending_in(&resp.headers, "cache-status", sign.cache_status(outcome));
-    resp.insert_header("Cache-Status", chain)?;
-    resp.append_header("Via", sign.via())?;
-    Ok(())
+    let mut chain = String::with_capacity(64);
+    resp.each(&CACHE_STATUS.name, &mut |v| push_member(&mut chain, v));
+    chain.push_str(&sign.cache_status(outcome));
+    let chain =
+        HeaderValue::try_from(chain).or_err(ErrorType::InternalError, "a Cache-Status value")?;
+    resp.put(&CACHE_STATUS, chain)?;
+    resp.add(&VIA, sign.via())
 }
 
 /// One list field (`Cache-Status`, `CDN-Loop`): the members the message already carries,
 /// on however many lines, then `last`.
 pub(super) fn list_ending_in(headers: &http::HeaderMap, name: &str, last: String) -> String {
-    let before: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
-    if before.is_empty() {
+    let mut list = String::new();
+    for value in headers.get_all(name) {
+        push_member(&mut list, value);
+    }
+    if list.is_empty() {
         last
     } else {
-        format!("{}, {last}", before.join(", "))
+        list.push_str(&last);
+        list
+    }
+}
+
+/// The members of one line of a list field, each followed by `, `.
+fn push_member(list: &mut String, value: &HeaderValue) {
+    if let Ok(v) = value.to_str() {
+        let v = v.trim();
+        if !v.is_empty() {
+            list.push_str(v);
+            list.push_str(", ");
+        }
     }
 }
 
 /// A hit's header, ready to send, and what of the body follows it.
-pub(super) struct Hit {
-    pub header: Box<ResponseHeader>,
+pub(super) struct Hit<'a> {
+    pub header: HitHeader<'a>,
     /// The span of the stored body to send; `None` for a header-only answer (HEAD, 304,
     /// a stored 204 or 304).
     pub body: Option<Range<usize>>,
 }
 
+/// A hit's header in one of its two forms (see the module's documentation).
+// A plan lives on one request's stack (or its future) and is never stored: its edits
+// inline spare the allocation a boxed one would take on every hit.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum HitHeader<'a> {
+    Plan(Plan<'a>),
+    Built(Box<ResponseHeader>),
+}
+
+impl HitHeader<'_> {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HitHeader::Plan(plan) => plan.status,
+            HitHeader::Built(header) => header.status,
+        }
+    }
+
+    /// The header as Pingora's writers take it: for a plan, the stored header with its
+    /// changes applied through Pingora's header API, in the order they were made.
+    pub fn into_header(self) -> Result<Box<ResponseHeader>> {
+        let plan = match self {
+            HitHeader::Built(header) => return Ok(header),
+            HitHeader::Plan(plan) => plan,
+        };
+        let mut header = Box::new(plan.stored.clone());
+        header.set_version(http::Version::HTTP_11);
+        header.change_status(plan.status);
+        for edit in plan.edits {
+            match edit.op {
+                Op::Put(v) => header.put(edit.field, v)?,
+                Op::Add(v) => header.add(edit.field, v)?,
+                Op::Remove => header.remove(edit.field),
+            }
+        }
+        if plan.reason_cleared {
+            header.clear_reason();
+        }
+        Ok(header)
+    }
+}
+
 /// The header of a hit on `stored` (whose complete body is `body_len` bytes, `age`
-/// seconds old) for `req`, served as `outcome`; `None` when the request asks for several ranges or none
-/// that is satisfiable, which the full path answers (multipart, 416).
-pub(super) fn hit(
-    stored: &ResponseHeader,
+/// seconds old) for `req`, served as `outcome`; `None` when the request asks for several
+/// ranges or none that is satisfiable, which the full path answers (multipart, 416).
+pub(super) fn hit<'a>(
+    stored: &'a ResponseHeader,
     req: &RequestHeader,
     age: u64,
     body_len: usize,
     outcome: &Outcome,
     sign: &Signature,
-) -> Result<Option<Hit>> {
-    let mut header = Box::new(stored.clone());
-    header.insert_header(http::header::AGE, age)?;
-    header.set_version(http::Version::HTTP_11);
-    let no_body = matches!(stored.status.as_u16(), 204 | 304);
-    if !no_body && !header.headers.contains_key(http::header::CONTENT_LENGTH) {
-        // Stored before fills were framed by their length: frame it now.
-        header.remove_header(&http::header::TRANSFER_ENCODING);
-        header.insert_header(http::header::CONTENT_LENGTH, body_len)?;
+) -> Result<Option<Hit<'a>>> {
+    if !req.headers.contains_key(header::RANGE) && stored.has_case() {
+        let mut plan = Plan::new(stored);
+        let body = hit_fields(&mut plan, req, age, body_len, outcome, sign)?;
+        return Ok(body.map(|body| Hit {
+            header: HitHeader::Plan(plan),
+            body,
+        }));
     }
-    let not_modified = not_modified_filter(req, &header);
+    let mut header = Box::new(stored.clone());
+    header.set_version(http::Version::HTTP_11);
+    let body = hit_fields(&mut *header, req, age, body_len, outcome, sign)?;
+    Ok(body.map(|body| Hit {
+        header: HitHeader::Built(header),
+        body,
+    }))
+}
+
+/// [`hit`]'s steps, on either form of a header: what of the body to send, `None` when
+/// the full path must answer.
+fn hit_fields(
+    header: &mut impl Fields,
+    req: &RequestHeader,
+    age: u64,
+    body_len: usize,
+    outcome: &Outcome,
+    sign: &Signature,
+) -> Result<Option<Option<Range<usize>>>> {
+    header.put(&AGE, HeaderValue::from(age))?;
+    let no_body = matches!(header.status_code().as_u16(), 204 | 304);
+    if !no_body && header.first(&header::CONTENT_LENGTH).is_none() {
+        // Stored before fills were framed by their length: frame it now.
+        header.remove(&TRANSFER_ENCODING);
+        header.put(&CONTENT_LENGTH, HeaderValue::from(body_len))?;
+    }
+    let not_modified = header.not_modified(req);
     if not_modified {
-        to_304(&mut header);
+        to_304(header);
     }
     let mut span = 0..body_len;
-    match range_header_filter(req, &mut header, MAX_RANGES) {
+    match header.ranges(req) {
         RangeType::None => {}
         RangeType::Single(range) => span = range,
         RangeType::Multi(_) | RangeType::Invalid => return Ok(None),
     }
-    edge_fields(&mut header, outcome, sign)?;
+    edge_fields(header, outcome, sign)?;
     let header_only = no_body || not_modified || req.method == http::Method::HEAD;
-    Ok(Some(Hit {
-        body: (!header_only).then_some(span),
-        header,
-    }))
+    Ok(Some((!header_only).then_some(span)))
+}
+
+/// A 200 made a 304 (RFC 9110 §15.4.5) as Pingora's `to_304` makes it on the full
+/// path: no framing, no `Content-Type`, `Content-Encoding` or `Accept-Ranges`.
+fn to_304(header: &mut impl Fields) {
+    header.change_status(StatusCode::NOT_MODIFIED);
+    for field in [
+        &CONTENT_LENGTH,
+        &CONTENT_TYPE,
+        &TRANSFER_ENCODING,
+        &CONTENT_ENCODING,
+        &ACCEPT_RANGES,
+    ] {
+        header.remove(field);
+    }
 }
 
 /// Fields a `304` never changes in the stored response (RFC 9111 §3.2): its framing and
@@ -180,4 +663,163 @@ pub(super) fn updated_by_304(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Fields a stored header may carry, several of them more than once.
+    const FIELDS: [(&str, &str); 16] = [
+        ("Content-Type", "text/plain"),
+        ("content-length", "5"),
+        ("Transfer-Encoding", "chunked"),
+        ("ETag", "\"v1\""),
+        ("Last-Modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        ("Surrogate-Key", "a b"),
+        ("Cache-Tag", "c"),
+        ("Cache-Status", "origin; fwd=miss"),
+        ("via", "1.1 shield"),
+        ("accept-ranges", "none"),
+        ("age", "3"),
+        ("cache-status", "shield; hit"),
+        ("Date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        ("Connection", "keep-alive"),
+        ("X-Custom", "1"),
+        ("Content-Encoding", "gzip"),
+    ];
+
+    fn stored(status: u16, reason: Option<&str>, fields: &[usize]) -> ResponseHeader {
+        let mut h = ResponseHeader::build(status, None).unwrap();
+        h.set_reason_phrase(reason).unwrap();
+        for &i in fields {
+            let (name, value) = FIELDS[i];
+            h.append_header(name.to_string(), value).unwrap();
+        }
+        h
+    }
+
+    fn request(method: &str, condition: Option<(&str, &str)>) -> RequestHeader {
+        let mut req = RequestHeader::build(method, b"/a", None).unwrap();
+        if let Some((name, value)) = condition {
+            req.insert_header(name.to_string(), value).unwrap();
+        }
+        req
+    }
+
+    /// Status line, then the field lines, sorted by name only: the order of fields of
+    /// one name is kept, the order across names (which carries no meaning) is not.
+    fn lines(wire: &[u8]) -> (String, Vec<String>) {
+        let text = String::from_utf8(wire.to_vec()).unwrap();
+        let mut lines = text.split("\r\n").filter(|l| !l.is_empty());
+        let status = lines.next().unwrap().to_string();
+        let mut fields: Vec<String> = lines.map(str::to_string).collect();
+        fields.sort_by_key(|l| l.split(':').next().unwrap().to_ascii_lowercase());
+        (status, fields)
+    }
+
+    /// The plan on the wire, and the header it makes through Pingora's writer's steps
+    /// (`Date`, `Connection` inserted, then Pingora's own serialization).
+    fn both(plan: Plan<'_>) -> ((String, Vec<String>), (String, Vec<String>)) {
+        let date = HeaderValue::from_static("Wed, 02 Dec 2026 06:00:00 GMT");
+        let mut wire = BytesMut::new();
+        plan.put_h1(&mut wire, &date, "keep-alive");
+        let mut header = HitHeader::Plan(plan).into_header().unwrap();
+        header.insert_header(header::DATE, date).unwrap();
+        header
+            .insert_header(header::CONNECTION, "keep-alive")
+            .unwrap();
+        let mut built = BytesMut::new();
+        built.put_slice(b"HTTP/1.1 ");
+        put_status(&mut built, header.status, header.get_reason_phrase());
+        header.header_to_h1_wire(&mut built);
+        (lines(&wire), lines(&built))
+    }
+
+    #[test]
+    fn a_plain_hit_changes_what_a_hit_changes() {
+        let pick = |names: &[&str]| -> Vec<usize> {
+            let at = |n: &&str| FIELDS.iter().position(|(f, _)| f == n).unwrap();
+            names.iter().map(at).collect()
+        };
+        let fields = pick(&[
+            "Content-Type",
+            "content-length",
+            "Surrogate-Key",
+            "Cache-Status",
+            "via",
+            "Date",
+            "X-Custom",
+        ]);
+        let stored = stored(200, None, &fields);
+        let req = request("GET", None);
+        let sign = Signature::new(&crate::config::NodeIdentity {
+            name: "fra1".into(),
+            max_hops: 4,
+            advertise: false,
+        });
+        let outcome = Outcome::Hit {
+            ttl: Some(60),
+            stale: None,
+        };
+        let Some(hit) = hit(&stored, &req, 7, 5, &outcome, &sign).unwrap() else {
+            panic!("a plain GET is a hit");
+        };
+        assert_eq!(hit.body, Some(0..5));
+        let HitHeader::Plan(plan) = hit.header else {
+            panic!("a GET without Range is planned");
+        };
+        let ((status, fields), built) = both(plan);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(
+            fields,
+            [
+                "Accept-Ranges: bytes",
+                "Age: 7",
+                "Cache-Status: origin; fwd=miss, holdfast; hit; ttl=60",
+                "Connection: keep-alive",
+                "content-length: 5",
+                "Content-Type: text/plain",
+                "Date: Wed, 02 Dec 2026 06:00:00 GMT",
+                "via: 1.1 shield",
+                "Via: 1.1 holdfast",
+                "X-Custom: 1",
+            ]
+        );
+        assert_eq!((status, fields), built);
+    }
+
+    proptest! {
+        /// Whatever the stored fields, status and request, the plan written to the wire
+        /// and the `ResponseHeader` it makes say the same.
+        #[test]
+        fn the_plan_on_the_wire_is_the_header_it_makes(
+            fields in proptest::collection::vec(0..FIELDS.len(), 0..12),
+            status in prop::sample::select(vec![200u16, 203, 204, 301, 304, 404]),
+            reason in prop::sample::select(vec![None, Some("Fine")]),
+            method in prop::sample::select(vec!["GET", "HEAD"]),
+            condition in prop::sample::select(vec![
+                None,
+                Some(("If-None-Match", "\"v1\"")),
+                Some(("If-None-Match", "\"v2\"")),
+                Some(("If-Modified-Since", "Tue, 01 Dec 2026 10:00:00 GMT")),
+            ]),
+            age in 0u64..100_000,
+        ) {
+            let stored = stored(status, reason, &fields);
+            let req = request(method, condition);
+            let sign = Signature::new(&crate::config::NodeIdentity {
+                name: "fra1".into(),
+                max_hops: 4,
+                advertise: true,
+            });
+            let outcome = Outcome::Hit { ttl: Some(1), stale: None };
+            let mut plan = Plan::new(&stored);
+            let body = hit_fields(&mut plan, &req, age, 5, &outcome, &sign).unwrap();
+            prop_assert!(body.is_some());
+            let (wire, built) = both(plan);
+            prop_assert_eq!(wire, built);
+        }
+    }
 }
