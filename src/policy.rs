@@ -103,30 +103,33 @@ pub fn cache_key(
     path: &str,
     query: Option<&str>,
 ) -> String {
+    let sorted;
     let query = match (customer.cache.query, query) {
-        (_, None) | (QueryKey::Drop, _) => String::new(),
-        (QueryKey::Keep, Some(q)) => q.to_string(),
+        (_, None) | (QueryKey::Drop, _) => "",
+        (QueryKey::Keep, Some(q)) => q,
         (QueryKey::Sort, Some(q)) => {
             let mut parts: Vec<&str> = q.split('&').filter(|p| !p.is_empty()).collect();
             parts.sort_unstable();
-            parts.join("&")
+            sorted = parts.join("&");
+            &sorted
         }
     };
     let mut key =
         String::with_capacity(customer.name.len() + host.len() + path.len() + query.len() + 24);
     let mut push = |part: &str, fold_case: bool| {
-        let _ = write!(key, "{}:", part.len());
+        let _ = key.write_str(itoa::Buffer::new().format(part.len()));
+        key.push(':');
+        let start = key.len();
+        key.push_str(part);
         if fold_case {
-            key.extend(part.chars().map(|c| c.to_ascii_lowercase()));
-        } else {
-            key.push_str(part);
+            key[start..].make_ascii_lowercase();
         }
     };
     push(&customer.name, false);
     push(scheme, false);
     push(host, true);
     push(path, false);
-    push(&query, false);
+    push(query, false);
     key
 }
 

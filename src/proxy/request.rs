@@ -28,7 +28,15 @@ pub(super) fn normalize_request(
     customer: &Customer,
     host: &str,
 ) -> Result<()> {
-    req.insert_header(header::HOST, host)?;
+    // Most requests already say it so: one `Host`, canonical (an insertion parses the
+    // name back from bytes and updates two maps).
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let canonical = hosts
+        .next()
+        .is_some_and(|h| h.as_bytes() == host.as_bytes());
+    if !canonical || hosts.next().is_some() {
+        req.insert_header(header::HOST, host)?;
+    }
     // An absolute-form target (`GET http://shop.example.com/a`): Pingora has checked
     // that its authority is the Host's and exposes its path, but would forward the raw
     // target; send the origin form that the key is made of (RFC 9112 §3.2.1).
@@ -46,8 +54,12 @@ pub(super) fn normalize_request(
         })?;
         req.set_uri(uri);
     }
-    for name in &customer.origin.drop_request_headers {
-        req.remove_header(name);
+    // A look at the few fields a request has is cheaper than a removal per name.
+    let drop = &customer.origin.drop_request_headers;
+    if req.headers.keys().any(|name| drop.contains(name)) {
+        for name in drop {
+            req.remove_header(name);
+        }
     }
     normalize_accept_encoding(req)
 }
@@ -85,13 +97,21 @@ fn normalize_accept_encoding(req: &mut RequestHeader) -> Result<()> {
     // `*` stands for the codings not named otherwise (RFC 9110 §12.5.3).
     let br = br || (any && !no_br);
     let gzip = gzip || (any && !no_gzip);
-    match (br, gzip) {
-        (true, true) => req.insert_header(header::ACCEPT_ENCODING, "br, gzip")?,
-        (true, false) => req.insert_header(header::ACCEPT_ENCODING, "br")?,
-        (false, true) => req.insert_header(header::ACCEPT_ENCODING, "gzip")?,
+    let reduced = match (br, gzip) {
+        (true, true) => "br, gzip",
+        (true, false) => "br",
+        (false, true) => "gzip",
         (false, false) => {
             req.remove_header(&header::ACCEPT_ENCODING);
+            return Ok(());
         }
+    };
+    let mut values = req.headers.get_all(header::ACCEPT_ENCODING).iter();
+    let already = values
+        .next()
+        .is_some_and(|v| v.as_bytes() == reduced.as_bytes());
+    if !already || values.next().is_some() {
+        req.insert_header(header::ACCEPT_ENCODING, reduced)?;
     }
     Ok(())
 }
@@ -140,12 +160,17 @@ pub(super) fn loop_entry(name: &str) -> String {
     format!("holdfast; node={name}-{:08x}", h.finish() as u32)
 }
 
+const CDN_LOOP: http::HeaderName = http::HeaderName::from_static("cdn-loop");
+
 /// Why a request must not go on, if it must not: it carries this node's own `CDN-Loop`
 /// entry (it has been here before), or more than `max_hops` Holdfast entries.
 pub(super) fn loop_detected(req: &RequestHeader, own: &str, max_hops: u32) -> Option<String> {
+    let values = req.headers.get_all(CDN_LOOP);
+    // Most requests carry none.
+    values.iter().next()?;
     let own_node = own.split_once("node=").map(|(_, n)| n)?;
     let mut hops = 0u32;
-    for value in req.headers.get_all("cdn-loop") {
+    for value in values {
         let Ok(value) = value.to_str() else { continue };
         for entry in value.split(',') {
             let mut parts = entry.split(';').map(str::trim);
