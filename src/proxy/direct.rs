@@ -74,19 +74,18 @@ impl Direct {
         }
     }
 
-    /// Send `header` and `body` ([`Payload::EMPTY`] for a response without one: HEAD,
-    /// 304, 204). The header must frame the body with `Content-Length`; it gets the
-    /// `Date` and `Connection` fields Pingora would have added. Returns the body bytes
-    /// sent. An error means the client went away or stopped reading: the connection must
-    /// not be reused, and nothing more may be written to it.
-    pub async fn send(&self, header: HitHeader<'_>, body: Payload<'_>) -> Result<usize> {
+    /// The bytes of `header` on this connection: it must frame the body with
+    /// `Content-Length`, and gets the `Date` and `Connection` fields Pingora would have
+    /// added. Made before anything is sent (and without moving the header into the
+    /// sending future), so that [`Direct::send`] only writes.
+    pub fn head(&self, header: &mut HitHeader<'_>) -> Result<BytesMut> {
         let mut head = BytesMut::with_capacity(512);
         match header {
             HitHeader::Plan(plan) => plan.put_h1(&mut head, &get_cached_date(), self.connection()),
-            HitHeader::Built(mut resp) => {
-                status_line(&mut head, &resp)?;
+            HitHeader::Built(resp) => {
+                status_line(&mut head, resp)?;
                 if resp.has_case() {
-                    put_fields_with(&mut head, &resp, &get_cached_date(), self.connection());
+                    put_fields_with(&mut head, resp, &get_cached_date(), self.connection());
                 } else {
                     resp.insert_header(header::DATE, get_cached_date())?;
                     resp.insert_header(header::CONNECTION, self.connection())?;
@@ -95,11 +94,14 @@ impl Direct {
             }
         }
         head.put_slice(b"\r\n");
-        self.finish(&head, body).await
+        Ok(head)
     }
 
-    /// Write `head` and `body`; the body's length, or the error as Pingora's.
-    async fn finish(&self, head: &[u8], body: Payload<'_>) -> Result<usize> {
+    /// Send `head` (from [`Direct::head`]) and `body` ([`Payload::EMPTY`] for a
+    /// response without one: HEAD, 304, 204). Returns the body bytes sent. An error
+    /// means the client went away or stopped reading: the connection must not be
+    /// reused, and nothing more may be written to it.
+    pub async fn send(&self, head: &[u8], body: Payload<'_>) -> Result<usize> {
         match self.write_all(head, body).await {
             Ok(()) => Ok(body.len()),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Error::e_because(

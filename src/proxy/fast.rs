@@ -141,23 +141,26 @@ impl Edge {
         ctx.outcome = Some(outcome);
         self.metrics.fast_path_hits.fetch_add(1, Ordering::Relaxed);
         let code = hit.header.status().as_u16();
+        let head::Hit { mut header, body } = hit;
         if let Some(direct) = direct::Direct::new(session) {
             // Plain HTTP/1: the header and the body in one send, or the body by
             // `sendfile` from its file. Set before sending: after a failed send nothing
             // else may be written.
             ctx.sent_directly = Some((code, 0));
-            let payload = match &hit.body {
+            let payload = match &body {
                 Some(span) => Payload::stored(stored.body_ref(), span.clone()),
                 None => Payload::EMPTY,
             };
-            let sent = direct.send(hit.header, payload).await?;
+            let head = direct.head(&mut header)?;
+            drop(header);
+            let sent = direct.send(&head, payload).await?;
             ctx.sent_directly = Some((code, sent));
             return Ok(true);
         }
         session
-            .write_response_header(hit.header.into_header()?, hit.body.is_none())
+            .write_response_header(header.into_header()?, body.is_none())
             .await?;
-        if let Some(span) = hit.body {
+        if let Some(span) = body {
             let body = stored.read_body(span).map_err(|e| {
                 Error::because(ErrorType::InternalError, "reading a cached body", e)
             })?;
