@@ -468,6 +468,25 @@ impl Active {
     }
 }
 
+/// Open an object file to read it, without access-time updates: hits `sendfile` from
+/// the file the entry keeps open, and the kernel would check (and now and then write)
+/// the file's access time on every one, which nothing here reads. A file this process
+/// does not own may not be opened so (EPERM): it is opened as it is.
+fn open_to_read(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let no_atime = rustix::fs::OFlags::NOATIME.bits() as i32;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(no_atime)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            File::open(path)
+        }
+        opened => opened,
+    }
+}
+
 fn object_path(objects: &Path, key: &HashBinary) -> PathBuf {
     let hex = super::handlers::hex(key);
     objects.join(&hex[..2]).join(hex)
@@ -506,7 +525,7 @@ fn read_object(
     verified: bool,
     budget: &Arc<FileBudget>,
 ) -> Result<Entry, ReadError> {
-    let file = File::open(path)?;
+    let file = open_to_read(path)?;
     let len = file.metadata()?.len();
     let first_len = usize::try_from(len.min(FIRST_READ as u64)).unwrap_or(FIRST_READ);
     let mut first = vec![0u8; first_len];
