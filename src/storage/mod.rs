@@ -325,10 +325,23 @@ impl CacheStore for MemoryStore {
 /// time, 7 % of a miss (`bench/instructions.sh`'s method). The value is the same hash,
 /// so stored objects and their files keep their names.
 pub fn key(primary: String) -> CacheKey {
+    let hash = primary_hash(&primary);
     let mut key = CacheKey::new(primary, "");
-    let hash = key.primary_bin();
     key.set_primary_bin_override(hash);
     key
+}
+
+/// pingora-cache's hash of a primary key, BLAKE2b with a 16-byte digest of its text,
+/// computed by `blake2b_simd`, which gives the same digest with the CPU's vector
+/// instructions: every request hashes its key once, and the portable code pingora-cache
+/// uses took 2,100 instructions of a 1 KiB hit's 49,000 for it.
+fn primary_hash(primary: &str) -> HashBinary {
+    let digest = blake2b_simd::Params::new()
+        .hash_length(16)
+        .hash(primary.as_bytes());
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(digest.as_bytes());
+    hash
 }
 
 pub fn metric_writer(out: &mut String) -> impl FnMut(&str, &str, &str, u64) + '_ {

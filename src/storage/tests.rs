@@ -765,3 +765,15 @@ fn a_key_with_its_hash_computed_once_hashes_as_pingora_would() {
     assert_eq!(once.combined_bin(), plain.combined_bin());
     assert_eq!(once.primary_key_str(), plain.primary_key_str());
 }
+
+proptest! {
+    /// Whatever the key text (empty, one block, several), the hash the store and the
+    /// disk tier's file names use is the one pingora-cache computes.
+    #[test]
+    fn every_key_hashes_as_pingora_would(text in ".{0,400}") {
+        use pingora_cache::key::CacheHashKey;
+        let plain = CacheKey::new(text.clone(), "");
+        let ours = super::key(text);
+        prop_assert_eq!(ours.primary_bin(), plain.primary_bin());
+    }
+}
