@@ -215,7 +215,11 @@ impl<'a> Plan<'a> {
         // Each changed name once: its last `Put` or `Remove`, and whether the stored
         // header has it.
         let mut changed: SmallVec<[Changed; 10]> = SmallVec::new();
+        // Most stored fields are none of those, nor `Date` or `Connection`: a bit per
+        // name tells them so without comparing names.
+        let mut special = name_bit(&header::DATE) | name_bit(&header::CONNECTION);
         for (i, edit) in self.edits.iter().enumerate() {
+            special |= name_bit(&edit.field.name);
             let set = !matches!(edit.op, Op::Add(_));
             match changed.iter_mut().find(|c| *c.name == edit.field.name) {
                 Some(c) if set => c.last_set = Some(i),
@@ -243,6 +247,10 @@ impl<'a> Plan<'a> {
             .zip(self.stored.case_header_iter())
             .peekable();
         while let Some(((name, value), (case, _))) = fields.next() {
+            if special & name_bit(name) == 0 {
+                put(case.as_slice(), value.as_bytes());
+                continue;
+            }
             if *name == header::DATE {
                 if !std::mem::replace(&mut date_sent, true) {
                     put(b"Date", date.as_bytes());
@@ -300,6 +308,14 @@ impl<'a> Plan<'a> {
             put(b"Connection", connection.as_bytes());
         }
     }
+}
+
+/// One of 64 bits for a field name, from its length and last letter: equal names have
+/// equal bits.
+fn name_bit(name: &HeaderName) -> u64 {
+    let name = name.as_str().as_bytes();
+    let last = name.last().copied().unwrap_or(0) as usize;
+    1 << ((name.len() + last) & 63)
 }
 
 /// A name [`Plan::put_h1`] changes.
