@@ -28,15 +28,7 @@ pub(super) fn normalize_request(
     customer: &Customer,
     host: &str,
 ) -> Result<()> {
-    // Most requests already say it so: one `Host`, canonical (an insertion parses the
-    // name back from bytes and updates two maps).
-    let mut hosts = req.headers.get_all(header::HOST).iter();
-    let canonical = hosts
-        .next()
-        .is_some_and(|h| h.as_bytes() == host.as_bytes());
-    if !canonical || hosts.next().is_some() {
-        req.insert_header(header::HOST, host)?;
-    }
+    set_unless_so(req, header::HOST, host)?;
     // An absolute-form target (`GET http://shop.example.com/a`): Pingora has checked
     // that its authority is the Host's and exposes its path, but would forward the raw
     // target; send the origin form that the key is made of (RFC 9112 §3.2.1).
@@ -106,12 +98,19 @@ fn normalize_accept_encoding(req: &mut RequestHeader) -> Result<()> {
             return Ok(());
         }
     };
-    let mut values = req.headers.get_all(header::ACCEPT_ENCODING).iter();
-    let already = values
+    set_unless_so(req, header::ACCEPT_ENCODING, reduced)
+}
+
+/// `name: value` as the request's one field of that name. Most requests already say it
+/// so (one canonical `Host`, a reduced `Accept-Encoding`), and an insertion parses the
+/// name back from bytes and updates two maps: it is made only when needed.
+fn set_unless_so(req: &mut RequestHeader, name: http::HeaderName, value: &str) -> Result<()> {
+    let mut values = req.headers.get_all(&name).iter();
+    let so = values
         .next()
-        .is_some_and(|v| v.as_bytes() == reduced.as_bytes());
-    if !already || values.next().is_some() {
-        req.insert_header(header::ACCEPT_ENCODING, reduced)?;
+        .is_some_and(|v| v.as_bytes() == value.as_bytes());
+    if !so || values.next().is_some() {
+        req.insert_header(name, value)?;
     }
     Ok(())
 }
@@ -329,6 +328,25 @@ mod tests {
         req.headers
             .get(header::ACCEPT_ENCODING)
             .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_field_is_set_to_one_value_unless_it_says_only_that() {
+        let set = |values: &[&str]| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for v in values {
+                req.append_header("host", *v).unwrap();
+            }
+            set_unless_so(&mut req, header::HOST, "shop.example.com").unwrap();
+            let got: Vec<_> = req.headers.get_all(header::HOST).iter().cloned().collect();
+            got
+        };
+        let one = vec![http::HeaderValue::from_static("shop.example.com")];
+        assert_eq!(set(&[]), one);
+        assert_eq!(set(&["shop.example.com"]), one);
+        assert_eq!(set(&["Shop.Example.com:8080"]), one);
+        assert_eq!(set(&["shop.example.com", "other.example"]), one);
+        assert_eq!(set(&["shop.example.com", "shop.example.com"]), one);
     }
 
     #[test]
