@@ -126,26 +126,32 @@ pub(super) fn set_forwarded(
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    if let Some(ip) = peer {
-        let xff = match upstream
+        .unwrap_or("");
+    // Built by hand, the address formatted once for both fields: `format!` and an
+    // address's `Display` were most of what setting them cost.
+    let ip = peer.map(|ip| (ip.is_ipv6(), ip.to_string()));
+    let mut forwarded = String::with_capacity(host.len() + scheme.len() + 64);
+    match &ip {
+        Some((true, ip)) => forwarded.extend(["for=\"[", ip, "]\";"]),
+        Some((false, ip)) => forwarded.extend(["for=", ip, ";"]),
+        None => {}
+    }
+    forwarded.extend(["host=", host, ";proto=", scheme]);
+    let xff = ip.map(|(_, ip)| {
+        match upstream
             .headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
         {
-            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
-            _ => ip.to_string(),
-        };
+            Some(before) if !before.trim().is_empty() => [before, ", ", &ip].concat(),
+            _ => ip,
+        }
+    });
+    if let Some(xff) = xff {
         upstream.insert_header("X-Forwarded-For", xff)?;
     }
     upstream.insert_header("X-Forwarded-Proto", scheme)?;
-    let node = match peer {
-        Some(std::net::IpAddr::V6(ip)) => format!("for=\"[{ip}]\";"),
-        Some(ip) => format!("for={ip};"),
-        None => String::new(),
-    };
-    upstream.insert_header("Forwarded", format!("{node}host={host};proto={scheme}"))?;
+    upstream.insert_header("Forwarded", forwarded)?;
     Ok(())
 }
 
@@ -328,6 +334,40 @@ mod tests {
         req.headers
             .get(header::ACCEPT_ENCODING)
             .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn forwarding_fields_name_the_client_once_each() {
+        let forwarded = |peer: &str, before: Option<&str>| {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            req.insert_header("Host", "shop.test").unwrap();
+            if let Some(before) = before {
+                req.insert_header("X-Forwarded-For", before).unwrap();
+            }
+            set_forwarded(&mut req, Some(peer.parse().unwrap()), "https").unwrap();
+            let get = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_string();
+            (
+                get("x-forwarded-for"),
+                get("forwarded"),
+                get("x-forwarded-proto"),
+            )
+        };
+        assert_eq!(
+            forwarded("192.0.2.1", None),
+            (
+                "192.0.2.1".to_string(),
+                "for=192.0.2.1;host=shop.test;proto=https".to_string(),
+                "https".to_string()
+            )
+        );
+        assert_eq!(
+            forwarded("2001:db8::1", Some("203.0.113.7")),
+            (
+                "203.0.113.7, 2001:db8::1".to_string(),
+                "for=\"[2001:db8::1]\";host=shop.test;proto=https".to_string(),
+                "https".to_string()
+            )
+        );
     }
 
     #[test]
