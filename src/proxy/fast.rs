@@ -158,7 +158,14 @@ impl Edge {
             return Ok(true);
         }
         session
-            .write_response_header(header.into_header()?, body.is_none())
+            .write_response_header(
+                if ctx.transport.h2 {
+                    header.into_h2_header()?
+                } else {
+                    header.into_header()?
+                },
+                body.is_none(),
+            )
             .await?;
         if let Some(span) = body {
             let body = stored.read_body(span).map_err(|e| {

@@ -548,6 +548,36 @@ impl HitHeader<'_> {
         }
     }
 
+    /// The header for an HTTP/2 stream: the same fields and values as
+    /// [`HitHeader::into_header`]'s, without the names' case, which HTTP/2 does not carry
+    /// (HPACK sends names in lower case, and Pingora's HTTP/2 writer takes `http`'s
+    /// parts of the header). So a plan's changes go straight into `http`'s map, a name
+    /// already parsed, instead of through Pingora's case-keeping API.
+    pub fn into_h2_header(self) -> Result<Box<ResponseHeader>> {
+        let plan = match self {
+            HitHeader::Built(header) => return Ok(header),
+            HitHeader::Plan(plan) => plan,
+        };
+        let mut parts = plan.stored.as_owned_parts();
+        parts.version = http::Version::HTTP_11;
+        parts.status = plan.status;
+        for edit in plan.edits {
+            let name = edit.field.name.clone();
+            match edit.op {
+                Op::Put(v) => {
+                    parts.headers.insert(name, v);
+                }
+                Op::Add(v) => {
+                    parts.headers.append(name, v);
+                }
+                Op::Remove => {
+                    parts.headers.remove(&name);
+                }
+            }
+        }
+        Ok(Box::new(ResponseHeader::from(parts)))
+    }
+
     /// The header as Pingora's writers take it: for a plan, the stored header with its
     /// changes applied through Pingora's header API, in the order they were made.
     pub fn into_header(self) -> Result<Box<ResponseHeader>> {
@@ -806,6 +836,31 @@ mod tests {
         assert_eq!((status, fields), built);
     }
 
+    /// The plan [`hit_fields`] makes for these.
+    fn plan_like<'a>(
+        stored: &'a ResponseHeader,
+        req: &RequestHeader,
+        age: u64,
+        outcome: &Outcome,
+        sign: &Signature,
+    ) -> Plan<'a> {
+        let mut plan = Plan::new(stored);
+        hit_fields(&mut plan, req, age, 5, outcome, sign).unwrap();
+        plan
+    }
+
+    /// Status, then every field as lower-case name and value, in `http`'s order (each
+    /// name's values together, in order).
+    fn fields_of(header: Box<ResponseHeader>) -> (u16, Vec<(String, Vec<u8>)>) {
+        let mut fields: Vec<(String, Vec<u8>)> = header
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        (header.status.as_u16(), fields)
+    }
+
     proptest! {
         /// Whatever the stored fields, status and request, the plan written to the wire
         /// and the `ResponseHeader` it makes say the same.
@@ -834,6 +889,9 @@ mod tests {
             let mut plan = Plan::new(&stored);
             let body = hit_fields(&mut plan, &req, age, 5, &outcome, &sign).unwrap();
             prop_assert!(body.is_some());
+            let h2 = fields_of(HitHeader::Plan(plan_like(&stored, &req, age, &outcome, &sign)).into_h2_header().unwrap());
+            let h1 = fields_of(HitHeader::Plan(plan_like(&stored, &req, age, &outcome, &sign)).into_header().unwrap());
+            prop_assert_eq!(h2, h1);
             let (wire, built) = both(plan);
             prop_assert_eq!(wire, built);
         }
