@@ -14,9 +14,10 @@
 //! it is plus the changes a hit makes to it. A hit without `Range` (nearly all) is a
 //! `Plan`: the fast path writes it to an HTTP/1 socket without copying the stored header
 //! first (a copy, four field insertions through Pingora's header API and the drop of the
-//! copy were a sixth of a hit's instructions), and HTTP/1 over TLS and HTTP/2 turn it
-//! into the `ResponseHeader` Pingora's writers take ([`HitHeader::into_header`]), which
-//! applies the same changes in the same order.
+//! copy were a sixth of a hit's instructions). HTTP/1 over TLS turns it into the
+//! `ResponseHeader` Pingora's writers take ([`HitHeader::into_header`]), which applies
+//! the same changes in the same order; HTTP/2, which carries no field-name case, does the
+//! same on `http`'s map alone ([`HitHeader::into_h2_header`]).
 
 use std::ops::Range;
 use std::sync::Arc;
