@@ -24,14 +24,13 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use http::{header, HeaderValue};
+use http::header;
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::l4::stream::Stream;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::head::{put_status, HitHeader};
+use super::head::{put_status, HitHeader, Plan};
 use crate::storage::BodyRef;
 use rustix::net::SendFlags;
 use socket2::SockRef;
@@ -80,17 +79,21 @@ impl Direct {
     /// sending future), so that [`Direct::send`] only writes.
     pub fn head(&self, header: &mut HitHeader<'_>) -> Result<BytesMut> {
         let mut head = BytesMut::with_capacity(512);
+        let date = get_cached_date();
         match header {
-            HitHeader::Plan(plan) => plan.put_h1(&mut head, &get_cached_date(), self.connection()),
+            HitHeader::Plan(plan) => plan.put_h1(&mut head, &date, self.connection()),
+            // Built whole (a ranged hit): written as a plan that changes nothing.
+            HitHeader::Built(resp) if resp.has_case() => {
+                Plan::new(resp).put_h1(&mut head, &date, self.connection())
+            }
+            // No stored header lacks its fields' case, but Pingora's own writer would
+            // take one: as it does, after inserting `Date` and `Connection`.
             HitHeader::Built(resp) => {
-                status_line(&mut head, resp)?;
-                if resp.has_case() {
-                    put_fields_with(&mut head, resp, &get_cached_date(), self.connection());
-                } else {
-                    resp.insert_header(header::DATE, get_cached_date())?;
-                    resp.insert_header(header::CONNECTION, self.connection())?;
-                    resp.header_to_h1_wire(&mut head);
-                }
+                head.put_slice(b"HTTP/1.1 ");
+                put_status(&mut head, resp.status, resp.get_reason_phrase());
+                resp.insert_header(header::DATE, date)?;
+                resp.insert_header(header::CONNECTION, self.connection())?;
+                resp.header_to_h1_wire(&mut head);
             }
         }
         head.put_slice(b"\r\n");
@@ -246,64 +249,6 @@ fn retry<T>(mut call: impl FnMut() -> io::Result<T>) -> io::Result<T> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }
-    }
-}
-
-/// The status line, as Pingora's HTTP/1 writer writes it (its header fields follow).
-fn status_line(buf: &mut BytesMut, resp: &ResponseHeader) -> Result<()> {
-    let version = match resp.version {
-        http::Version::HTTP_10 => "HTTP/1.0 ",
-        http::Version::HTTP_11 => "HTTP/1.1 ",
-        v => {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!("cannot write a {v:?} response on an HTTP/1 connection"),
-            )
-        }
-    };
-    buf.put_slice(version.as_bytes());
-    put_status(buf, resp.status, resp.get_reason_phrase());
-    Ok(())
-}
-
-/// The fields of `resp` (which keeps its fields' case, as every stored response does) on
-/// the wire as Pingora's HTTP/1 writer puts them after it has inserted `Date` and
-/// `Connection`: each in place of the first field of its name (under its titled name),
-/// later ones dropped, else at the end. Serializing them so, instead of inserting them
-/// first, spares two insertions (a field name parsed back from its titled bytes each)
-/// on every hit; `tests/hitpath.rs` compares the bytes with Pingora's.
-fn put_fields_with(
-    buf: &mut BytesMut,
-    resp: &ResponseHeader,
-    date: &HeaderValue,
-    connection: &str,
-) {
-    let mut put = |name: &[u8], value: &[u8]| {
-        buf.put_slice(name);
-        buf.put_slice(b": ");
-        buf.put_slice(value);
-        buf.put_slice(b"\r\n");
-    };
-    let (mut date_sent, mut connection_sent) = (false, false);
-    for (name, value) in resp.case_header_iter() {
-        let name = name.as_slice();
-        if name.eq_ignore_ascii_case(b"date") {
-            if !std::mem::replace(&mut date_sent, true) {
-                put(b"Date", date.as_bytes());
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if !std::mem::replace(&mut connection_sent, true) {
-                put(b"Connection", connection.as_bytes());
-            }
-        } else {
-            put(name, value.as_bytes());
-        }
-    }
-    if !date_sent {
-        put(b"Date", date.as_bytes());
-    }
-    if !connection_sent {
-        put(b"Connection", connection.as_bytes());
     }
 }
 

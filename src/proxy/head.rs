@@ -154,8 +154,11 @@ enum Op {
 }
 
 impl<'a> Plan<'a> {
-    /// Only for a request without `Range` (see [`Fields::ranges`]).
-    fn new(stored: &'a ResponseHeader) -> Plan<'a> {
+    /// `stored` as it is: changed by a hit's steps (only for a request without `Range`,
+    /// see [`Fields::ranges`]), or written unchanged by [`Plan::put_h1`] (a header built
+    /// whole, a ranged hit's), as Pingora's HTTP/1 writer would, with `Date` and
+    /// `Connection`.
+    pub(super) fn new(stored: &'a ResponseHeader) -> Plan<'a> {
         Plan {
             stored,
             status: stored.status,
