@@ -60,10 +60,13 @@ static ACCEPT_RANGES: Field = Field::new(header::ACCEPT_RANGES, "Accept-Ranges")
 static CACHE_STATUS: Field = Field::new(HeaderName::from_static("cache-status"), "Cache-Status");
 static VIA: Field = Field::new(header::VIA, "Via");
 /// The purge tag fields ([`crate::purge::TAG_FIELDS`]).
-static TAGS: [Field; 2] = [
-    Field::new(HeaderName::from_static("surrogate-key"), "surrogate-key"),
-    Field::new(HeaderName::from_static("cache-tag"), "cache-tag"),
-];
+static TAGS: [Field; 2] = {
+    use crate::purge::TAG_FIELDS;
+    [
+        Field::new(HeaderName::from_static(TAG_FIELDS[0]), TAG_FIELDS[0]),
+        Field::new(HeaderName::from_static(TAG_FIELDS[1]), TAG_FIELDS[1]),
+    ]
+};
 
 /// A response header the edge's rules change: what [`edge_fields`] and [`hit`] need of
 /// one, for a `ResponseHeader` and for a [`Plan`] alike.
