@@ -239,9 +239,8 @@ impl<'a> Plan<'a> {
             }
         }
         let put_added = |put: &mut dyn FnMut(&[u8], &[u8]), c: &Changed| {
-            let from = c.last_set.map_or(0, |i| i + 1);
-            for e in &self.edits[from..] {
-                if let (Op::Add(v), true) = (&e.op, e.field.name == *c.name) {
+            for e in self.added(c.name, c.last_set) {
+                if let Op::Add(v) = &e.op {
                     put(e.field.case.as_bytes(), v.as_bytes());
                 }
             }
@@ -422,10 +421,8 @@ impl Fields for Plan<'_> {
             })
             .is_some();
         if self.status == StatusCode::OK && framed {
-            self.edits.push(Edit {
-                field: &ACCEPT_RANGES,
-                op: Op::Put(HeaderValue::from_static("bytes")),
-            });
+            // Infallible: a plan only records the change.
+            let _ = self.put(&ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         }
         RangeType::None
     }
