@@ -6,10 +6,12 @@
 //! and a second send for the body: two trips through the TCP stack where one does, and
 //! user-space work on every hit. A stored hit is complete and its length known, so the
 //! fast path serializes the header [`super::head::hit`] built (the one every path and
-//! protocol sends) and hands header and body to the kernel in one vectored send. A large body that the store keeps in a sealed memory file goes
-//! out with `sendfile` after the header (sent with `MSG_MORE`, so both share the first
-//! segment): the kernel passes the file's pages to the socket instead of copying the
-//! body, which was over a quarter of the CPU a 100 KiB hit cost. When the socket cannot
+//! protocol sends) and hands header and body to the kernel in one vectored send. A large
+//! body that the store keeps in a file (a sealed memory file or its object file) goes
+//! out with `sendfile` after the header: the kernel passes the file's pages to the
+//! socket instead of copying the body, which was over a quarter of the CPU a 100 KiB hit
+//! cost. The header is sent as it is, not held back with `MSG_MORE` for the body to
+//! join it (see [`send_from`]). When the socket cannot
 //! take it all at once (a slow reader, a large body), the rest is sent as the socket
 //! drains, as long as it keeps draining ([`WRITE_IDLE_TIMEOUT`]).
 //!
@@ -190,8 +192,22 @@ fn send_from(fd: RawFd, head: &[u8], body: Payload<'_>, start: usize) -> io::Res
     };
     let mut sent = start;
     if sent < head.len() {
-        // `MSG_MORE`: the body follows at once, so the header leaves with its start.
-        let n = retry(|| Ok(rustix::net::send(socket, &head[sent..], SendFlags::MORE)?))?;
+        // Not `MSG_MORE`. Held back, the header is unsent data in the socket when
+        // `sendfile` hands TCP the body, so TCP's rate sampling takes the connection
+        // for one the application keeps busy rather than one waiting for requests.
+        // Under BBR (the default congestion control of many hosts) such samples end
+        // its start-up phase, and every response is then paced by a kernel timer:
+        // 5-6 µs of system time more per 100 KiB hit (18.1 against 12.8 µs, random
+        // 100 KiB hits; docs/benchmarks.md, "One segment less is not cheaper"). Under
+        // CUBIC both cost the same. nginx sends its header the same way (`writev`,
+        // then `sendfile`).
+        let n = retry(|| {
+            Ok(rustix::net::send(
+                socket,
+                &head[sent..],
+                SendFlags::empty(),
+            )?)
+        })?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
