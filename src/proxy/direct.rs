@@ -11,9 +11,9 @@
 //! out with `sendfile` after the header: the kernel passes the file's pages to the
 //! socket instead of copying the body, which was over a quarter of the CPU a 100 KiB hit
 //! cost. The header is sent as it is, not held back with `MSG_MORE` for the body to
-//! join it (see [`send_from`]). When the socket cannot
-//! take it all at once (a slow reader, a large body), the rest is sent as the socket
-//! drains, as long as it keeps draining ([`WRITE_IDLE_TIMEOUT`]).
+//! join it (see [`send_from`]). When the socket cannot take it all at once (a slow
+//! reader, a large body), the rest is sent as the socket drains, as long as it keeps
+//! draining ([`WRITE_IDLE_TIMEOUT`]).
 //!
 //! Pingora's session stays consistent: nothing went through its writer, so finishing
 //! the session has nothing to flush, and the connection is reused or closed as its
