@@ -57,6 +57,12 @@
 #   BENCH_DISK_OBJECTS=2000   BENCH_DISK_MEMORY=32MiB (disk-100k: the working set, Holdfast's memory tier)   BENCH_PORT_BASE=28080 (uses 6 ports from it)
 #   BENCH_HOLDFAST_MEMORY=4GiB   BENCH_HOLDFAST_LOG=warn (RUST_LOG; nginx has access_log off)
 #   BENCH_OHA=1          install oha if missing (cargo install oha --locked); oha on PATH is used
+#   BENCH_NGINX=tuned    nginx's configuration: tuned (keep-alive to the origin, HTTP/1.1,
+#                        access_log off) or stock (a first configuration, as nginx's proxy
+#                        module documentation shows it: `proxy_pass http://host:port` with
+#                        no upstream block, so HTTP/1.0 and a new origin connection per
+#                        miss, and the default access log). Only misses differ much; see
+#                        docs/benchmarks.md.
 #   BENCH_OUT=FILE       also write the table (markdown) to FILE
 #   BENCH_TMP=DIR        work directory parent (default /dev/shm if writable, else /tmp)
 #   BENCH_SKIP_BUILD=1   use target/release/holdfast as it is
@@ -81,6 +87,7 @@ HF_MEMORY=${BENCH_HOLDFAST_MEMORY:-4GiB}
 HF_LOG=${BENCH_HOLDFAST_LOG:-warn}
 OHA=${BENCH_OHA:-0}
 OUT=${BENCH_OUT:-}
+NGINX_CONFIG=${BENCH_NGINX:-tuned}
 KEEP=${BENCH_KEEP:-0}
 
 ORIGIN_PORT=$PORT_BASE
@@ -101,6 +108,7 @@ die() {
   log "error: $*"
   exit 1
 }
+case $NGINX_CONFIG in tuned | stock) ;; *) die "BENCH_NGINX is tuned or stock, not '$NGINX_CONFIG'" ;; esac
 
 secs() { # 10s | 500ms | 2m -> seconds (may be fractional)
   case $1 in
@@ -271,7 +279,20 @@ EOF
 
   # nginx proxy_cache: one worker, cache on the same filesystem as the work dir (tmpfs
   # when /dev/shm is used), keep-alive to the origin, request coalescing (proxy_cache_lock)
-  # and stale-if-error like Holdfast's customer below.
+  # and stale-if-error like Holdfast's customer below. BENCH_NGINX=stock drops what a
+  # first configuration lacks: the upstream block's keep-alive with HTTP/1.1, and
+  # `access_log off`.
+  local ngx_access="access_log off;" ngx_upstream="upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+    }" ngx_pass="proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";"
+  if [ "$NGINX_CONFIG" = stock ]; then
+    ngx_access="access_log $WORK/logs/nginx-access.log;"
+    ngx_upstream=""
+    ngx_pass="proxy_pass http://127.0.0.1:$ORIGIN_PORT;"
+  fi
   cat >"$WORK/nginx.conf" <<EOF
 $user_line
 daemon off;
@@ -280,7 +301,7 @@ pid $WORK/nginx.pid;
 error_log $WORK/logs/nginx.err warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    $ngx_access
     keepalive_requests 1000000;
     sendfile on;
     client_body_temp_path $WORK/tmp-nginx-body;
@@ -289,19 +310,14 @@ http {
     uwsgi_temp_path $WORK/tmp-nginx-uwsgi;
     scgi_temp_path $WORK/tmp-nginx-scgi;
     proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=bench:256m max_size=$(secs_size "$HF_MEMORY") inactive=1h use_temp_path=off;
-    upstream origin {
-        server 127.0.0.1:$ORIGIN_PORT;
-        keepalive 64;
-    }
+    $ngx_upstream
     server {
         listen 127.0.0.1:$NGX_PORT;
         listen 127.0.0.1:$NGX_TLS_PORT ssl http2;
         ssl_certificate $WORK/tls.crt;
         ssl_certificate_key $WORK/tls.key;
         location / {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            $ngx_pass
             proxy_connect_timeout 1s;
             proxy_read_timeout 5s;
             proxy_cache bench;
@@ -816,7 +832,7 @@ report() {
     printf -- '- machine: %s CPUs, %s, %s memory\n' "$(nproc)" \
       "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" \
       "$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    printf -- '- nginx: %s; wrk: %s%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" \
+    printf -- '- nginx: %s (BENCH_NGINX=%s); wrk: %s%s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" "$NGINX_CONFIG" \
       "$(wrk -v 2>&1 | awk 'NR == 1 { print $2 }')" \
       "$(command -v oha >/dev/null && printf '; %s' "$(oha --version)")"
     printf -- '- load average before: %s; after: %s\n' "$LOAD_BEFORE" "$(cut -d' ' -f1-3 /proc/loadavg)"
