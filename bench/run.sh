@@ -55,7 +55,7 @@
 #   BENCH_PHASES="hit-1k hit-100k range-100k tls-1k tls-100k h2-1k h2-100k miss stale disk-100k"
 #                        (also: hit-1k-purged)   BENCH_H2_STREAMS=1
 #   BENCH_DISK_OBJECTS=2000   BENCH_DISK_MEMORY=32MiB (disk-100k: the working set, Holdfast's memory tier)   BENCH_PORT_BASE=28080 (uses 6 ports from it)
-#   BENCH_HOLDFAST_MEMORY=4GiB   BENCH_HOLDFAST_LOG=warn (RUST_LOG; nginx has access_log off)
+#   BENCH_HOLDFAST_MEMORY=4GiB   BENCH_HOLDFAST_LOG=warn (RUST_LOG; the tuned nginx has access_log off)
 #   BENCH_OHA=1          install oha if missing (cargo install oha --locked); oha on PATH is used
 #   BENCH_NGINX=tuned    nginx's configuration: tuned (keep-alive to the origin, HTTP/1.1,
 #                        access_log off) or stock (a first configuration, as nginx's proxy
