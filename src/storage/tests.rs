@@ -173,6 +173,77 @@ async fn stored_headers_do_not_pin_the_buffer_they_were_parsed_from() {
     assert!(!range.contains(&(value.as_bytes().as_ptr() as usize)));
 }
 
+/// A header's fields: names as sent, with their values, in order.
+type WireFields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Status, reason and fields (duplicates included) of `header`.
+fn wire_fields(header: &ResponseHeader) -> (u16, Option<String>, WireFields) {
+    let fields = if header.has_case() {
+        header
+            .case_header_iter()
+            .map(|(n, v)| (n.as_slice().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    } else {
+        header
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    let reason = header.get_reason_phrase().map(str::to_string);
+    (header.status.as_u16(), reason, fields)
+}
+
+#[test]
+fn an_admitted_header_is_the_given_one_packed_in_one_buffer() {
+    let mut given = ResponseHeader::build(203, None).expect("status");
+    given
+        .set_reason_phrase(Some("Fine Enough"))
+        .expect("reason");
+    given
+        .append_header("Content-Type", "text/plain")
+        .expect("field");
+    given.append_header("X-Mixed-Case", "a").expect("field");
+    given.append_header("set-cookie", "s=1").expect("field");
+    given.append_header("x-mixed-case", "b").expect("field");
+    given
+        .append_header("Cache-Control", "max-age=60")
+        .expect("field");
+    let mut no_case = ResponseHeader::build_no_case(200, None).expect("status");
+    no_case.append_header("x-one", "1").expect("field");
+    no_case.append_header("x-one", "2").expect("field");
+    no_case.append_header("etag", "\"e\"").expect("field");
+    for header in [given, no_case] {
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now, now, 0, 0, header.clone());
+        let admitted = entry::MetaParts::from_meta(&meta).header;
+        assert_eq!(wire_fields(&admitted), wire_fields(&header));
+        assert_eq!(admitted.has_case(), header.has_case());
+        // Every value lies in one span no longer than all names and values together.
+        let values: Vec<&[u8]> = admitted.headers.values().map(|v| v.as_bytes()).collect();
+        let start = values
+            .iter()
+            .map(|v| v.as_ptr() as usize)
+            .min()
+            .expect("fields");
+        let end = values
+            .iter()
+            .map(|v| v.as_ptr() as usize + v.len())
+            .max()
+            .expect("fields");
+        let packed: usize = admitted
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        assert!(
+            end - start <= packed,
+            "values spread over {} bytes",
+            end - start
+        );
+    }
+}
+
 #[tokio::test]
 async fn weight_is_body_plus_header_estimate_plus_overhead() {
     let store = store(64 * KIB, 4 * KIB);

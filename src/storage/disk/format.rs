@@ -29,7 +29,7 @@ use pingora_cache::key::HashBinary;
 use pingora_http::ResponseHeader;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::storage::entry::MetaParts;
+use crate::storage::entry::{MetaParts, StoredHeader};
 
 pub(super) const MAGIC: [u8; 8] = *b"HFOBJ\0\0\x01";
 pub(super) const PREFIX_LEN: usize = 32;
@@ -213,24 +213,23 @@ fn decode_header(r: &mut Reader<'_>) -> Option<ResponseHeader> {
         _ => http::Version::HTTP_11,
     };
     let has_case = r.take(1)?[0] == 1;
-    let reason = std::str::from_utf8(r.bytes()?).ok()?.to_string();
-    let fields = r.u32()? as usize;
-    let capacity = Some(fields.min(1024));
-    let mut header = if has_case {
-        ResponseHeader::build(status, capacity).ok()?
-    } else {
-        ResponseHeader::build_no_case(status, capacity).ok()?
-    };
-    header.set_version(version);
-    if !reason.is_empty() {
-        header.set_reason_phrase(Some(&reason)).ok()?;
+    let reason = std::str::from_utf8(r.bytes()?).ok()?;
+    let count = r.u32()? as usize;
+    // Each field takes at least its two lengths: a count the head cannot hold is corrupt.
+    if count > r.0.len() / 8 {
+        return None;
     }
-    for _ in 0..fields {
-        let name = std::str::from_utf8(r.bytes()?).ok()?.to_string();
-        let value = http::HeaderValue::from_bytes(r.bytes()?).ok()?;
-        header.append_header(name, value).ok()?;
+    let mut fields = Vec::with_capacity(count);
+    for _ in 0..count {
+        fields.push((r.bytes()?, r.bytes()?));
     }
-    Some(header)
+    StoredHeader {
+        status,
+        version,
+        reason: (!reason.is_empty()).then_some(reason),
+        has_case,
+    }
+    .pack(&fields)
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
