@@ -122,6 +122,11 @@ impl Body {
         })
     }
 
+    /// The bytes are in a memory file of their own.
+    pub(super) fn in_memory_file(&self) -> bool {
+        matches!(self.kind, Kind::Memory { .. })
+    }
+
     /// The bytes, when they are in memory.
     pub(super) fn in_memory(&self) -> Option<&Bytes> {
         match &self.kind {

@@ -30,6 +30,7 @@ mod tests;
 mod tiered;
 
 use async_trait::async_trait;
+use body::Body;
 pub use body::{raise_open_file_limit, BodyRef, FileBudget, FILE_BACKED_MIN};
 use entry::{Displaced, Entry, EntryWeighter, EvictionCounter, MetaParts, PER_ENTRY_OVERHEAD};
 use handlers::{hex, hit_for, MemoryMiss};
@@ -236,6 +237,28 @@ impl MemoryStore {
             return None;
         }
         usize::try_from(weight).ok()
+    }
+
+    /// Give `key`'s entry `body` in place of its own, while the entry is still `stored`
+    /// (not replaced, expired in place, purged or evicted since). The disk tier calls this
+    /// once it has written a body that lives in a memory file: the entry then keeps the
+    /// object file open instead, so the body is held once (in the page cache, as nginx
+    /// holds its cache files) rather than twice, and the entry weighs a descriptor's
+    /// charge instead of the body's pages. Whether it was swapped.
+    fn move_body(&self, key: &HashBinary, stored: &Arc<Entry>, body: Body) -> bool {
+        let moved = Entry::new(body, stored.meta.clone(), Arc::clone(&stored.key_text));
+        if moved.weight() > stored.weight() {
+            return false;
+        }
+        let result = self.entries.entry(key, Some(BUSY_WAIT), |_, current| {
+            if !Arc::ptr_eq(current, stored) {
+                return EntryAction::Retain(None);
+            }
+            EntryAction::Retain(Some(std::mem::replace(current, Arc::new(moved))))
+        });
+        // The memory file's entry, if it was swapped out, is let go here, outside the
+        // shard's lock (unmapping and closing it is a system call or two).
+        matches!(result, EntryResult::Retained(Some(_)))
     }
 
     /// `key` was purged (invalidated) after write sequence number `started`.

@@ -62,7 +62,7 @@ impl Tiered {
     fn rewrite(&self, key: &HashBinary) {
         let started = self.memory.next_sequence();
         if let Some(entry) = self.memory.entry(key) {
-            self.disk.write(*key, entry, started);
+            self.disk.write(*key, entry, started, self.memory);
         }
     }
 }
@@ -70,6 +70,7 @@ impl Tiered {
 /// A fill that memory stores and the disk tier then writes.
 struct TieredMiss {
     memory: MemoryMiss,
+    store: &'static MemoryStore,
     disk: &'static DiskTier,
     key: HashBinary,
 }
@@ -84,7 +85,7 @@ impl HandleMiss for TieredMiss {
         let this = *self;
         let (finish, stored) = Box::new(this.memory).finish_stored();
         if let Some((entry, started)) = stored {
-            this.disk.write(this.key, entry, started);
+            this.disk.write(this.key, entry, started, this.store);
         }
         Ok(finish)
     }
@@ -110,6 +111,7 @@ impl Storage for Tiered {
     ) -> Result<MissHandler> {
         Ok(Box::new(TieredMiss {
             memory: self.memory.miss_handler(key, meta),
+            store: self.memory,
             disk: self.disk,
             key: key.combined_bin(),
         }))

@@ -50,6 +50,7 @@ use pingora_cache::key::HashBinary;
 
 use super::body::{Body, FileBudget, FILE_BACKED_MIN};
 use super::entry::Entry;
+use super::MemoryStore;
 use format::{Prefix, PREFIX_LEN};
 use index::Index;
 
@@ -104,11 +105,21 @@ pub struct Stats {
     pub dropped_at_start: AtomicU64,
 }
 
-/// One object to write: the entry as memory stored it, and when its fill began.
+/// One object to write: the entry as memory stored it, when its fill began, and the
+/// memory store that holds it.
 struct Job {
     key: HashBinary,
     entry: Arc<Entry>,
     started: u64,
+    memory: &'static MemoryStore,
+}
+
+/// An object file just renamed into place, still open.
+struct Written {
+    /// Its length.
+    size: u64,
+    file: File,
+    body_offset: u64,
 }
 
 /// Why a read found nothing usable.
@@ -248,10 +259,18 @@ impl DiskTier {
         }
     }
 
-    /// Queue `entry` to be written as `key`'s object. `started` is the write sequence
-    /// number its fill (or update) began at: a purge after it cancels the write. When
-    /// the queue is full the object is simply not written (counted).
-    pub(super) fn write(&self, key: HashBinary, entry: Arc<Entry>, started: u64) {
+    /// Queue `entry`, as `memory` holds it, to be written as `key`'s object. `started`
+    /// is the write sequence number its fill (or update) began at: a purge after it
+    /// cancels the write. When the queue is full the object is simply not written
+    /// (counted). Once written, a body in a memory file moves to its object file (see
+    /// [`MemoryStore::move_body`]).
+    pub(super) fn write(
+        &self,
+        key: HashBinary,
+        entry: Arc<Entry>,
+        started: u64,
+        memory: &'static MemoryStore,
+    ) {
         let Some(active) = self.state.as_ref() else {
             return;
         };
@@ -266,6 +285,7 @@ impl DiskTier {
             key,
             entry,
             started,
+            memory,
         };
         if let Err(e) = active.queue.try_send(job) {
             active.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -316,15 +336,27 @@ impl DiskTier {
             let bytes = job.entry.body.len() as u64;
             if !active.purged_since(&job.key, job.started) {
                 match active.write_object(&job) {
-                    Ok(size) => {
+                    Ok(written) => {
                         self.stats.writes.fetch_add(1, Ordering::Relaxed);
                         // Written from the bytes its checksum was taken over.
-                        active.index.insert(job.key, size, true, &active.objects);
+                        active
+                            .index
+                            .insert(job.key, written.size, true, &active.objects);
                         if active.purged_since(&job.key, job.started) {
                             // A purge landed while this was being written: it must not
                             // survive it.
                             active.index.forget(&job.key);
                             remove_file(&active.object_path(&job.key));
+                        } else if job.entry.body.in_memory_file() {
+                            // Sent from the object file from now on, as a promoted
+                            // body is; the memory file goes with the entry it leaves.
+                            let len = job.entry.body.len();
+                            let budget = job.memory.file_budget();
+                            if let Some(body) =
+                                Body::on_disk(written.file, written.body_offset, len, budget)
+                            {
+                                job.memory.move_body(&job.key, &job.entry, body);
+                            }
                         }
                     }
                     Err(e) => {
@@ -432,8 +464,9 @@ impl Active {
         self.purged.get(key).is_some_and(|at| at > started)
     }
 
-    /// Write the object to a temporary file and rename it into place. Returns its size.
-    fn write_object(&self, job: &Job) -> io::Result<u64> {
+    /// Write the object to a temporary file and rename it into place. Returns the file,
+    /// open to read.
+    fn write_object(&self, job: &Job) -> io::Result<Written> {
         let entry = &job.entry;
         // A body kept in an older object file (rewritten after a revalidation) is read back.
         let body = entry.body.read(0..entry.body.len())?;
@@ -443,16 +476,23 @@ impl Active {
             .tmp
             .join(format!("{}.{n}", super::handlers::hex(&job.key)));
         let written = (|| {
-            let mut file = File::create(&temp)?;
+            let mut file = create_to_write(&temp)?;
             file.write_all(&head)?;
             file.write_all(&body)?;
-            std::fs::rename(&temp, self.object_path(&job.key))
+            std::fs::rename(&temp, self.object_path(&job.key))?;
+            Ok(file)
         })();
-        if let Err(e) = written {
-            remove_file(&temp);
-            return Err(e);
+        match written {
+            Ok(file) => Ok(Written {
+                size: (head.len() + body.len()) as u64,
+                file,
+                body_offset: head.len() as u64,
+            }),
+            Err(e) => {
+                remove_file(&temp);
+                Err(e)
+            }
         }
-        Ok((head.len() + body.len()) as u64)
     }
 
     /// Log at warning level at most once per [`WARN_EVERY`], else at debug level.
@@ -485,6 +525,21 @@ fn open_to_read(path: &Path) -> io::Result<File> {
         }
         opened => opened,
     }
+}
+
+/// Create a temporary object file, open to read as well: once renamed into place, the
+/// memory tier may keep this very descriptor to send the body from (this thread is the
+/// only writer, so the file under the object's name is this one). Without access-time
+/// updates, as [`open_to_read`] explains.
+fn create_to_write(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(rustix::fs::OFlags::NOATIME.bits() as i32)
+        .open(path)
 }
 
 fn object_path(objects: &Path, key: &HashBinary) -> PathBuf {

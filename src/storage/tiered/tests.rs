@@ -204,3 +204,58 @@ async fn a_revalidation_is_written_to_disk_too() {
         "age counts from the revalidation"
     );
 }
+
+#[tokio::test]
+async fn a_large_body_once_on_disk_is_sent_from_its_file_and_not_held_twice() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let big = large();
+    let k = key("/big");
+    put(store, &k, &big).await;
+    let in_memory_file = store.memory().used_bytes();
+    store.flush(Duration::from_secs(5));
+
+    let written = files(dir.path());
+    assert_eq!(written.len(), 1);
+    let stored = store.peek(&k).expect("still in memory");
+    match stored.body_ref() {
+        BodyRef::File { file, offset } => {
+            let object = std::fs::metadata(&written[0]).unwrap();
+            assert_eq!(
+                file.metadata().unwrap().ino(),
+                object.ino(),
+                "the object file"
+            );
+            assert_eq!(object.len(), offset + big.len() as u64);
+        }
+        BodyRef::Memory(_) => panic!("a large body is sent from a file"),
+    }
+    assert_eq!(&stored.body().unwrap()[..], &big[..]);
+    drop(stored);
+    let charged = store.memory().used_bytes();
+    assert!(
+        charged + big.len() <= in_memory_file,
+        "charged {charged} bytes after the move, {in_memory_file} before"
+    );
+    assert_eq!(
+        store.memory().memory_files(),
+        1,
+        "the memory file is closed"
+    );
+    let read_back = &store.disk().stats().hits;
+    assert_eq!(read_back.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // The moved entry is purged like any other, from both tiers.
+    let outcome = store
+        .purge(
+            PurgeTarget::Active(&k.to_compact()),
+            PurgeType::Invalidation,
+            &span(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PurgeOutcome::Purged(_)));
+    assert!(store.peek(&k).is_none());
+    assert!(files(dir.path()).is_empty());
+}
