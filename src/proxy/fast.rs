@@ -130,7 +130,16 @@ impl Edge {
         };
         let body_len = stored.body_len();
         let age = stored.age(now).as_secs();
-        let Some(hit) = head::hit(stored.header(), req, age, body_len, &outcome, &self.sign)?
+        let wire = stored.wire();
+        let Some(hit) = head::hit(
+            stored.header(),
+            wire,
+            req,
+            age,
+            body_len,
+            &outcome,
+            &self.sign,
+        )?
         else {
             // Several ranges, or none satisfiable: the full path answers those.
             return Ok(false);

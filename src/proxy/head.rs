@@ -23,6 +23,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::outcome::Outcome;
+use crate::storage::Wire;
 
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderName};
@@ -39,7 +40,8 @@ pub(super) const MAX_RANGES: Option<usize> = Some(200);
 
 /// A field the edge sets or removes: its name, and the case it is written in, which is
 /// the case Pingora's header API writes when the field is inserted by that name (so that
-/// both forms of a header send the same bytes).
+/// both forms of a header send the same bytes). There is one, a `static`, per name: a
+/// plan tells its fields apart by address.
 pub(super) struct Field {
     name: HeaderName,
     case: &'static str,
@@ -140,6 +142,8 @@ impl Fields for ResponseHeader {
 /// [`HitHeader::into_header`] makes it a `ResponseHeader`.
 pub(super) struct Plan<'a> {
     stored: &'a ResponseHeader,
+    /// `stored`'s fields as HTTP/1 sends them, when the store keeps them so.
+    wire: Option<&'a Wire>,
     status: StatusCode,
     reason_cleared: bool,
     edits: SmallVec<[Edit; 10]>,
@@ -162,8 +166,15 @@ impl<'a> Plan<'a> {
     /// whole, a ranged hit's), as Pingora's HTTP/1 writer would, with `Date` and
     /// `Connection`.
     pub(super) fn new(stored: &'a ResponseHeader) -> Plan<'a> {
+        Plan::with_wire(stored, None)
+    }
+
+    /// [`Plan::new`], for a stored header whose fields `wire` holds as HTTP/1 sends
+    /// them (see [`crate::storage::StoredResponse::wire`]).
+    pub(super) fn with_wire(stored: &'a ResponseHeader, wire: Option<&'a Wire>) -> Plan<'a> {
         Plan {
             stored,
+            wire,
             status: stored.status,
             reason_cleared: false,
             edits: SmallVec::new(),
@@ -209,16 +220,11 @@ impl<'a> Plan<'a> {
     /// after the others of their name; fields new to the header at the end, in the order
     /// they were first changed; `Date` and `Connection` in place of the stored ones or at
     /// the end. (A `ResponseHeader` moves the last field into the place of a removed
-    /// one; the order of fields of different names carries no meaning.)
+    /// one; the order of fields of different names carries no meaning.) With the stored
+    /// fields' [`Wire`] form, the lines no change touches are copied from it in runs.
     pub(super) fn put_h1(&self, buf: &mut BytesMut, date: &HeaderValue, connection: &str) {
         buf.put_slice(b"HTTP/1.1 ");
         put_status(buf, self.status, self.reason());
-        let mut put = |name: &[u8], value: &[u8]| {
-            buf.put_slice(name);
-            buf.put_slice(b": ");
-            buf.put_slice(value);
-            buf.put_slice(b"\r\n");
-        };
         // Each changed name once: its last `Put` or `Remove`, and whether the stored
         // header has it.
         let mut changed: SmallVec<[Changed; 10]> = SmallVec::new();
@@ -228,70 +234,47 @@ impl<'a> Plan<'a> {
         for (i, edit) in self.edits.iter().enumerate() {
             special |= name_bit(&edit.field.name);
             let set = !matches!(edit.op, Op::Add(_));
-            match changed.iter_mut().find(|c| *c.name == edit.field.name) {
-                Some(c) if set => c.last_set = Some(i),
-                Some(_) => {}
+            // One `Field` per name: the same name is the same static.
+            match changed
+                .iter_mut()
+                .find(|c| std::ptr::eq(c.field, edit.field))
+            {
+                Some(c) if set => (c.last_set, c.added) = (Some(i), false),
+                Some(c) => c.added = true,
                 None => changed.push(Changed {
-                    name: &edit.field.name,
+                    field: edit.field,
                     last_set: set.then_some(i),
+                    added: !set,
                     stored: false,
                 }),
             }
         }
-        let put_added = |put: &mut dyn FnMut(&[u8], &[u8]), c: &Changed| {
-            for e in self.added(c.name, c.last_set) {
-                if let Op::Add(v) = &e.op {
-                    put(e.field.case.as_bytes(), v.as_bytes());
-                }
-            }
+        let mut out = Lines {
+            buf,
+            wire: self.wire.map_or(&[][..], Wire::bytes),
+            run: 0..0,
         };
-        let (mut date_sent, mut connection_sent) = (false, false);
-        let mut fields = self
-            .stored
-            .headers
-            .iter()
-            .zip(self.stored.case_header_iter())
-            .peekable();
-        while let Some(((name, value), (case, _))) = fields.next() {
-            if special & name_bit(name) == 0 {
-                put(case.as_slice(), value.as_bytes());
-                continue;
-            }
-            if *name == header::DATE {
-                if !std::mem::replace(&mut date_sent, true) {
-                    put(b"Date", date.as_bytes());
-                }
-                continue;
-            }
-            if *name == header::CONNECTION {
-                if !std::mem::replace(&mut connection_sent, true) {
-                    put(b"Connection", connection.as_bytes());
-                }
-                continue;
-            }
-            let Some(c) = changed.iter_mut().find(|c| c.name == name) else {
-                put(case.as_slice(), value.as_bytes());
-                continue;
-            };
-            let first_of_name = !std::mem::replace(&mut c.stored, true);
-            match c.last_set.map(|at| &self.edits[at]) {
-                None => {
-                    put(case.as_slice(), value.as_bytes());
-                    let last_of_name = fields.peek().is_none_or(|((next, _), _)| *next != name);
-                    if last_of_name {
-                        put_added(&mut put, c);
-                    }
-                }
-                Some(Edit {
-                    field,
-                    op: Op::Put(v),
-                }) if first_of_name => {
-                    put(field.case.as_bytes(), v.as_bytes());
-                    put_added(&mut put, c);
-                }
-                Some(_) => {}
-            }
-        }
+        let head = Head {
+            date: date.as_bytes(),
+            connection: connection.as_bytes(),
+            special,
+        };
+        let sent = match self.wire {
+            Some(wire) => self.put_stored(
+                &mut out,
+                &head,
+                &mut changed,
+                wire.fields().map(|f| (f.name, f.value, Some(f.line))),
+            ),
+            None => self.put_stored(
+                &mut out,
+                &head,
+                &mut changed,
+                self.stored
+                    .case_header_iter()
+                    .map(|(case, value)| (case.as_slice(), value.as_bytes(), None)),
+            ),
+        };
         // Fields the stored header does not have, or had and lost before values were
         // added to them: in the order of their first change.
         for c in &changed {
@@ -302,16 +285,138 @@ impl<'a> Plan<'a> {
                 Some(Edit {
                     field,
                     op: Op::Put(v),
-                }) => put(field.case.as_bytes(), v.as_bytes()),
+                }) => out.field(field.case.as_bytes(), v.as_bytes()),
                 _ => {}
             }
-            put_added(&mut put, c);
+            self.put_added(&mut out, c);
         }
+        let (date_sent, connection_sent) = sent;
         if !date_sent {
-            put(b"Date", date.as_bytes());
+            out.field(b"Date", head.date);
         }
         if !connection_sent {
-            put(b"Connection", connection.as_bytes());
+            out.field(b"Connection", head.connection);
+        }
+        out.flush();
+    }
+
+    /// [`Plan::put_h1`]'s stored fields (name as stored, value, and the line in the
+    /// wire form when there is one), each as it stands after the changes, with `Date`
+    /// and `Connection` in place of the stored ones. Marks the changed names the stored
+    /// header has; says whether `Date` and `Connection` were written.
+    fn put_stored<'s>(
+        &self,
+        out: &mut Lines<'_>,
+        head: &Head<'_>,
+        changed: &mut [Changed],
+        fields: impl Iterator<Item = (&'s [u8], &'s [u8], Option<Range<usize>>)>,
+    ) -> (bool, bool) {
+        let (mut date_sent, mut connection_sent) = (false, false);
+        let mut fields = fields.peekable();
+        while let Some((case, value, line)) = fields.next() {
+            if head.special & bit_of(case) == 0 {
+                out.stored(case, value, line);
+                continue;
+            }
+            if is(&header::DATE, case) {
+                if !std::mem::replace(&mut date_sent, true) {
+                    out.field(b"Date", head.date);
+                }
+                continue;
+            }
+            if is(&header::CONNECTION, case) {
+                if !std::mem::replace(&mut connection_sent, true) {
+                    out.field(b"Connection", head.connection);
+                }
+                continue;
+            }
+            let Some(c) = changed.iter_mut().find(|c| is(&c.field.name, case)) else {
+                out.stored(case, value, line);
+                continue;
+            };
+            let first_of_name = !std::mem::replace(&mut c.stored, true);
+            match c.last_set.map(|at| &self.edits[at]) {
+                None => {
+                    out.stored(case, value, line);
+                    let last_of_name = fields
+                        .peek()
+                        .is_none_or(|(next, _, _)| !next.eq_ignore_ascii_case(case));
+                    if last_of_name {
+                        self.put_added(out, c);
+                    }
+                }
+                Some(Edit {
+                    field,
+                    op: Op::Put(v),
+                }) if first_of_name => {
+                    out.field(field.case.as_bytes(), v.as_bytes());
+                    self.put_added(out, c);
+                }
+                Some(_) => {}
+            }
+        }
+        (date_sent, connection_sent)
+    }
+
+    /// The values added to `c` after its last `Put` or `Remove`.
+    fn put_added(&self, out: &mut Lines<'_>, c: &Changed) {
+        if !c.added {
+            return;
+        }
+        let skip = c.last_set.map_or(0, |i| i + 1);
+        for e in &self.edits[skip..] {
+            if let (true, Op::Add(v)) = (std::ptr::eq(e.field, c.field), &e.op) {
+                out.field(e.field.case.as_bytes(), v.as_bytes());
+            }
+        }
+    }
+}
+
+/// What [`Plan::put_h1`] writes in place of stored fields: the `Date` and `Connection`
+/// values, and the bits of the names a change touches ([`name_bit`]).
+struct Head<'v> {
+    date: &'v [u8],
+    connection: &'v [u8],
+    special: u64,
+}
+
+/// An HTTP/1 header being written: fields one by one, and stored lines of a [`Wire`]
+/// gathered into runs, each copied at once.
+struct Lines<'b> {
+    buf: &'b mut BytesMut,
+    wire: &'b [u8],
+    /// Lines of `wire` not yet copied: neighbours, in order.
+    run: Range<usize>,
+}
+
+impl Lines<'_> {
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        self.flush();
+        self.buf.put_slice(name);
+        self.buf.put_slice(b": ");
+        self.buf.put_slice(value);
+        self.buf.put_slice(b"\r\n");
+    }
+
+    /// A stored field as it is: its line of the wire form, when it has one.
+    fn stored(&mut self, name: &[u8], value: &[u8], line: Option<Range<usize>>) {
+        let Some(line) = line else {
+            return self.field(name, value);
+        };
+        if self.run.is_empty() {
+            self.run = line;
+        } else if self.run.end == line.start {
+            self.run.end = line.end;
+        } else {
+            self.flush();
+            self.run = line;
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.run.is_empty() {
+            self.buf.put_slice(&self.wire[self.run.clone()]);
+            self.run = 0..0;
         }
     }
 }
@@ -319,15 +424,26 @@ impl<'a> Plan<'a> {
 /// One of 64 bits for a field name, from its length and last letter: equal names have
 /// equal bits.
 fn name_bit(name: &HeaderName) -> u64 {
-    let name = name.as_str().as_bytes();
-    let last = name.last().copied().unwrap_or(0) as usize;
+    bit_of(name.as_str().as_bytes())
+}
+
+/// [`name_bit`] of a name in any case.
+fn bit_of(name: &[u8]) -> u64 {
+    let last = name.last().map_or(0, u8::to_ascii_lowercase) as usize;
     1 << ((name.len() + last) & 63)
 }
 
+/// Whether `case` is `name`, in any case.
+fn is(name: &HeaderName, case: &[u8]) -> bool {
+    name.as_str().as_bytes().eq_ignore_ascii_case(case)
+}
+
 /// A name [`Plan::put_h1`] changes.
-struct Changed<'p> {
-    name: &'p HeaderName,
+struct Changed {
+    field: &'static Field,
     last_set: Option<usize>,
+    /// Values are added to it after `last_set`.
+    added: bool,
     /// The stored header has it.
     stored: bool,
 }
@@ -611,6 +727,7 @@ impl HitHeader<'_> {
 /// ranges or none that is satisfiable, which the full path answers (multipart, 416).
 pub(super) fn hit<'a>(
     stored: &'a ResponseHeader,
+    wire: Option<&'a Wire>,
     req: &RequestHeader,
     age: u64,
     body_len: usize,
@@ -618,7 +735,7 @@ pub(super) fn hit<'a>(
     sign: &Signature,
 ) -> Result<Option<Hit<'a>>> {
     if !req.headers.contains_key(header::RANGE) && stored.has_case() {
-        let mut plan = Plan::new(stored);
+        let mut plan = Plan::with_wire(stored, wire);
         let body = hit_fields(&mut plan, req, age, body_len, outcome, sign)?;
         return Ok(body.map(|body| Hit {
             header: HitHeader::Plan(plan),
@@ -813,7 +930,7 @@ mod tests {
             ttl: Some(60),
             stale: None,
         };
-        let Some(hit) = hit(&stored, &req, 7, 5, &outcome, &sign).unwrap() else {
+        let Some(hit) = hit(&stored, None, &req, 7, 5, &outcome, &sign).unwrap() else {
             panic!("a plain GET is a hit");
         };
         assert_eq!(hit.body, Some(0..5));
@@ -898,6 +1015,38 @@ mod tests {
             prop_assert_eq!(h2, h1);
             let (wire, built) = both(plan);
             prop_assert_eq!(wire, built);
+        }
+
+        /// A plan over the store's packed copy of a header, copying the stored lines
+        /// from its wire form, writes the very bytes a plan over the header itself does.
+        #[test]
+        fn the_wire_form_writes_what_the_fields_write(
+            fields in proptest::collection::vec(0..FIELDS.len(), 0..12),
+            status in prop::sample::select(vec![200u16, 203, 204, 304, 404]),
+            condition in prop::sample::select(vec![None, Some(("If-None-Match", "\"v1\""))]),
+            age in 0u64..100_000,
+        ) {
+            let stored = stored(status, None, &fields);
+            let (packed, wire) = crate::storage::owned_header(&stored);
+            let wire = wire.expect("a header that keeps its case is packed with its wire form");
+            let req = request("GET", condition);
+            let sign = Signature::new(&crate::config::NodeIdentity {
+                name: "fra1".into(),
+                max_hops: 4,
+                advertise: false,
+            });
+            let outcome = Outcome::Hit { ttl: Some(1), stale: None };
+            let date = HeaderValue::from_static("Wed, 02 Dec 2026 06:00:00 GMT");
+            let mut by_fields = BytesMut::new();
+            plan_like(&stored, &req, age, &outcome, &sign).put_h1(&mut by_fields, &date, "close");
+            let mut plan = Plan::with_wire(&packed, Some(&wire));
+            hit_fields(&mut plan, &req, age, 5, &outcome, &sign).unwrap();
+            let mut by_wire = BytesMut::new();
+            plan.put_h1(&mut by_wire, &date, "close");
+            prop_assert_eq!(
+                String::from_utf8_lossy(&by_wire),
+                String::from_utf8_lossy(&by_fields)
+            );
         }
     }
 }

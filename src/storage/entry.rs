@@ -5,7 +5,7 @@
 //! and a header instead of decoding pingora's serialized meta.
 
 use super::body::Body;
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 use pingora_cache::key::HashBinary;
 use pingora_cache::CacheMeta;
@@ -29,7 +29,9 @@ pub(super) const PER_ENTRY_OVERHEAD: usize = size_of::<Entry>()
     + 64;
 
 /// Bytes charged per header field on top of its name and value: the `HeaderMap` bucket and index
-/// slot, the name's second copy in pingora's case-preserving map, and that map's own slot.
+/// slot, and pingora's case-preserving map's own slot. (The weight counts each name twice; a
+/// packed header holds it once, and the second count covers the field's `: ` and CRLF and its
+/// span in the [`Wire`] form, 12 bytes.)
 const HEADER_FIELD_OVERHEAD: usize = 128;
 
 /// The parts of a [`CacheMeta`] an entry keeps, enough to rebuild an equivalent one on each hit.
@@ -43,10 +45,14 @@ pub(super) struct MetaParts {
     pub(super) stale_if_error_sec: u32,
     pub(super) variance: Option<HashBinary>,
     pub(super) header: ResponseHeader,
+    /// `header`'s fields on the HTTP/1 wire, when it was packed with them; it must
+    /// change with the header (see [`MetaParts::frame_by_length`]).
+    pub(super) wire: Option<Wire>,
 }
 
 impl MetaParts {
     pub(super) fn from_meta(meta: &CacheMeta) -> MetaParts {
+        let (header, wire) = owned_header(meta.response_header());
         MetaParts {
             fresh_until: meta.fresh_until(),
             created: meta.created(),
@@ -55,7 +61,8 @@ impl MetaParts {
             stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
             stale_if_error_sec: meta.stale_if_error_sec(),
             variance: meta.variance(),
-            header: owned_header(meta.response_header()),
+            header,
+            wire,
         }
     }
 
@@ -114,6 +121,43 @@ impl MetaParts {
         &self.header
     }
 
+    pub(super) fn wire(&self) -> Option<&Wire> {
+        self.wire.as_ref()
+    }
+
+    /// A stored body is complete: its length frames it from now on, whatever framing it
+    /// came with (chunked, or until the origin closed). Every hit then says
+    /// `Content-Length`, on whichever path and protocol it leaves. A header that
+    /// changes is packed again, with its wire form.
+    pub(super) fn frame_by_length(&mut self, len: usize) {
+        let header = &mut self.header;
+        let status = header.status.as_u16();
+        if status < 200 || status == 204 || status == 304 {
+            return;
+        }
+        // Most origins frame by length already: that header stays as it was packed.
+        let mut digits = [0u8; 20];
+        let written = {
+            let mut out = &mut digits[..];
+            std::io::Write::write_fmt(&mut out, format_args!("{len}")).map(|()| 20 - out.len())
+        };
+        let lengths = header.headers.get_all(http::header::CONTENT_LENGTH);
+        let framed = !header.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && lengths.iter().count() == 1
+            && written.is_ok_and(|n| lengths.iter().all(|v| v.as_bytes() == &digits[..n]));
+        if framed {
+            return;
+        }
+        header.remove_header(&http::header::TRANSFER_ENCODING);
+        if header
+            .insert_header(http::header::CONTENT_LENGTH, len)
+            .is_err()
+        {
+            log::debug!("could not frame a stored header by its length {len}");
+        }
+        (self.header, self.wire) = owned_header(&self.header);
+    }
+
     /// Make the entry stale as of `instant` (never fresher than it was); stale windows untouched.
     pub(super) fn expire_at(&mut self, instant: SystemTime) {
         self.fresh_until = self.fresh_until.min(instant);
@@ -131,14 +175,14 @@ impl MetaParts {
     }
 }
 
-/// A copy of `header` that owns its bytes.
+/// A copy of `header` that owns its bytes, and its fields' wire form.
 ///
 /// Pingora parses an origin's response header without copying: every name and value is
 /// a slice of the connection's read buffer. Stored as is, one entry would keep that
 /// whole buffer alive, several kilobytes the weight never sees (measured: RSS grew by
 /// ~7.7 KB per stored 1 KiB response against ~2.6 KB weighed). Copying the few hundred
 /// bytes of names and values once, at admission, keeps the bound honest.
-fn owned_header(header: &ResponseHeader) -> ResponseHeader {
+pub(crate) fn owned_header(header: &ResponseHeader) -> (ResponseHeader, Option<Wire>) {
     let mut fields: Vec<(&[u8], &[u8])> = Vec::with_capacity(header.headers.len());
     if header.has_case() {
         fields.extend(
@@ -161,7 +205,9 @@ fn owned_header(header: &ResponseHeader) -> ResponseHeader {
         has_case: header.has_case(),
     };
     // The fields came from a valid header; fall back to the shared copy if one did not.
-    stored.pack(&fields).unwrap_or_else(|| header.clone())
+    stored
+        .pack(&fields)
+        .unwrap_or_else(|| (header.clone(), None))
 }
 
 /// A response header to be stored: its status line and whether it keeps field-name case.
@@ -175,18 +221,43 @@ pub(super) struct StoredHeader<'a> {
 
 impl StoredHeader<'_> {
     /// The header with `fields` (name as sent, value), whose names and values all live
-    /// in one buffer, in order. Built field by field, a stored header is two or three
+    /// in one buffer, and, for a header that keeps its names' case, that buffer as the
+    /// fields' [`Wire`] form. Built field by field, a stored header is two or three
     /// allocations per field (value, the name's case, a name `http` does not know),
     /// scattered over the heap; a hit reads every one of them, and on a node whose
     /// working set is larger than the CPU's caches (large bodies streaming through the
     /// page cache) each is a miss. In one buffer they are a few neighbouring cache lines,
     /// and admission allocates once. `None` when a name or value is not valid in HTTP.
-    pub(super) fn pack(&self, fields: &[(&[u8], &[u8])]) -> Option<ResponseHeader> {
-        let len = fields.iter().map(|(n, v)| n.len() + v.len()).sum();
+    ///
+    /// The buffer holds each field as HTTP/1 sends it, `Name: value\r\n`, in the order
+    /// of the header's map: the fields of one name together, names in the order they
+    /// first appear (the order `http` keeps and Pingora's writer sends). Grouping
+    /// changes nothing in the header built: `http` groups a name's values the same way.
+    pub(super) fn pack(&self, fields: &[(&[u8], &[u8])]) -> Option<(ResponseHeader, Option<Wire>)> {
+        let mut order: Vec<usize> = Vec::with_capacity(fields.len());
+        let mut placed = vec![false; fields.len()];
+        for (i, (name, _)) in fields.iter().enumerate() {
+            if placed[i] {
+                continue;
+            }
+            for (j, (other, _)) in fields.iter().enumerate().skip(i) {
+                if !placed[j] && other.eq_ignore_ascii_case(name) {
+                    placed[j] = true;
+                    order.push(j);
+                }
+            }
+        }
+        let len = fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
         let mut buf = BytesMut::with_capacity(len);
-        for (name, value) in fields {
+        let mut lines = Vec::with_capacity(fields.len());
+        for &i in &order {
+            let (name, value) = fields[i];
             buf.put_slice(name);
+            let name_end = u32::try_from(buf.len()).ok()?;
+            buf.put_slice(b": ");
             buf.put_slice(value);
+            buf.put_slice(b"\r\n");
+            lines.push((name_end, u32::try_from(buf.len()).ok()?));
         }
         let buf = buf.freeze();
         let capacity = Some(fields.len());
@@ -199,12 +270,13 @@ impl StoredHeader<'_> {
         if self.reason.is_some() {
             header.set_reason_phrase(self.reason).ok()?;
         }
-        let mut at = 0;
-        for (name, value) in fields {
-            let case = buf.slice(at..at + name.len());
-            at += name.len();
-            let shared = HeaderValue::from_maybe_shared(buf.slice(at..at + value.len())).ok()?;
-            at += value.len();
+        let mut start = 0;
+        for &(name_end, end) in &lines {
+            let (name_end, end) = (name_end as usize, end as usize);
+            let case = buf.slice(start..name_end);
+            let value = buf.slice(name_end + 2..end - 2);
+            start = end;
+            let shared = HeaderValue::from_maybe_shared(value).ok()?;
             if self.has_case {
                 header.append_header(case, shared).ok()?;
             } else {
@@ -213,7 +285,56 @@ impl StoredHeader<'_> {
                     .ok()?;
             }
         }
-        Some(header)
+        let wire = self.has_case.then(|| Wire {
+            bytes: buf,
+            lines: lines.into_boxed_slice(),
+        });
+        Some((header, wire))
+    }
+}
+
+/// A stored header's fields as HTTP/1 sends them: `Name: value\r\n` each, names in
+/// their stored case, in the order of the header's map (see [`StoredHeader::pack`]).
+/// The stored `ResponseHeader`'s names and values are slices of these same bytes.
+///
+/// A hit that changes a few fields (`Age`, `Date`, `Cache-Status`, ...) copies the
+/// runs of unchanged lines from here instead of walking the header's two maps and
+/// writing each name and value on its own: that walk was the largest part of what
+/// writing a hit's header cost.
+#[derive(Clone)]
+pub struct Wire {
+    bytes: Bytes,
+    /// Each field's line: where its name ends and where the line ends (after `\r\n`).
+    lines: Box<[(u32, u32)]>,
+}
+
+/// One line of a [`Wire`].
+pub struct WireField<'w> {
+    /// The name as stored (its case kept).
+    pub name: &'w [u8],
+    pub value: &'w [u8],
+    /// The whole line, `\r\n` included, in [`Wire::bytes`].
+    pub line: std::ops::Range<usize>,
+}
+
+impl Wire {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The fields, in the order the header's map has them.
+    pub fn fields(&self) -> impl Iterator<Item = WireField<'_>> + '_ {
+        let mut start = 0;
+        self.lines.iter().map(move |&(name_end, end)| {
+            let (name_end, end) = (name_end as usize, end as usize);
+            let line = start..end;
+            start = end;
+            WireField {
+                name: &self.bytes[line.start..name_end],
+                value: &self.bytes[name_end + 2..end - 2],
+                line,
+            }
+        })
     }
 }
 

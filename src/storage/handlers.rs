@@ -192,30 +192,13 @@ impl MemoryMiss {
         if this.oversized {
             return (MissFinishType::Created(0), None);
         }
-        frame_by_length(&mut this.meta.header, this.size);
+        this.meta.frame_by_length(this.size);
         let body = Body::from_chunks(&this.chunks, this.size, &this.store.files);
         let entry = Arc::new(Entry::new(body, this.meta, this.key_text));
         match this.store.admit(this.key, Arc::clone(&entry), this.started) {
             Some(weight) => (MissFinishType::Created(weight), Some((entry, this.started))),
             None => (MissFinishType::Created(0), None),
         }
-    }
-}
-
-/// A stored body is complete: its length frames it from now on, whatever framing it
-/// came with (chunked, or until the origin closed). Every hit then says
-/// `Content-Length`, on whichever path and protocol it leaves.
-fn frame_by_length(header: &mut pingora_http::ResponseHeader, len: usize) {
-    let status = header.status.as_u16();
-    if status < 200 || status == 204 || status == 304 {
-        return;
-    }
-    header.remove_header(&http::header::TRANSFER_ENCODING);
-    if header
-        .insert_header(http::header::CONTENT_LENGTH, len)
-        .is_err()
-    {
-        log::debug!("could not frame a stored header by its length {len}");
     }
 }
 

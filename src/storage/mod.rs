@@ -32,7 +32,10 @@ mod tiered;
 use async_trait::async_trait;
 use body::Body;
 pub use body::{raise_open_file_limit, BodyRef, FileBudget, FILE_BACKED_MIN};
+#[cfg(test)]
+pub(crate) use entry::owned_header;
 use entry::{Displaced, Entry, EntryWeighter, EvictionCounter, MetaParts, PER_ENTRY_OVERHEAD};
+pub use entry::{Wire, WireField};
 use handlers::{hex, hit_for, MemoryMiss};
 use http::header::CONTENT_LENGTH;
 use pingora_cache::eviction::CacheEntryKey;
@@ -383,6 +386,11 @@ pub struct StoredResponse(Arc<Entry>);
 impl StoredResponse {
     pub fn header(&self) -> &pingora_http::ResponseHeader {
         self.0.meta.header()
+    }
+
+    /// The header's fields as HTTP/1 sends them, for a header that keeps its case.
+    pub fn wire(&self) -> Option<&Wire> {
+        self.0.meta.wire()
     }
 
     /// Where the body can be sent from without a copy: memory, or a file at an offset

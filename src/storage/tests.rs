@@ -122,6 +122,80 @@ async fn a_finished_fill_is_served_with_its_body_and_meta() {
     assert_eq!(store.len(), 1);
 }
 
+/// The lines of a stored response's wire form, as text.
+fn wire_text(stored: &StoredResponse) -> String {
+    let wire = stored
+        .wire()
+        .expect("a header that keeps its case has its wire form");
+    String::from_utf8(wire.bytes().to_vec()).expect("text")
+}
+
+#[tokio::test]
+async fn a_fill_framed_anew_by_its_length_has_its_wire_form_framed_too() {
+    let store = store(64 * KIB, 4 * KIB);
+    let mut chunked = header();
+    chunked
+        .append_header("Transfer-Encoding", "chunked")
+        .expect("header");
+    let now = SystemTime::now();
+    let k = key("/chunked");
+    put(
+        store,
+        &k,
+        &CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, chunked),
+        b"hello world",
+    )
+    .await;
+    let stored = store.peek(&k).expect("stored");
+    assert_eq!(
+        wire_text(&stored),
+        "Content-Type: text/plain\r\nETag: \"v1\"\r\nContent-Length: 11\r\n"
+    );
+    // Framed by the right length already: stored as it came.
+    let mut framed = header();
+    framed
+        .append_header("content-length", "11")
+        .expect("header");
+    let k = key("/framed");
+    put(
+        store,
+        &k,
+        &CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, framed),
+        b"hello world",
+    )
+    .await;
+    let stored = store.peek(&k).expect("stored");
+    assert_eq!(
+        wire_text(&stored),
+        "Content-Type: text/plain\r\nETag: \"v1\"\r\ncontent-length: 11\r\n"
+    );
+    // Framed by a length the body does not have: the body's length wins.
+    let mut wrong = header();
+    wrong.append_header("Content-Length", "12").expect("header");
+    let k = key("/wrong");
+    put(
+        store,
+        &k,
+        &CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, wrong),
+        b"hello world",
+    )
+    .await;
+    let stored = store.peek(&k).expect("stored");
+    assert!(
+        wire_text(&stored).ends_with("Content-Length: 11\r\n"),
+        "{}",
+        wire_text(&stored)
+    );
+    assert_eq!(
+        stored
+            .header()
+            .headers
+            .get("content-length")
+            .map(|v| v.as_bytes()),
+        Some(&b"11"[..])
+    );
+}
+
 #[tokio::test]
 async fn hits_share_the_stored_body_instead_of_copying_it() {
     let store = store(64 * KIB, 4 * KIB);
@@ -216,9 +290,32 @@ fn an_admitted_header_is_the_given_one_packed_in_one_buffer() {
     for header in [given, no_case] {
         let now = SystemTime::now();
         let meta = CacheMeta::new(now, now, 0, 0, header.clone());
-        let admitted = entry::MetaParts::from_meta(&meta).header;
+        let parts = entry::MetaParts::from_meta(&meta);
+        let admitted = parts.header.clone();
         assert_eq!(wire_fields(&admitted), wire_fields(&header));
         assert_eq!(admitted.has_case(), header.has_case());
+        // A header that keeps its case comes with its fields as HTTP/1 sends them, in
+        // the map's order, and its values are slices of those very lines.
+        match parts.wire() {
+            Some(wire) => {
+                assert!(header.has_case());
+                let lines: Vec<(Vec<u8>, Vec<u8>)> = wire
+                    .fields()
+                    .map(|f| {
+                        let line = &wire.bytes()[f.line.clone()];
+                        let expected = [f.name, b": ", f.value, b"\r\n"].concat();
+                        assert_eq!(line, expected.as_slice());
+                        (f.name.to_vec(), f.value.to_vec())
+                    })
+                    .collect();
+                assert_eq!(lines, wire_fields(&header).2);
+                let bytes = wire.bytes().as_ptr_range();
+                for value in admitted.headers.values() {
+                    assert!(bytes.contains(&value.as_bytes().as_ptr()));
+                }
+            }
+            None => assert!(!header.has_case()),
+        }
         // Every value lies in one span no longer than all names and values together.
         let values: Vec<&[u8]> = admitted.headers.values().map(|v| v.as_bytes()).collect();
         let start = values
@@ -234,7 +331,7 @@ fn an_admitted_header_is_the_given_one_packed_in_one_buffer() {
         let packed: usize = admitted
             .headers
             .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
+            .map(|(n, v)| n.as_str().len() + v.len() + ": \r\n".len())
             .sum();
         assert!(
             end - start <= packed,

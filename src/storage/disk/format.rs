@@ -29,7 +29,7 @@ use pingora_cache::key::HashBinary;
 use pingora_http::ResponseHeader;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::storage::entry::{MetaParts, StoredHeader};
+use crate::storage::entry::{MetaParts, StoredHeader, Wire};
 
 pub(super) const MAGIC: [u8; 8] = *b"HFOBJ\0\0\x01";
 pub(super) const PREFIX_LEN: usize = 32;
@@ -159,7 +159,7 @@ pub(super) fn decode_head(head: &[u8]) -> Option<Head> {
     let variance: HashBinary = r.take(16)?.try_into().ok()?;
     let key_text = std::str::from_utf8(r.bytes()?).ok()?;
     let key_text = Arc::from(key_text);
-    let header = decode_header(&mut r)?;
+    let (header, wire) = decode_header(&mut r)?;
     let pad = r.u32()? as usize;
     if r.take(pad)?.iter().any(|&b| b != 0) || !r.0.is_empty() {
         return None;
@@ -175,6 +175,7 @@ pub(super) fn decode_head(head: &[u8]) -> Option<Head> {
             stale_if_error_sec,
             variance: has_variance.then_some(variance),
             header,
+            wire,
         },
         key_text,
     })
@@ -205,7 +206,7 @@ fn encode_header(out: &mut Vec<u8>, header: &ResponseHeader) {
     }
 }
 
-fn decode_header(r: &mut Reader<'_>) -> Option<ResponseHeader> {
+fn decode_header(r: &mut Reader<'_>) -> Option<(ResponseHeader, Option<Wire>)> {
     let status = u16::from_le_bytes(r.take(2)?.try_into().ok()?);
     let version = match r.take(1)?[0] {
         0 => http::Version::HTTP_10,
@@ -292,6 +293,7 @@ mod tests {
             stale_if_error_sec: 86_400,
             variance: Some([7; 16]),
             header,
+            wire: None,
         }
     }
 
