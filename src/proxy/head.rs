@@ -591,6 +591,13 @@ impl Signature {
     pub fn cache_status(&self, outcome: &Outcome) -> String {
         outcome.cache_status().render(self.node.as_deref())
     }
+
+    /// [`Signature::cache_status`] at the end of the list `chain`.
+    pub fn push_cache_status(&self, chain: &mut String, outcome: &Outcome) {
+        outcome
+            .cache_status()
+            .render_into(chain, self.node.as_deref())
+    }
 }
 
 /// What the edge sets on every response it sends for a customer: no purge tags; the
@@ -608,9 +615,10 @@ pub(super) fn edge_fields(
     if matches!(resp.status_code().as_u16(), 206 | 304 | 416) {
         resp.clear_reason();
     }
-    let mut chain = String::with_capacity(64);
+    // Long enough for this node's member with every parameter, after a shield's.
+    let mut chain = String::with_capacity(160);
     resp.each(&CACHE_STATUS.name, &mut |v| push_member(&mut chain, v));
-    chain.push_str(&sign.cache_status(outcome));
+    sign.push_cache_status(&mut chain, outcome);
     let chain =
         HeaderValue::try_from(chain).or_err(ErrorType::InternalError, "a Cache-Status value")?;
     resp.put(&CACHE_STATUS, chain)?;

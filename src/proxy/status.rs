@@ -1,7 +1,5 @@
 //! The RFC 9211 `Cache-Status` value Holdfast puts on every response.
 
-use std::fmt::Write;
-
 /// What happened to one request, as far as the cache is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CacheStatus {
@@ -25,31 +23,43 @@ impl CacheStatus {
     pub fn render(&self, node: Option<&str>) -> String {
         // Long enough for every parameter at once: one allocation per response.
         let mut s = String::with_capacity(112);
+        self.render_into(&mut s, node);
+        s
+    }
+
+    /// [`CacheStatus::render`] at the end of `s` (a list that already holds the
+    /// members of the caches before this one), without a string of its own.
+    pub fn render_into(&self, s: &mut String, node: Option<&str>) {
         s.push_str("holdfast");
         if self.hit {
             s.push_str("; hit");
         }
         if let Some(fwd) = self.fwd {
-            let _ = write!(s, "; fwd={fwd}");
+            s.push_str("; fwd=");
+            s.push_str(fwd);
         }
         if let Some(code) = self.fwd_status {
-            let _ = write!(s, "; fwd-status={code}");
+            s.push_str("; fwd-status=");
+            s.push_str(itoa::Buffer::new().format(code));
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(s, "; ttl={ttl}");
+            s.push_str("; ttl=");
+            s.push_str(itoa::Buffer::new().format(ttl));
         }
         if self.stored {
             s.push_str("; stored");
         }
         if let Some(detail) = self.detail {
-            let _ = write!(s, "; detail={detail}");
+            s.push_str("; detail=");
+            s.push_str(detail);
         }
         if let Some(node) = node {
             // Node names are letters, digits, `.`, `_` and `-` (config): a valid
             // sf-string as they stand.
-            let _ = write!(s, "; node=\"{node}\"");
+            s.push_str("; node=\"");
+            s.push_str(node);
+            s.push('"');
         }
-        s
     }
 }
 
