@@ -136,15 +136,12 @@ impl MetaParts {
             return;
         }
         // Most origins frame by length already: that header stays as it was packed.
-        let mut digits = [0u8; 20];
-        let written = {
-            let mut out = &mut digits[..];
-            std::io::Write::write_fmt(&mut out, format_args!("{len}")).map(|()| 20 - out.len())
-        };
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(len).as_bytes();
         let lengths = header.headers.get_all(http::header::CONTENT_LENGTH);
         let framed = !header.headers.contains_key(http::header::TRANSFER_ENCODING)
             && lengths.iter().count() == 1
-            && written.is_ok_and(|n| lengths.iter().all(|v| v.as_bytes() == &digits[..n]));
+            && lengths.iter().all(|v| v.as_bytes() == digits);
         if framed {
             return;
         }
@@ -234,18 +231,15 @@ impl StoredHeader<'_> {
     /// first appear (the order `http` keeps and Pingora's writer sends). Grouping
     /// changes nothing in the header built: `http` groups a name's values the same way.
     pub(super) fn pack(&self, fields: &[(&[u8], &[u8])]) -> Option<(ResponseHeader, Option<Wire>)> {
+        // Each field after the last of its name placed so far, or at the end if its
+        // name is new: stable, and a few comparisons per field.
         let mut order: Vec<usize> = Vec::with_capacity(fields.len());
-        let mut placed = vec![false; fields.len()];
         for (i, (name, _)) in fields.iter().enumerate() {
-            if placed[i] {
-                continue;
-            }
-            for (j, (other, _)) in fields.iter().enumerate().skip(i) {
-                if !placed[j] && other.eq_ignore_ascii_case(name) {
-                    placed[j] = true;
-                    order.push(j);
-                }
-            }
+            let at = order
+                .iter()
+                .rposition(|&j| fields[j].0.eq_ignore_ascii_case(name))
+                .map_or(order.len(), |at| at + 1);
+            order.insert(at, i);
         }
         let len = fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
         let mut buf = BytesMut::with_capacity(len);
