@@ -181,6 +181,15 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// The stored header's first value of `name`: from the wire form when it keeps
+    /// that name's (a plain hit then reads nothing of the header's maps).
+    fn stored_first(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        match self.wire.and_then(|w| w.first(name)) {
+            Some(first) => first,
+            None => self.stored.headers.get(name),
+        }
+    }
+
     /// The last `Put` or `Remove` of `name`, by its place among the edits.
     fn last_set(&self, name: &HeaderName) -> Option<usize> {
         self.edits
@@ -478,9 +487,7 @@ impl Fields for Plan<'_> {
                 _ => self.added(name, Some(at)).next().and_then(Edit::value),
             },
             None => self
-                .stored
-                .headers
-                .get(name)
+                .stored_first(name)
                 .or_else(|| self.added(name, None).next().and_then(Edit::value)),
         }
     }
@@ -490,6 +497,8 @@ impl Fields for Plan<'_> {
         match last.map(|at| &self.edits[at].op) {
             Some(Op::Put(v)) => f(v),
             Some(_) => {}
+            // Without a first value there are none.
+            None if self.stored_first(name).is_none() => {}
             None => self.stored.headers.get_all(name).iter().for_each(&mut *f),
         }
         self.added(name, last).filter_map(Edit::value).for_each(f);

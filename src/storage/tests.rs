@@ -283,6 +283,10 @@ fn an_admitted_header_is_the_given_one_packed_in_one_buffer() {
     given
         .append_header("Cache-Control", "max-age=60")
         .expect("field");
+    given.append_header("Content-Length", "5").expect("field");
+    given
+        .append_header("Cache-Status", "shield; hit")
+        .expect("field");
     let mut no_case = ResponseHeader::build_no_case(200, None).expect("status");
     no_case.append_header("x-one", "1").expect("field");
     no_case.append_header("x-one", "2").expect("field");
@@ -309,6 +313,13 @@ fn an_admitted_header_is_the_given_one_packed_in_one_buffer() {
                     })
                     .collect();
                 assert_eq!(lines, wire_fields(&header).2);
+                for name in [
+                    http::header::CONTENT_LENGTH,
+                    "cache-status".parse().expect("name"),
+                ] {
+                    assert_eq!(wire.first(&name), Some(admitted.headers.get(&name)));
+                }
+                assert_eq!(wire.first(&http::header::ETAG), None);
                 let bytes = wire.bytes().as_ptr_range();
                 for value in admitted.headers.values() {
                     assert!(bytes.contains(&value.as_bytes().as_ptr()));
