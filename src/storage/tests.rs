@@ -133,54 +133,29 @@ fn wire_text(stored: &StoredResponse) -> String {
 #[tokio::test]
 async fn a_fill_framed_anew_by_its_length_has_its_wire_form_framed_too() {
     let store = store(64 * KIB, 4 * KIB);
-    let mut chunked = header();
-    chunked
-        .append_header("Transfer-Encoding", "chunked")
-        .expect("header");
-    let now = SystemTime::now();
-    let k = key("/chunked");
-    put(
-        store,
-        &k,
-        &CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, chunked),
-        b"hello world",
-    )
-    .await;
-    let stored = store.peek(&k).expect("stored");
+    // `header()` with `field` added, stored with an 11-byte body.
+    let fill = |path: &'static str, field: (&'static str, &'static str)| async move {
+        let mut header = header();
+        header.append_header(field.0, field.1).expect("header");
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let k = key(path);
+        put(store, &k, &meta, b"hello world").await;
+        store.peek(&k).expect("stored")
+    };
+    let stored = fill("/chunked", ("Transfer-Encoding", "chunked")).await;
     assert_eq!(
         wire_text(&stored),
         "Content-Type: text/plain\r\nETag: \"v1\"\r\nContent-Length: 11\r\n"
     );
     // Framed by the right length already: stored as it came.
-    let mut framed = header();
-    framed
-        .append_header("content-length", "11")
-        .expect("header");
-    let k = key("/framed");
-    put(
-        store,
-        &k,
-        &CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, framed),
-        b"hello world",
-    )
-    .await;
-    let stored = store.peek(&k).expect("stored");
+    let stored = fill("/framed", ("content-length", "11")).await;
     assert_eq!(
         wire_text(&stored),
         "Content-Type: text/plain\r\nETag: \"v1\"\r\ncontent-length: 11\r\n"
     );
     // Framed by a length the body does not have: the body's length wins.
-    let mut wrong = header();
-    wrong.append_header("Content-Length", "12").expect("header");
-    let k = key("/wrong");
-    put(
-        store,
-        &k,
-        &CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, wrong),
-        b"hello world",
-    )
-    .await;
-    let stored = store.peek(&k).expect("stored");
+    let stored = fill("/wrong", ("Content-Length", "12")).await;
     assert!(
         wire_text(&stored).ends_with("Content-Length: 11\r\n"),
         "{}",

@@ -45,6 +45,18 @@ async fn put(store: &'static Tiered, key: &CacheKey, body: &[u8]) -> usize {
     }
 }
 
+/// Invalidate `key` in both tiers, as an unsafe method or the purge API does.
+async fn invalidate(store: &'static Tiered, key: &CacheKey) -> PurgeOutcome {
+    store
+        .purge(
+            PurgeTarget::Active(&key.to_compact()),
+            PurgeType::Invalidation,
+            &span(),
+        )
+        .await
+        .unwrap()
+}
+
 async fn get(store: &'static Tiered, key: &CacheKey) -> Option<(CacheMeta, Vec<u8>)> {
     let (meta, mut hit) = store.lookup(key, &span()).await.unwrap()?;
     let mut body = Vec::new();
@@ -153,15 +165,10 @@ async fn a_purge_removes_the_file_and_cancels_a_fill_begun_before_it() {
     miss.write_body(Bytes::from_static(b"racing"), true)
         .await
         .unwrap();
-    let outcome = store
-        .purge(
-            PurgeTarget::Active(&k.to_compact()),
-            PurgeType::Invalidation,
-            &span(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(outcome, PurgeOutcome::Purged(_)));
+    assert!(matches!(
+        invalidate(store, &k).await,
+        PurgeOutcome::Purged(_)
+    ));
     assert!(
         files(dir.path()).is_empty(),
         "unlinked before purge returns"
@@ -253,15 +260,10 @@ async fn a_large_body_once_on_disk_is_sent_from_its_file_and_not_held_twice() {
     assert_eq!(read_back.load(std::sync::atomic::Ordering::Relaxed), 0);
 
     // The moved entry is purged like any other, from both tiers.
-    let outcome = store
-        .purge(
-            PurgeTarget::Active(&k.to_compact()),
-            PurgeType::Invalidation,
-            &span(),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(outcome, PurgeOutcome::Purged(_)));
+    assert!(matches!(
+        invalidate(store, &k).await,
+        PurgeOutcome::Purged(_)
+    ));
     assert!(store.peek(&k).is_none());
     assert!(files(dir.path()).is_empty());
 }
