@@ -372,8 +372,9 @@ impl<'a> Plan<'a> {
         if !c.added {
             return;
         }
-        for e in self.added(&c.field.name, c.last_set) {
-            if let Op::Add(v) = &e.op {
+        let skip = c.last_set.map_or(0, |i| i + 1);
+        for e in &self.edits[skip..] {
+            if let (true, Op::Add(v)) = (std::ptr::eq(e.field, c.field), &e.op) {
                 out.field(e.field.case.as_bytes(), v.as_bytes());
             }
         }
