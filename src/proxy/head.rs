@@ -367,7 +367,9 @@ impl<'a> Plan<'a> {
         (date_sent, connection_sent)
     }
 
-    /// The values added to `c` after its last `Put` or `Remove`.
+    /// The values added to `c` after its last `Put` or `Remove`. Found by the fields'
+    /// addresses rather than through [`Plan::added`]'s name comparison, which costs a
+    /// hit 140-350 instructions more.
     fn put_added(&self, out: &mut Lines<'_>, c: &Changed) {
         if !c.added {
             return;
