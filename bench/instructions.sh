@@ -3,6 +3,7 @@
 #
 #   bench/instructions.sh                          # target/release/holdfast (built if missing)
 #   bench/instructions.sh /tmp/holdfast-a /tmp/holdfast-b   # compare two builds
+#   bench/instructions.sh nginx target/release/holdfast     # nginx's hit, then Holdfast's
 #
 # Timed benchmarks on a shared machine move by ±10 % from run to run; a change of 1-2 %
 # in what a hit costs cannot be seen in them. Instructions can: valgrind counts them,
@@ -15,6 +16,13 @@
 # while the other core is busy (they run more often under valgrind then). Compare builds
 # in one invocation.
 #
+# The word `nginx` in place of a binary counts nginx's `proxy_cache` hit the same way: one
+# process (`master_process off`), the cache in the work directory, `access_log off`, and
+# a second server block of the same nginx as the origin (asked once, for the fill, so the
+# difference leaves it out). Timed runs compare CPU seconds, kernel included; this
+# compares the user-space instructions (libc included), where Holdfast and nginx differ
+# most (docs/benchmarks.md, "A hit's instructions against nginx's").
+#
 # Settings (environment): BENCH_N1=500 BENCH_N2=2500 BENCH_PORT_BASE=28280 (uses 3 ports).
 # Installs valgrind and curl with apt-get when they are missing.
 set -euo pipefail
@@ -24,6 +32,13 @@ N1=${BENCH_N1:-500}
 N2=${BENCH_N2:-2500}
 BASE=${BENCH_PORT_BASE:-28280}
 die() { echo "instructions: $*" >&2; exit 1; }
+NGINX=
+for arg in "$@"; do
+  if [ "$arg" = nginx ]; then
+    NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+    [ -n "$NGINX" ] || die "nginx is not installed (bench/run.sh installs it)"
+  fi
+done
 for tool in valgrind curl; do
   if ! command -v "$tool" >/dev/null; then
     apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null || die "cannot install $tool"
@@ -55,6 +70,36 @@ customers:
     origin: { servers: ["127.0.0.1:$((BASE + 2))"] }
     cache: { default_ttl: 1h }
 EOF
+cat >"$WORK/nginx.conf" <<EOF
+daemon off;
+master_process off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    sendfile on;
+    client_body_temp_path $WORK/tmp-body;
+    proxy_temp_path $WORK/tmp-proxy;
+    fastcgi_temp_path $WORK/tmp-fcgi;
+    uwsgi_temp_path $WORK/tmp-uwsgi;
+    scgi_temp_path $WORK/tmp-scgi;
+    proxy_cache_path $WORK/nginx-cache levels=1:2 keys_zone=bench:16m use_temp_path=off;
+    server {
+        listen 127.0.0.1:$((BASE + 2));
+        root $WORK/www;
+        location / { add_header Cache-Control "max-age=3600"; }
+    }
+    server {
+        listen 127.0.0.1:$BASE;
+        location / {
+            proxy_pass http://127.0.0.1:$((BASE + 2));
+            proxy_cache bench;
+        }
+    }
+}
+EOF
 for n in "$N1" "$N2"; do
   : >"$WORK/urls-$n"
   for _ in $(seq "$n"); do
@@ -62,12 +107,17 @@ for n in "$N1" "$N2"; do
   done
 done
 
-# Instructions of one run serving $2 hits with binary $1.
+# Instructions of one run serving $2 hits with binary $1 (or nginx).
 count() {
-  local out="$WORK/callgrind.out"
+  local out="$WORK/callgrind.out" cmd=("$1" -c "$WORK/holdfast.yaml") stop=INT
+  if [ "$1" = nginx ]; then
+    cmd=("$NGINX" -c "$WORK/nginx.conf")
+    stop=QUIT # nginx's graceful stop, after which callgrind writes its totals
+    rm -rf "$WORK/nginx-cache"
+  fi
   rm -f "$out"*
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$1" -c "$WORK/holdfast.yaml" >"$WORK/run.log" 2>&1 &
+    "${cmd[@]}" >"$WORK/run.log" 2>&1 &
   PID=$!
   local ok=
   for _ in $(seq 300); do
@@ -78,14 +128,14 @@ count() {
   local codes
   codes=$(curl -s -H "Host: bench.local" -w '%{http_code}\n' -K "$WORK/urls-$2" | grep -c '^200$' || true)
   [ "$codes" = "$2" ] || die "$codes of $2 hits answered 200 (see $WORK/run.log)"
-  kill -INT "$PID"
+  kill -"$stop" "$PID"
   wait "$PID" 2>/dev/null || true
   PID=
   awk '/^summary:/ { print $2 }' "$out"
 }
 
 for bin in "${BINS[@]}"; do
-  [ -x "$bin" ] || die "$bin is not an executable"
+  [ "$bin" = nginx ] || [ -x "$bin" ] || die "$bin is not an executable (or the word nginx)"
   a=$(count "$bin" "$N1")
   b=$(count "$bin" "$N2")
   [ -n "$a" ] && [ -n "$b" ] || die "callgrind wrote no totals for $bin"
