@@ -4,6 +4,7 @@
 #   bench/instructions.sh                          # target/release/holdfast (built if missing)
 #   bench/instructions.sh /tmp/holdfast-a /tmp/holdfast-b   # compare two builds
 #   bench/instructions.sh nginx target/release/holdfast     # nginx's hit, then Holdfast's
+#   BENCH_PROTO=h2 bench/instructions.sh                    # the same hit over TLS and HTTP/2
 #
 # Timed benchmarks on a shared machine move by ±10 % from run to run; a change of 1-2 %
 # in what a hit costs cannot be seen in them. Instructions can: valgrind counts them,
@@ -23,15 +24,27 @@
 # compares the user-space instructions (libc included), where Holdfast and nginx differ
 # most (docs/benchmarks.md, "A hit's instructions against nginx's").
 #
-# Settings (environment): BENCH_N1=500 BENCH_N2=2500 BENCH_PORT_BASE=28280 (uses 3 ports).
-# Installs valgrind and curl with apt-get when they are missing.
+# BENCH_PROTO chooses how curl asks: h1 (plain HTTP/1.1, the default), tls (HTTP/1.1 over
+# TLS) or h2 (HTTP/2 over TLS), all down one connection; over TLS both servers present
+# the same ECDSA P-256 certificate, made here with openssl, and the handshake is paid once.
+#
+# Settings (environment): BENCH_N1=500 BENCH_N2=2500 BENCH_PROTO=h1
+# BENCH_PORT_BASE=28280 (uses 4 ports). Installs valgrind, curl and openssl with apt-get
+# when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N1=${BENCH_N1:-500}
 N2=${BENCH_N2:-2500}
 BASE=${BENCH_PORT_BASE:-28280}
+PROTO=${BENCH_PROTO:-h1}
 die() { echo "instructions: $*" >&2; exit 1; }
+case $PROTO in
+  h1) URL="http://127.0.0.1:$BASE/1k.bin" CURL_PROTO=(--http1.1) ;;
+  tls) URL="https://127.0.0.1:$((BASE + 3))/1k.bin" CURL_PROTO=(-k --http1.1) ;;
+  h2) URL="https://127.0.0.1:$((BASE + 3))/1k.bin" CURL_PROTO=(-k --http2) ;;
+  *) die "BENCH_PROTO is h1, tls or h2, not '$PROTO'" ;;
+esac
 NGINX=
 for arg in "$@"; do
   if [ "$arg" = nginx ]; then
@@ -39,7 +52,7 @@ for arg in "$@"; do
     [ -n "$NGINX" ] || die "nginx is not installed (bench/run.sh installs it)"
   fi
 done
-for tool in valgrind curl; do
+for tool in valgrind curl openssl; do
   if ! command -v "$tool" >/dev/null; then
     apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null || die "cannot install $tool"
   fi
@@ -59,14 +72,19 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$WORK/www"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/www/1k.bin"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+  -keyout "$WORK/tls.key" -out "$WORK/tls.crt" -subj "/CN=bench.local" \
+  -addext "subjectAltName=DNS:bench.local" 2>/dev/null || die "openssl could not make a certificate"
 cat >"$WORK/holdfast.yaml" <<EOF
 server: { threads: 1 }
-listen: ["127.0.0.1:$BASE"]
+listen: ["127.0.0.1:$BASE", { addr: "127.0.0.1:$((BASE + 3))", tls: true }]
+tls: { default: { cert: tls.crt, key: tls.key } }
 admin: { listen: "127.0.0.1:$((BASE + 1))" }
 demo_origin: { listen: "127.0.0.1:$((BASE + 2))", root: www }
 customers:
   - name: bench
     hosts: ["bench.local"]
+    tls: { cert: tls.crt, key: tls.key }
     origin: { servers: ["127.0.0.1:$((BASE + 2))"] }
     cache: { default_ttl: 1h }
 EOF
@@ -93,6 +111,9 @@ http {
     }
     server {
         listen 127.0.0.1:$BASE;
+        listen 127.0.0.1:$((BASE + 3)) ssl http2;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
         location / {
             proxy_pass http://127.0.0.1:$((BASE + 2));
             proxy_cache bench;
@@ -103,7 +124,7 @@ EOF
 for n in "$N1" "$N2"; do
   : >"$WORK/urls-$n"
   for _ in $(seq "$n"); do
-    printf 'url = "http://127.0.0.1:%s/1k.bin"\noutput = "/dev/null"\n' "$BASE" >>"$WORK/urls-$n"
+    printf 'url = "%s"\noutput = "/dev/null"\n' "$URL" >>"$WORK/urls-$n"
   done
 done
 
@@ -121,12 +142,13 @@ count() {
   PID=$!
   local ok=
   for _ in $(seq 300); do
-    if curl -sf -o /dev/null -H "Host: bench.local" "http://127.0.0.1:$BASE/1k.bin"; then ok=1; break; fi
+    if curl -sf "${CURL_PROTO[@]}" -o /dev/null -H "Host: bench.local" "$URL"; then ok=1; break; fi
     sleep 0.1
   done
   [ -n "$ok" ] || die "$1 did not answer under valgrind (see its log: $(tail -3 "$WORK/run.log"))"
   local codes
-  codes=$(curl -s -H "Host: bench.local" -w '%{http_code}\n' -K "$WORK/urls-$2" | grep -c '^200$' || true)
+  codes=$(curl -s "${CURL_PROTO[@]}" -H "Host: bench.local" -w '%{http_code}\n' -K "$WORK/urls-$2" |
+    grep -c '^200$' || true)
   [ "$codes" = "$2" ] || die "$codes of $2 hits answered 200 (see $WORK/run.log)"
   kill -"$stop" "$PID"
   wait "$PID" 2>/dev/null || true
@@ -139,5 +161,5 @@ for bin in "${BINS[@]}"; do
   a=$(count "$bin" "$N1")
   b=$(count "$bin" "$N2")
   [ -n "$a" ] && [ -n "$b" ] || die "callgrind wrote no totals for $bin"
-  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per 1 KiB keep-alive hit ($N1 and $N2 hits: $a and $b in all)"
+  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per 1 KiB keep-alive hit over $PROTO ($N1 and $N2 hits: $a and $b in all)"
 done
