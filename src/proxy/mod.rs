@@ -244,7 +244,7 @@ impl ProxyHttp for Edge {
     /// (the default module would run on every response to do nothing).
     fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
 
-    fn new_ctx(&self) -> Box<Ctx> {
+    fn new_ctx(&self) -> Self::CTX {
         self.metrics.inflight.fetch_add(1, Ordering::AcqRel);
         Box::new(Ctx {
             customer: None,
@@ -273,7 +273,7 @@ impl ProxyHttp for Edge {
         })
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         // A client that pipelines (sends its next request before reading this answer)
         // gets every answer in order on the same connection (RFC 9112 §9.3.2), rather
         // than a keep-alive answer and then a close that drops the rest.
@@ -395,7 +395,7 @@ impl ProxyHttp for Edge {
         Ok(false)
     }
 
-    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<()> {
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
         if ctx.customer.is_some() && ctx.bypass.is_none() {
             session.cache.enable(
                 self.store as &'static (dyn Storage + Sync),
@@ -409,7 +409,7 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    fn cache_key_callback(&self, session: &Session, ctx: &mut Box<Ctx>) -> Result<CacheKey> {
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<CacheKey> {
         if let Some(key) = ctx.key.take() {
             return Ok(key);
         }
@@ -429,7 +429,7 @@ impl ProxyHttp for Edge {
         meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
         is_fresh: bool,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
     ) -> Result<Option<ForcedFreshness>> {
         let now = SystemTime::now();
         let Some(customer) = ctx.customer() else {
@@ -501,7 +501,7 @@ impl ProxyHttp for Edge {
         &self,
         session: &Session,
         resp: &ResponseHeader,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
     ) -> Result<RespCacheable> {
         let Some(customer) = ctx.customer() else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
@@ -550,7 +550,7 @@ impl ProxyHttp for Edge {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut Box<Ctx>,
+        _ctx: &mut Self::CTX,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
         fast::variance(meta.headers(), req)
@@ -559,7 +559,7 @@ impl ProxyHttp for Edge {
     fn should_serve_stale(
         &self,
         session: &mut Session,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
         error: Option<&Error>,
     ) -> bool {
         let Some(customer) = ctx.customer() else {
@@ -602,7 +602,7 @@ impl ProxyHttp for Edge {
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let customer = ctx
             .customer
@@ -665,7 +665,7 @@ impl ProxyHttp for Edge {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
@@ -684,7 +684,7 @@ impl ProxyHttp for Edge {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -721,7 +721,7 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if ctx.customer().is_some_and(|c| c.origin.forwarded) {
             let peer = session
@@ -753,7 +753,7 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         // Hop-by-hop: the parameters of the origin's connection to Holdfast, neither
         // stored nor passed on (Pingora replaces `Connection` itself).
@@ -795,7 +795,7 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if policy::is_unsafe(&session.req_header().method) && resp.status.as_u16() < 400 {
             // RFC 9111 §4.4: a successful unsafe request invalidates the stored URL.
@@ -813,7 +813,7 @@ impl ProxyHttp for Edge {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut Box<Ctx>,
+        ctx: &mut Self::CTX,
     ) -> FailToProxy
     where
         Ctx: Send + Sync,
@@ -882,7 +882,7 @@ impl ProxyHttp for Edge {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<Ctx>) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         deadline::next_request(session);
         self.metrics.requests.fetch_add(1, Ordering::Relaxed);
         let (status, bytes) = match ctx.sent_directly {
