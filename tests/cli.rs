@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{customer, free_port, run_cli, write_file, Holdfast};
+use common::{customer, free_port, listens_on, run_cli, write_file, Holdfast};
 
 /// One customer with one rule for /sale/banner.png; `extra` is appended (rule keys
 /// indented by 8 spaces, or further customers at 2).
@@ -437,4 +437,24 @@ fn healthcheck_rejects_a_bad_url_or_timeout() {
     let (code, _, err) = run_cli(&["healthcheck", "--timeout", "0s"]);
     assert_eq!(code, 2);
     assert!(err.contains("more than 0s"), "{err}");
+}
+
+/// The harness waits for a node's own sockets, not for any answer on its ports: a port
+/// another process took between `free_port` and the node's bind once made a test talk
+/// to another test's admin listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_harness_tells_a_node_from_another_process_on_its_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    assert!(listens_on(std::process::id(), port));
+    let origin = ([127, 0, 0, 1], free_port()).into();
+    let edge = Holdfast::start(&format!(
+        "customers:\n{}",
+        customer("shop", "shop.test", origin, "", "")
+    ))
+    .await;
+    assert!(!listens_on(edge.pid(), port));
+    assert!(listens_on(edge.pid(), edge.addr.port()));
+    assert!(listens_on(edge.pid(), edge.admin.port()));
+    assert!(!listens_on(std::process::id(), edge.addr.port()));
 }

@@ -310,11 +310,50 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A free loopback port (bound to 0, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 0")
-        .local_addr()
-        .expect("addr")
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct loopback ports that were free a moment ago: all are held until all
+/// are chosen, so one node never gets the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect()
+}
+
+/// Whether process `pid` itself holds a listening TCP socket on `port`. A port that
+/// accepts is not enough: between [`free_port`] and the node's bind another test's
+/// node may take it (Pingora then retries its bind for a while), and the test would
+/// talk to that node instead.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; state 0A is LISTEN; inode is field 9.
+            let local_port = f.get(1).and_then(|a| a.rsplit(':').next());
+            if f.len() > 9
+                && f[3] == "0A"
+                && local_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+            {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
 }
 
 /// The real `holdfast` binary, running on free loopback ports.
@@ -392,8 +431,9 @@ impl Holdfast {
         tls: bool,
         h2c: bool,
     ) -> Result<Holdfast, tempfile::TempDir> {
-        let (port, admin_port) = (free_port(), free_port());
-        let tls_port = tls.then(free_port);
+        let ports = free_ports(3);
+        let (port, admin_port) = (ports[0], ports[1]);
+        let tls_port = tls.then_some(ports[2]);
         let conf = dir.path().join("holdfast.yaml");
         let tls_listen = tls_port
             .map(|p| format!(", {{ addr: \"127.0.0.1:{p}\", tls: true }}"))
@@ -423,13 +463,12 @@ impl Holdfast {
                 eprintln!("holdfast exited early:\n{}", h.log());
                 return Err(h.into_dir());
             }
-            let data = TcpStream::connect(h.addr).await.is_ok();
-            let admin = TcpStream::connect(h.admin).await.is_ok();
-            let tls = match h.tls_addr {
-                Some(a) => TcpStream::connect(a).await.is_ok(),
-                None => true,
-            };
-            if data && admin && tls {
+            let pid = h.pid();
+            let ours = [Some(port), Some(admin_port), tls_port]
+                .into_iter()
+                .flatten()
+                .all(|p| listens_on(pid, p));
+            if ours {
                 return Ok(h);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -508,9 +547,12 @@ impl Holdfast {
                 child = spawn(&self.conf, self.dir.path());
                 continue;
             }
-            let data = TcpStream::connect(self.addr).await.is_ok();
-            let admin = TcpStream::connect(self.admin).await.is_ok();
-            if data && admin {
+            let ports = [Some(self.addr), Some(self.admin), self.tls_addr];
+            if ports
+                .into_iter()
+                .flatten()
+                .all(|a| listens_on(child.id(), a.port()))
+            {
                 self.child = Some(child);
                 return;
             }
