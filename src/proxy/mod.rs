@@ -3,16 +3,25 @@
 //! This module only routes, calls the pure [`crate::policy`] functions and moves data
 //! between Pingora's phases. It must never make a cache decision of its own: every
 //! "store or not", "how long", "serve stale or not" lives in the policy.
+//!
+//! The trait's callbacks are one line each here; each phase's code has its own file:
+//! [`route`] (the request phase, up to the [`fast`] path), [`lookup`] (pingora-cache's
+//! phases), [`upstream`] (the origin's) and [`finish`] (the edge's fields on every answer,
+//! failures, the access log). The request's state is [`Ctx`], its result an [`Outcome`].
 
 pub mod deadline;
 mod direct;
 mod fast;
+mod finish;
 mod head;
 mod health;
+mod lookup;
 mod outcome;
 mod purge;
 mod request;
+mod route;
 mod status;
+mod upstream;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,12 +31,8 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
-use log::{info, warn};
-use once_cell::sync::Lazy;
-use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora_cache::{
-    key::HashBinary, CacheKey, CacheMeta, CacheOptionOverrides, ForcedFreshness, HitHandler,
-    NoCacheReason, RespCacheable, Storage,
+    key::HashBinary, CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable,
 };
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -37,19 +42,14 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::origin::{Origins, Pool};
-use crate::policy::{self, HitCheck, RequestPlan, ResponseDecision};
+use crate::policy;
 use crate::purge::{Purges, Verdict};
 use crate::storage::CacheStore;
-use crate::tls::{Sni, Transport};
+use crate::tls::Transport;
 use health::OriginHealth;
-use outcome::{decide, Failure, Fwd, Outcome, Stale};
-use request::{normalize_request, request_host, screen, set_forwarded};
+use outcome::{Fwd, Outcome, Stale};
+use request::request_host;
 pub use status::CacheStatus;
-
-/// The cache lock shared by every request: N concurrent misses for one key reach the
-/// origin once. The age timeout frees a lock whose writer died.
-static CACHE_LOCK: Lazy<Box<CacheKeyLockImpl>> =
-    Lazy::new(|| CacheLock::new_boxed(Duration::from_secs(30)));
 
 /// The edge: routes by Host, applies the customer's policy, fills and serves the cache.
 /// Clones share everything (a second listening service, e.g. for h2c, is the same edge).
@@ -274,153 +274,16 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        // A client that pipelines (sends its next request before reading this answer)
-        // gets every answer in order on the same connection (RFC 9112 §9.3.2), rather
-        // than a keep-alive answer and then a close that drops the rest.
-        session.set_pipelining_enabled(true);
-        // Pingora waits for a keep-alive connection's next request without a bound (or
-        // as long as the client's Keep-Alive asks): cap it, so idle clients let go.
-        if let Some(wait) = session.get_keepalive() {
-            let capped = if wait == 0 {
-                self.idle_timeout
-            } else {
-                wait.min(self.idle_timeout)
-            };
-            session.set_keepalive(Some(capped));
-        }
-        let sni = transport(session, &mut ctx.transport);
-        let snapshot = self.customers.load();
-        ctx.config_version = snapshot.version;
-        let host = request_host(session.req_header()).unwrap_or("");
-        let Some(customer) = snapshot.route(host) else {
-            // Never an open proxy: an unknown host is refused here, before any origin.
-            self.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-            let host = host.to_string();
-            let outcome = Outcome::Edge {
-                reason: "unknown-host",
-            };
-            ctx.outcome = Some(outcome.clone());
-            let body = if host.is_empty() {
-                "holdfast: the request has no Host header\n".to_string()
-            } else {
-                format!("holdfast: no customer is configured for host {host:?} on this edge\n")
-            };
-            let code = if host.is_empty() { 400 } else { 421 };
-            respond_text(session, code, body, &outcome, None, &self.sign).await?;
-            return Ok(true);
-        };
-        if let Some(sni) = sni {
-            // No domain fronting: a TLS connection opened for one customer's name serves
-            // that customer only (RFC 9110 §15.5.20), and no origin hears of the rest.
-            if !snapshot
-                .route(sni)
-                .is_some_and(|c| Arc::ptr_eq(c, customer))
-            {
-                self.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-                let outcome = Outcome::Edge {
-                    reason: "misdirected",
-                };
-                ctx.outcome = Some(outcome.clone());
-                let body = format!(
-                    "holdfast: this connection was opened for {sni:?}, which does not serve \
-                     host {:?}; open a new connection for it\n",
-                    crate::config::canonical_host(host)
-                );
-                respond_text(session, 421, body, &outcome, None, &self.sign).await?;
-                return Ok(true);
-            }
-        }
-        if let Some(hops) =
-            request::loop_detected(session.req_header(), &self.loop_entry, self.max_hops)
-        {
-            // This request has passed this very node, or too many Holdfast nodes: answer
-            // now rather than send it round again until something times out.
-            let outcome = Outcome::Edge { reason: "loop" };
-            ctx.outcome = Some(outcome.clone());
-            let body = format!(
-                "holdfast: request loop: {hops} (this node is {}); check the origin of {:?}\n",
-                self.loop_entry, customer.name
-            );
-            respond_text(session, 508, body, &outcome, None, &self.sign).await?;
-            return Ok(true);
-        }
-        let customer = customer.clone();
-        let host = crate::config::canonical_host(host).into_owned();
-        normalize_request(session.req_header_mut(), &customer, &host)?;
-        if session.req_header().method.as_str() == "PURGE" {
-            ctx.customer = Some(customer.clone());
-            self.purge_url(session, ctx, &customer, &host).await?;
-            return Ok(true);
-        }
-        if let Some(answer) = screen(session.req_header_mut(), &customer) {
-            ctx.customer = Some(customer);
-            let outcome = Outcome::Edge {
-                reason: answer.detail,
-            };
-            ctx.outcome = Some(outcome.clone());
-            if answer.status >= 400 {
-                // What else the client sent on this connection is not worth reading.
-                session.set_keepalive(None);
-            }
-            let allow = answer.allow.as_deref();
-            respond_text(
-                session,
-                answer.status,
-                answer.body,
-                &outcome,
-                allow,
-                &self.sign,
-            )
-            .await?;
-            return Ok(true);
-        }
-        let now = SystemTime::now();
-        let req = session.req_header();
-        let plan = policy::plan_request(&customer, &req.method, req.uri.path(), now);
-        ctx.rule = plan.rule().map(|r| r.index);
-        if let RequestPlan::Bypass { reason, .. } = plan {
-            let fwd = if policy::is_cacheable_method(&req.method) {
-                Fwd::Bypass
-            } else {
-                Fwd::Method
-            };
-            ctx.bypass = Some((fwd, reason));
-        } else if policy::has_request_body(&req.headers) {
-            ctx.bypass = Some((Fwd::Bypass, "request-body"));
-        }
-        ctx.customer = Some(customer);
-        if ctx.bypass.is_none() {
-            return self.serve_fresh_hit(session, ctx, now).await;
-        }
-        Ok(false)
+        self.route(session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        if ctx.customer.is_some() && ctx.bypass.is_none() {
-            session.cache.enable(
-                self.store as &'static (dyn Storage + Sync),
-                None,
-                None,
-                Some(CACHE_LOCK.as_ref()),
-                Some(lock_overrides(self.lock_timeout)),
-            );
-            session.cache.set_max_file_size_bytes(self.max_object);
-        }
+        self.enable_cache(session, ctx);
         Ok(())
     }
 
     fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<CacheKey> {
-        if let Some(key) = ctx.key.take() {
-            return Ok(key);
-        }
-        let customer = ctx.customer().ok_or_else(|| {
-            Error::explain(ErrorType::InternalError, "cache key without customer")
-        })?;
-        Ok(key_for(
-            customer,
-            session.req_header(),
-            ctx.transport.scheme(),
-        ))
+        self.cache_key(session, ctx)
     }
 
     async fn cache_hit_filter(
@@ -431,70 +294,7 @@ impl ProxyHttp for Edge {
         is_fresh: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<ForcedFreshness>> {
-        let now = SystemTime::now();
-        let Some(customer) = ctx.customer() else {
-            return Ok(None);
-        };
-        let path = session.req_header().uri.path();
-        let key_text = session.cache.cache_key().primary_key_str();
-        let verdict = self.purge_verdict(
-            customer,
-            key_text.unwrap_or(""),
-            path,
-            meta.headers(),
-            meta.epoch(),
-        );
-        match verdict {
-            Verdict::Keep => {}
-            // Not usable: fetched again in full (no conditional request, which could
-            // bring the purged copy back with a 304) and never served stale.
-            Verdict::Gone => {
-                ctx.purged = Some(verdict);
-                return Ok(Some(ForcedFreshness::ForceExpired));
-            }
-            // Stale from the purge on: revalidated before any use, still good for
-            // stale-if-error.
-            Verdict::Stale { at } => {
-                ctx.purged = Some(verdict);
-                return Ok(Some(ForcedFreshness::ForceExpiredServeStale {
-                    expired_at: Some(at),
-                }));
-            }
-        }
-        let (stored, fresh_until) = (meta.created(), meta.fresh_until());
-        match policy::check_stored(customer, ctx.rule(), path, stored, fresh_until, now) {
-            HitCheck::AsStored if !is_fresh && meta.serve_stale_if_error(now) => {
-                // A stale copy while the origin is known to be failing: serve it now
-                // rather than queue behind other requests' attempts at a dead origin.
-                let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("");
-                match self.health.recent_failure(customer, Instant::now()) {
-                    Some(_) => {
-                        ctx.stale_shortcut = true;
-                        self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
-                        Ok(Some(ForcedFreshness::ForceFresh))
-                    }
-                    None => Ok(None),
-                }
-            }
-            HitCheck::AsStored => Ok(None),
-            HitCheck::ScheduleMoved { at } => {
-                // Stored before a window moved: expired from that boundary on.
-                ctx.schedule_moved = true;
-                Ok(Some(ForcedFreshness::ForceExpiredServeStale {
-                    expired_at: Some(at),
-                }))
-            }
-            HitCheck::ExpiredAt { at, serve_stale } => {
-                ctx.expired_by_rule = true;
-                Ok(Some(if serve_stale {
-                    ForcedFreshness::ForceExpiredServeStale {
-                        expired_at: Some(at),
-                    }
-                } else {
-                    ForcedFreshness::ForceExpired
-                }))
-            }
-        }
+        self.check_hit(session, meta, is_fresh, ctx)
     }
 
     fn response_cache_filter(
@@ -503,48 +303,7 @@ impl ProxyHttp for Edge {
         resp: &ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<RespCacheable> {
-        let Some(customer) = ctx.customer() else {
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
-        };
-        let updated;
-        let resp = match &ctx.revalidated_fields {
-            Some(fields) => {
-                updated = head::updated_by_304(resp, fields)?;
-                &updated
-            }
-            None => resp,
-        };
-        let authorized = session
-            .req_header()
-            .headers
-            .contains_key(header::AUTHORIZATION);
-        let decision = policy::decide_response(
-            customer,
-            ctx.rule(),
-            session.req_header().uri.path(),
-            authorized,
-            resp,
-            SystemTime::now(),
-        );
-        Ok(match decision {
-            ResponseDecision::Store(f) => {
-                ctx.fill = Some(Fill {
-                    created: f.created,
-                    length_known: resp.headers.contains_key(header::CONTENT_LENGTH),
-                });
-                RespCacheable::Cacheable(CacheMeta::new(
-                    f.fresh_until,
-                    f.created,
-                    secs_u32(f.stale_while_revalidate),
-                    secs_u32(f.stale_if_error),
-                    resp.clone(),
-                ))
-            }
-            ResponseDecision::DontStore(reason) => {
-                ctx.no_store = Some(reason);
-                RespCacheable::Uncacheable(NoCacheReason::Custom(reason))
-            }
-        })
+        self.cacheability(session, resp, ctx)
     }
 
     fn cache_vary_filter(
@@ -562,41 +321,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
         error: Option<&Error>,
     ) -> bool {
-        let Some(customer) = ctx.customer() else {
-            return false;
-        };
-        if matches!(ctx.purged, Some(Verdict::Gone)) {
-            return false;
-        }
-        let Some(e) = error else {
-            if ctx.schedule_moved || ctx.purged.is_some() {
-                // The rule that now applies takes over at once, as for a copy capped at
-                // the boundary when stored: no serving the old copy while revalidating.
-                return false;
-            }
-            // Within stale-while-revalidate: serve now, one background refresh.
-            ctx.stale = Some(Stale::WhileRevalidate);
-            return true;
-        };
-        let serve = match e.etype() {
-            ErrorType::HTTPStatus(code) => policy::is_stale_if_error_status(&customer.cache, *code),
-            _ => e.esource() == &ErrorSource::Upstream,
-        };
-        if serve {
-            if !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
-                // After a failed exchange with the origin (refused, reset, timed out),
-                // Pingora does not reuse the client's connection, whatever it answers.
-                // Say so in the stale answer (`Connection: close`), so the client does
-                // not send its next request into a connection that is about to close.
-                session.set_keepalive(None);
-            }
-            self.health
-                .failed(&customer.name, edge_status_for(e), Instant::now());
-            ctx.stale = Some(Stale::IfError);
-            ctx.stale_fwd_status = Some(edge_status_for(e));
-            self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
-        }
-        serve
+        self.serve_stale(session, ctx, error)
     }
 
     async fn upstream_peer(
@@ -604,81 +329,19 @@ impl ProxyHttp for Edge {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let customer = ctx
-            .customer
-            .clone()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no customer for request"))?;
-        let origin = &customer.origin;
-        let pool = match &ctx.pool {
-            Some(pool) => pool.clone(),
-            None => {
-                let pool = self.origins.pool(&customer);
-                ctx.pool = Some(pool.clone());
-                pool
-            }
-        };
-        // The next server up that this request has not tried; one that cannot be
-        // resolved counts as failed, and the next is tried at once.
-        let addr = loop {
-            let Some(i) = self.origins.pick(&pool, ctx.tried, Instant::now()) else {
-                return Err(Error::explain(
-                    ErrorType::ConnectNoRoute,
-                    format!(
-                        "no origin server of {:?} could be reached ({} tried)",
-                        customer.name,
-                        pool.len()
-                    ),
-                )
-                .into_up());
-            };
-            ctx.tried |= crate::origin::tried_bit(i);
-            ctx.server = Some(i);
-            let server = pool.server(i).map(|s| s.addr.as_str()).unwrap_or("");
-            match self.origins.address(server).await {
-                Ok(addr) => break addr,
-                Err(e) => {
-                    warn!("customer={} origin {server}: {e}", customer.name);
-                    self.origins.failed(&pool, i, Instant::now());
-                    if !pool.untried(ctx.tried) {
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        let host = request_host(session.req_header())
-            .map(strip_port)
-            .unwrap_or("");
-        let sni = origin.sni.clone().unwrap_or_else(|| host.to_string());
-        let mut peer = HttpPeer::new(addr, origin.tls, sni);
-        peer.options.connection_timeout = Some(origin.connect_timeout);
-        peer.options.total_connection_timeout = Some(origin.connect_timeout);
-        peer.options.read_timeout = Some(origin.read_timeout);
-        peer.options.write_timeout = Some(origin.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        self.pick_server(session, ctx).await
     }
 
-    /// A server refused, timed out connecting, or failed its TLS handshake: it is down
-    /// for a moment, and the request goes to another server of the customer, whatever
-    /// its method (nothing was sent).
     fn fail_to_connect(
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Self::CTX,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
-            self.origins.failed(pool, i, Instant::now());
-            if pool.untried(ctx.tried) {
-                e.set_retry(true);
-            }
-        }
-        e
+        self.connect_failed(ctx, e)
     }
 
-    /// The connection broke after the request went out. An idempotent request whose
-    /// answer had not begun is sent to another server; others are not repeated.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -687,34 +350,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated();
-        if !replayable {
-            e.set_retry(false);
-            return e;
-        }
-        e.retry.decide_reuse(client_reused);
-        if client_reused {
-            // A pooled connection the server had closed: not the server's failure, and
-            // the retry may go to the same server on a new connection.
-            if let Some(i) = ctx.server {
-                ctx.tried &= !crate::origin::tried_bit(i);
-            }
-            return e;
-        }
-        let other_server = ctx.origin_status.is_none()
-            && ctx
-                .pool
-                .as_ref()
-                .is_some_and(|pool| pool.untried(ctx.tried));
-        if other_server && e.esource() == &ErrorSource::Upstream {
-            if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
-                self.origins.failed(pool, i, Instant::now());
-            }
-            e.set_retry(true);
-        }
-        e
+        self.broke_after_send(peer, session, e, ctx, client_reused)
     }
 
     async fn upstream_request_filter(
@@ -723,30 +359,7 @@ impl ProxyHttp for Edge {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if ctx.customer().is_some_and(|c| c.origin.forwarded) {
-            let peer = session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip());
-            set_forwarded(upstream_request, peer, ctx.transport.scheme())?;
-        }
-        if let Some(host) = ctx.customer().and_then(|c| c.origin.host_header.clone()) {
-            upstream_request.insert_header(header::HOST, host)?;
-        }
-        if matches!(ctx.purged, Some(Verdict::Gone)) {
-            // A purged copy is fetched again whole: its validators must not revive it.
-            upstream_request.remove_header(&header::IF_NONE_MATCH);
-            upstream_request.remove_header(&header::IF_MODIFIED_SINCE);
-        }
-        upstream_request.append_header("Via", self.sign.via())?;
-        // One CDN-Loop list, the hops before this one first (RFC 8586).
-        let cdn_loop = head::list_ending_in(
-            &upstream_request.headers,
-            "cdn-loop",
-            self.loop_entry.clone(),
-        );
-        upstream_request.insert_header("CDN-Loop", cdn_loop)?;
-        Ok(())
+        self.going_to_origin(session, upstream_request, ctx)
     }
 
     async fn upstream_response_filter(
@@ -755,40 +368,7 @@ impl ProxyHttp for Edge {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        // Hop-by-hop: the parameters of the origin's connection to Holdfast, neither
-        // stored nor passed on (Pingora replaces `Connection` itself).
-        upstream_response.remove_header("keep-alive");
-        // So are the fields its `Connection` names (RFC 9110 §7.6.1).
-        let named: Vec<String> = upstream_response
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|n| n.trim().to_ascii_lowercase())
-            .filter(|n| !n.is_empty() && n != "close" && n != "keep-alive")
-            .collect();
-        for name in named {
-            upstream_response.remove_header(name.as_str());
-        }
-        let status = upstream_response.status.as_u16();
-        ctx.origin_status = Some(status);
-        if status == 304 && session.cache.maybe_cache_meta().is_some() {
-            // pingora-cache merges a few of the 304's fields into the stored header;
-            // RFC 9111 §4.3.4 says all of them (see response_cache_filter).
-            ctx.revalidated_fields = Some(upstream_response.headers.clone());
-        }
-        if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
-            self.origins.answered(pool, i);
-        }
-        if let Some(customer) = ctx.customer() {
-            if policy::is_stale_if_error_status(&customer.cache, status) {
-                self.health.failed(&customer.name, status, Instant::now());
-            } else {
-                self.health.recovered(&customer.name);
-            }
-        }
-        Ok(())
+        self.origin_answered(session, upstream_response, ctx)
     }
 
     async fn response_filter(
@@ -797,16 +377,7 @@ impl ProxyHttp for Edge {
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if policy::is_unsafe(&session.req_header().method) && resp.status.as_u16() < 400 {
-            // RFC 9111 §4.4: a successful unsafe request invalidates the stored URL.
-            if let Some(customer) = ctx.customer() {
-                let key = key_for(customer, session.req_header(), ctx.transport.scheme());
-                crate::purge::remove_now(self.store, &[key]).await;
-            }
-        }
-        let outcome = decide(session, ctx);
-        let outcome = ctx.outcome.insert(outcome);
-        head::edge_fields(resp, outcome, &self.sign)
+        self.finish_header(session, resp, ctx).await
     }
 
     async fn fail_to_proxy(
@@ -818,152 +389,12 @@ impl ProxyHttp for Edge {
     where
         Ctx: Send + Sync,
     {
-        let code = edge_status_for(e);
-        if ctx.sent_directly.is_some() {
-            // The fast path's own write to the client failed part-way: close.
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
-        if matches!(e.esource(), ErrorSource::Downstream)
-            && matches!(
-                e.etype(),
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
-            )
-        {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
-        if e.esource() == &ErrorSource::Upstream {
-            if let Some(customer) = ctx.customer() {
-                self.health.failed(&customer.name, code, Instant::now());
-            }
-        }
-        let failure = if ctx.expired_by_rule {
-            // A stored copy exists but its rule's expires_at forbids serving it stale.
-            Failure::ExpiresAt
-        } else if is_timeout(e) {
-            Failure::OriginTimeout
-        } else if e.esource() == &ErrorSource::Upstream {
-            Failure::OriginUnreachable
-        } else {
-            Failure::Edge
-        };
-        let fwd = match ctx.bypass {
-            Some((fwd, _)) => fwd,
-            None if ctx.expired_by_rule => Fwd::Stale,
-            None => Fwd::Miss,
-        };
-        let outcome = Outcome::Failed { fwd, failure };
-        ctx.outcome = Some(outcome.clone());
-        let body = match ctx.customer() {
-            Some(c) => format!(
-                "holdfast: the origin of {:?} did not answer ({}) and no stale copy may be served\n",
-                c.name,
-                e.etype().as_str()
-            ),
-            None => format!("holdfast: {}\n", e.etype().as_str()),
-        };
-        if session.response_written().is_none() {
-            // The connection is not reused after this answer (below): say so in it.
-            session.set_keepalive(None);
-            if let Err(write_err) =
-                respond_text(session, code, body, &outcome, None, &self.sign).await
-            {
-                warn!("could not send the error response: {write_err}");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        self.answer_failure(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
-        deadline::next_request(session);
-        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
-        let (status, bytes) = match ctx.sent_directly {
-            Some(sent) => sent,
-            None => (
-                session
-                    .response_written()
-                    .map(|r| r.status.as_u16())
-                    .unwrap_or(0),
-                session.body_bytes_sent(),
-            ),
-        };
-        let mut outcome = match &ctx.outcome {
-            Some(outcome) => outcome.clone(),
-            None => decide(session, ctx),
-        };
-        if let Outcome::Forwarded { stored, ttl, .. } = &mut outcome {
-            // Said before the body came; what the store holds now is the truth.
-            let kept = ctx.fill.is_some_and(|fill| {
-                session
-                    .cache
-                    .maybe_cache_key()
-                    .and_then(|key| self.store.peek(key))
-                    .is_some_and(|held| held.created() == fill.created)
-            });
-            if *stored != kept {
-                *stored = kept;
-                if !kept {
-                    *ttl = None;
-                }
-            }
-        }
-        if let Some(customer) = ctx.customer() {
-            let origin_error =
-                ctx.origin_status.is_some_and(|s| s >= 500) || outcome.origin_failed();
-            self.metrics
-                .served(&customer.name, outcome.served(), bytes, origin_error);
-        }
-        if !log::log_enabled!(target: "holdfast::access", log::Level::Info) {
-            return;
-        }
-        let req = session.req_header();
-        let cache = self.sign.cache_status(&outcome);
-        let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("-");
-        let host = request_host(req).unwrap_or("-");
-        info!(
-            target: "holdfast::access",
-            "customer={customer} host={host} proto={} method={} path={} status={status} cache=\"{cache}\" origin={} bytes={} ms={} config_version={}{}",
-            ctx.transport.name(),
-            req.method,
-            req.uri.path(),
-            ctx.pool
-                .as_ref()
-                .zip(ctx.server)
-                .and_then(|(pool, i)| pool.server(i))
-                .map_or("-", |s| s.addr.as_str()),
-            bytes,
-            ctx.started.elapsed().as_millis(),
-            ctx.config_version,
-            e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),
-        );
+        self.log_request(session, e, ctx)
     }
-}
-
-/// Fill in how the request arrived; the SNI of a TLS connection that sent one, for the
-/// domain-fronting check.
-fn transport<'a>(session: &'a Session, out: &mut Transport) -> Option<&'a str> {
-    out.h2 = session.is_http2();
-    let ssl = session.digest()?.ssl_digest.as_ref()?;
-    out.tls = true;
-    ssl.extension.get::<Sni>()?.0.as_deref()
-}
-
-fn lock_overrides(wait: Duration) -> CacheOptionOverrides {
-    let mut o = CacheOptionOverrides::default();
-    o.wait_timeout = Some(wait);
-    o
-}
-
-fn secs_u32(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 /// The cache key of a request for `customer` that arrived by `scheme` (that of its

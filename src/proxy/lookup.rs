@@ -1,0 +1,238 @@
+//! The cache phases: whether pingora-cache looks up a request at all, its key, whether a
+//! stored copy may be used (purges, rules, the origin's health), whether an origin's
+//! answer is stored, and when a stale copy is served.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header;
+use once_cell::sync::Lazy;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, ForcedFreshness, NoCacheReason, RespCacheable,
+    Storage,
+};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::outcome::Stale;
+use super::{edge_status_for, head, key_for, Ctx, Edge, Fill};
+use crate::policy::{self, HitCheck, ResponseDecision};
+use crate::purge::Verdict;
+
+/// The cache lock shared by every request: N concurrent misses for one key reach the
+/// origin once. The age timeout frees a lock whose writer died.
+static CACHE_LOCK: Lazy<Box<CacheKeyLockImpl>> =
+    Lazy::new(|| CacheLock::new_boxed(Duration::from_secs(30)));
+
+impl Edge {
+    /// `request_cache_filter`: pingora-cache looks up requests of a customer that are not bypassed.
+    pub(super) fn enable_cache(&self, session: &mut Session, ctx: &Ctx) {
+        if ctx.customer.is_some() && ctx.bypass.is_none() {
+            session.cache.enable(
+                self.store as &'static (dyn Storage + Sync),
+                None,
+                None,
+                Some(CACHE_LOCK.as_ref()),
+                Some(lock_overrides(self.lock_timeout)),
+            );
+            session.cache.set_max_file_size_bytes(self.max_object);
+        }
+    }
+
+    /// `cache_key_callback`: the key the fast path built, or the same built again.
+    pub(super) fn cache_key(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+        if let Some(key) = ctx.key.take() {
+            return Ok(key);
+        }
+        let customer = ctx.customer().ok_or_else(|| {
+            Error::explain(ErrorType::InternalError, "cache key without customer")
+        })?;
+        Ok(key_for(
+            customer,
+            session.req_header(),
+            ctx.transport.scheme(),
+        ))
+    }
+
+    /// `cache_hit_filter`: whether a stored copy is used as stored, expired by a purge or a
+    /// rule, or served stale at once because the origin is failing.
+    pub(super) fn check_hit(
+        &self,
+        session: &Session,
+        meta: &CacheMeta,
+        is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let now = SystemTime::now();
+        let Some(customer) = ctx.customer() else {
+            return Ok(None);
+        };
+        let path = session.req_header().uri.path();
+        let key_text = session.cache.cache_key().primary_key_str();
+        let verdict = self.purge_verdict(
+            customer,
+            key_text.unwrap_or(""),
+            path,
+            meta.headers(),
+            meta.epoch(),
+        );
+        match verdict {
+            Verdict::Keep => {}
+            // Not usable: fetched again in full (no conditional request, which could
+            // bring the purged copy back with a 304) and never served stale.
+            Verdict::Gone => {
+                ctx.purged = Some(verdict);
+                return Ok(Some(ForcedFreshness::ForceExpired));
+            }
+            // Stale from the purge on: revalidated before any use, still good for
+            // stale-if-error.
+            Verdict::Stale { at } => {
+                ctx.purged = Some(verdict);
+                return Ok(Some(ForcedFreshness::ForceExpiredServeStale {
+                    expired_at: Some(at),
+                }));
+            }
+        }
+        let (stored, fresh_until) = (meta.created(), meta.fresh_until());
+        match policy::check_stored(customer, ctx.rule(), path, stored, fresh_until, now) {
+            HitCheck::AsStored if !is_fresh && meta.serve_stale_if_error(now) => {
+                // A stale copy while the origin is known to be failing: serve it now
+                // rather than queue behind other requests' attempts at a dead origin.
+                let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("");
+                match self.health.recent_failure(customer, Instant::now()) {
+                    Some(_) => {
+                        ctx.stale_shortcut = true;
+                        self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+                        Ok(Some(ForcedFreshness::ForceFresh))
+                    }
+                    None => Ok(None),
+                }
+            }
+            HitCheck::AsStored => Ok(None),
+            HitCheck::ScheduleMoved { at } => {
+                // Stored before a window moved: expired from that boundary on.
+                ctx.schedule_moved = true;
+                Ok(Some(ForcedFreshness::ForceExpiredServeStale {
+                    expired_at: Some(at),
+                }))
+            }
+            HitCheck::ExpiredAt { at, serve_stale } => {
+                ctx.expired_by_rule = true;
+                Ok(Some(if serve_stale {
+                    ForcedFreshness::ForceExpiredServeStale {
+                        expired_at: Some(at),
+                    }
+                } else {
+                    ForcedFreshness::ForceExpired
+                }))
+            }
+        }
+    }
+
+    /// `response_cache_filter`: the policy's decision on storing the origin's answer.
+    pub(super) fn cacheability(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<RespCacheable> {
+        let Some(customer) = ctx.customer() else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        let updated;
+        let resp = match &ctx.revalidated_fields {
+            Some(fields) => {
+                updated = head::updated_by_304(resp, fields)?;
+                &updated
+            }
+            None => resp,
+        };
+        let authorized = session
+            .req_header()
+            .headers
+            .contains_key(header::AUTHORIZATION);
+        let decision = policy::decide_response(
+            customer,
+            ctx.rule(),
+            session.req_header().uri.path(),
+            authorized,
+            resp,
+            SystemTime::now(),
+        );
+        Ok(match decision {
+            ResponseDecision::Store(f) => {
+                ctx.fill = Some(Fill {
+                    created: f.created,
+                    length_known: resp.headers.contains_key(header::CONTENT_LENGTH),
+                });
+                RespCacheable::Cacheable(CacheMeta::new(
+                    f.fresh_until,
+                    f.created,
+                    secs_u32(f.stale_while_revalidate),
+                    secs_u32(f.stale_if_error),
+                    resp.clone(),
+                ))
+            }
+            ResponseDecision::DontStore(reason) => {
+                ctx.no_store = Some(reason);
+                RespCacheable::Uncacheable(NoCacheReason::Custom(reason))
+            }
+        })
+    }
+
+    /// `should_serve_stale`: within stale-while-revalidate, or stale-if-error after `error`.
+    pub(super) fn serve_stale(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        let Some(customer) = ctx.customer() else {
+            return false;
+        };
+        if matches!(ctx.purged, Some(Verdict::Gone)) {
+            return false;
+        }
+        let Some(e) = error else {
+            if ctx.schedule_moved || ctx.purged.is_some() {
+                // The rule that now applies takes over at once, as for a copy capped at
+                // the boundary when stored: no serving the old copy while revalidating.
+                return false;
+            }
+            // Within stale-while-revalidate: serve now, one background refresh.
+            ctx.stale = Some(Stale::WhileRevalidate);
+            return true;
+        };
+        let serve = match e.etype() {
+            ErrorType::HTTPStatus(code) => policy::is_stale_if_error_status(&customer.cache, *code),
+            _ => e.esource() == &ErrorSource::Upstream,
+        };
+        if serve {
+            if !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
+                // After a failed exchange with the origin (refused, reset, timed out),
+                // Pingora does not reuse the client's connection, whatever it answers.
+                // Say so in the stale answer (`Connection: close`), so the client does
+                // not send its next request into a connection that is about to close.
+                session.set_keepalive(None);
+            }
+            self.health
+                .failed(&customer.name, edge_status_for(e), Instant::now());
+            ctx.stale = Some(Stale::IfError);
+            ctx.stale_fwd_status = Some(edge_status_for(e));
+            self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+        }
+        serve
+    }
+}
+
+fn lock_overrides(wait: Duration) -> CacheOptionOverrides {
+    let mut o = CacheOptionOverrides::default();
+    o.wait_timeout = Some(wait);
+    o
+}
+
+fn secs_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
