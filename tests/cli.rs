@@ -349,7 +349,8 @@ async fn healthcheck_passes_against_a_running_holdfast() {
 
 #[test]
 fn healthcheck_fails_naming_the_address_when_nothing_listens() {
-    let port = free_port();
+    let down = common::refusing();
+    let port = down.addr.port();
     let conf = Conf::new(&format!(
         "admin: {{ listen: \"127.0.0.1:{port}\" }}\n{HEAD}"
     ));
@@ -441,7 +442,7 @@ fn healthcheck_rejects_a_bad_url_or_timeout() {
 
 /// The harness waits for a node's own sockets, not for any answer on its ports: a port
 /// another process took between `free_port` and the node's bind once made a test talk
-/// to another test's admin listener.
+/// to another test's admin listener. And a refusing server's port stays reserved.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_harness_tells_a_node_from_another_process_on_its_port() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -457,4 +458,9 @@ async fn the_harness_tells_a_node_from_another_process_on_its_port() {
     assert!(listens_on(edge.pid(), edge.addr.port()));
     assert!(listens_on(edge.pid(), edge.admin.port()));
     assert!(!listens_on(std::process::id(), edge.addr.port()));
+    // A server that refuses keeps its port: it is refused, and nothing else may take it.
+    let down = common::refusing();
+    let refused = std::net::TcpStream::connect(down.addr).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(std::net::TcpListener::bind(down.addr).is_err());
 }

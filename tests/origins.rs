@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{free_port, metric, request, Behavior, Holdfast, Origin};
+use common::{metric, refusing, request, Behavior, Holdfast, Origin};
 
 const HOST: &str = "shop.test";
 
@@ -19,7 +19,8 @@ fn node(servers: &[String]) -> String {
 async fn one_server_refusing_costs_no_request() {
     let origin = Origin::start().await;
     origin.fallback(Behavior::ok("no-store", "up"));
-    let refused = format!("127.0.0.1:{}", free_port());
+    let down = refusing();
+    let refused = down.addr.to_string();
     let unresolvable = "no-such-origin.invalid:80".to_string();
     let edge = Holdfast::start(&node(&[
         refused.clone(),
@@ -75,7 +76,8 @@ async fn one_server_refusing_costs_no_request() {
 async fn every_server_down_still_serves_stale_copies() {
     let origin = Origin::start().await;
     origin.route("/s", Behavior::ok("max-age=1, stale-if-error=600", "old"));
-    let other = format!("127.0.0.1:{}", free_port());
+    let down = refusing();
+    let other = down.addr.to_string();
     let edge = Holdfast::start(&node(&[origin.addr.to_string(), other])).await;
     assert_eq!(
         request(edge.addr, "GET", HOST, "/s", &[], b"").await.text(),

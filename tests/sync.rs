@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{customer, free_port, request, try_request, Behavior, Conn, Holdfast, Origin};
+use common::{
+    customer, free_port, refusing, request, try_request, Behavior, Conn, Holdfast, Origin,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -40,11 +42,6 @@ async fn origin(body: &str) -> Origin {
 
 fn url(addr: SocketAddr) -> String {
     format!("http://{addr}{DOC}")
-}
-
-/// A URL nothing listens on.
-fn down_url() -> String {
-    format!("http://127.0.0.1:{}{DOC}", free_port())
 }
 
 fn control_plane(urls: &[String], interval: &str, cache_file: &Path, extra: &str) -> String {
@@ -408,12 +405,18 @@ async fn corrupt_cache_file_falls_back_to_inline_until_a_valid_document() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_valid_refuses_to_start_and_says_what_to_do() {
+    let down = refusing();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("holdfast.yaml");
     let text = format!(
         "listen: [\"127.0.0.1:{}\"]\n{}",
         free_port(),
-        control_plane(&[down_url()], "1s", &dir.path().join("missing.yaml"), "")
+        control_plane(
+            &[url(down.addr)],
+            "1s",
+            &dir.path().join("missing.yaml"),
+            ""
+        )
     );
     std::fs::write(&conf, text).unwrap();
     let mut child = common::spawn(&conf, dir.path());
@@ -482,7 +485,8 @@ async fn replicas_one_down_the_newest_version_wins() {
     serve(&cp1, &doc(1, &[("shop", "shop.test", a.addr)]));
     serve(&cp2, &doc(2, &[("shop", "shop.test", b.addr)]));
     let dir = tempfile::tempdir().unwrap();
-    let urls = [down_url(), url(cp1.addr), url(cp2.addr)];
+    let down = refusing();
+    let urls = [url(down.addr), url(cp1.addr), url(cp2.addr)];
     let h = Holdfast::start(&control_plane(&urls, "1h", &dir.path().join("c.yaml"), "")).await;
     let c = config(&h).await;
     assert_eq!(c["version"], 2, "{c:#}");

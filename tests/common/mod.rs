@@ -324,6 +324,32 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// A loopback address where nothing listens, kept so while this value lives: its socket
+/// is bound but never listens, so a connection to it is refused, and it is bound
+/// without `SO_REUSEADDR`, so no node of another test can take the port meanwhile (a
+/// port from [`free_port`] can be, and then "the server that refuses" answers).
+pub struct Refusing {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+pub fn refusing() -> Refusing {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let addr = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("an inet address");
+    Refusing {
+        addr,
+        _socket: socket,
+    }
+}
+
 /// Whether process `pid` itself holds a listening TCP socket on `port`. A port that
 /// accepts is not enough: between [`free_port`] and the node's bind another test's
 /// node may take it (Pingora then retries its bind for a while), and the test would
