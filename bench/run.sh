@@ -51,6 +51,13 @@
 #
 # Settings (environment):
 #   BENCH_DURATION=10s   BENCH_RUNS=3   BENCH_WARMUP=2s   BENCH_CONNECTIONS=64
+#   BENCH_STARTS=1       fresh starts of both servers per phase. Two instances of the same
+#                        build differ by about 5 % on this kind of VM (docs/benchmarks.md,
+#                        "disk-100k across fresh starts"), more than runs inside one start
+#                        do; with N > 1 each phase is measured N times from a fresh start,
+#                        the table gives the median of each column over the starts (errors
+#                        summed, peak RSS the highest), and a line under it gives each
+#                        start's Holdfast/nginx requests per CPU second.
 #   BENCH_WRK_THREADS=1  BENCH_SERVER_CPU=0  BENCH_CLIENT_CPU=1
 #   BENCH_PHASES="hit-1k hit-100k range-100k tls-1k tls-100k h2-1k h2-100k miss stale disk-100k"
 #                        (also: hit-1k-purged)   BENCH_H2_STREAMS=1
@@ -72,6 +79,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${BENCH_DURATION:-10s}
 RUNS=${BENCH_RUNS:-3}
+STARTS=${BENCH_STARTS:-1}
 WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
@@ -89,6 +97,7 @@ OHA=${BENCH_OHA:-0}
 OUT=${BENCH_OUT:-}
 NGINX_CONFIG=${BENCH_NGINX:-tuned}
 KEEP=${BENCH_KEEP:-0}
+case $STARTS in '' | *[!0-9]* | 0) echo "bench: BENCH_STARTS must be a whole number of starts, at least 1, not '$STARTS'" >&2; exit 2 ;; esac
 
 ORIGIN_PORT=$PORT_BASE
 HF_PORT=$((PORT_BASE + 1))
@@ -660,6 +669,51 @@ measure() { # driver phase path [wrk script]
 }
 
 declare -A RESULT # RESULT[driver/phase/server] = "rps p50 p99 non2xx sockerr cpu% client_cpu% cpu_us_per_request peak_rss_kib"
+declare -A STARTED # STARTED[driver/phase/server/start]: RESULT of one fresh start (BENCH_STARTS > 1)
+PER_START=""       # each start's Holdfast/nginx requests per CPU second, for the report
+
+# Keep the results of PHASE's fresh start number N.
+keep_start() { # phase n
+  local key
+  for key in "${!RESULT[@]}"; do
+    case $key in */"$1"/*) STARTED[$key/$2]=${RESULT[$key]} ;; esac
+  done
+}
+
+# RESULT for PHASE from its STARTS fresh starts: each field's median over the starts
+# (a field that is not a number, as oha's client CPU, is taken from the first start),
+# errors summed, peak RSS the highest; and each start's per-CPU-second ratio in PER_START.
+combine_starts() { # phase
+  local phase=$1 key driver i s field values combined ratios h n
+  for key in "${!RESULT[@]}"; do
+    case $key in */"$phase"/*) ;; *) continue ;; esac
+    combined=""
+    for i in 1 2 3 4 5 6 7 8 9; do
+      values=$(for s in $(seq "$STARTS"); do echo "${STARTED[$key/$s]}" | awk -v i=$i '{ print $i }'; done)
+      case $i in
+        4 | 5) field=$(echo "$values" | awk '{ t += $1 } END { print t + 0 }') ;;
+        9) field=$(echo "$values" | sort -g | tail -1) ;;
+        *) if echo "$values" | grep -qv '^[0-9.]*$'; then
+             field=$(echo "$values" | head -1)
+           else
+             field=$(echo "$values" | median)
+           fi ;;
+      esac
+      combined+="$field "
+    done
+    RESULT[$key]=${combined% }
+  done
+  for driver in wrk oha h2load; do
+    [ -n "${RESULT[$driver/$phase/holdfast]:-}" ] || continue
+    ratios=""
+    for s in $(seq "$STARTS"); do
+      h=$(echo "${STARTED[$driver/$phase/holdfast/$s]}" | awk '{ print $8 }')
+      n=$(echo "${STARTED[$driver/$phase/nginx/$s]}" | awk '{ print $8 }')
+      ratios+=" $(awk -v h="$h" -v n="$n" 'BEGIN { printf "%.2f", (h > 0 ? n / h : 0) }')"
+    done
+    PER_START+="- $phase ($driver):$ratios (median $(echo "${ratios# }" | tr ' ' '\n' | median))"$'\n'
+  done
+}
 HF_OBJECTS=0 HF_BYTES=0 HF_EVICTIONS=0 HF_NEW_OBJECTS=0 HF_RSS_GROWTH_KIB=0
 
 metric() { # name: value from Holdfast's admin /metrics
@@ -839,6 +893,10 @@ report() {
     table wrk
     if printf '%s\n' "${!RESULT[@]}" | grep -q '^oha/'; then table oha; fi
     if printf '%s\n' "${!RESULT[@]}" | grep -q '^h2load/'; then table h2load; fi
+    if [ -n "$PER_START" ]; then
+      printf '\nThe tables give the median over %s fresh starts of both servers (BENCH_STARTS). Holdfast/nginx req per CPU s in each start:\n\n%s' \
+        "$STARTS" "$PER_START"
+    fi
     if [ -n "${DISK_SHARE:-}" ]; then
       printf '\ndisk-100k: %s objects of 100 KiB chosen at random; Holdfast with %s of memory in front of its disk tier, nginx with its cache, both on %s. ' \
         "$DISK_OBJECTS" "$DISK_MEMORY" "$(df --output=fstype "$WORK" | tail -1)"
@@ -886,7 +944,12 @@ CLK_TCK=$(getconf CLK_TCK)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for phase in $PHASES; do
   case $phase in hit-1k | hit-1k-purged | hit-100k | range-100k | tls-1k | tls-100k | h2-1k | h2-100k | miss | stale | disk-100k) ;; *) die "unknown phase $phase" ;; esac
-  run_phase "$phase"
+  for start in $(seq "$STARTS"); do
+    [ "$STARTS" = 1 ] || log "$phase: fresh start $start of $STARTS"
+    run_phase "$phase"
+    [ "$STARTS" = 1 ] || keep_start "$phase" "$start"
+  done
+  [ "$STARTS" = 1 ] || combine_starts "$phase"
 done
 stop_origin
 report
