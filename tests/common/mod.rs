@@ -489,12 +489,7 @@ impl Holdfast {
                 eprintln!("holdfast exited early:\n{}", h.log());
                 return Err(h.into_dir());
             }
-            let pid = h.pid();
-            let ours = [Some(port), Some(admin_port), tls_port]
-                .into_iter()
-                .flatten()
-                .all(|p| listens_on(pid, p));
-            if ours {
+            if h.listened_by(h.pid()) {
                 return Ok(h);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -521,6 +516,15 @@ impl Holdfast {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("holdfast.log")).unwrap_or_default()
+    }
+
+    /// Whether process `pid` itself listens on every port of this node (see
+    /// [`listens_on`]): what "started" and "restarted" wait for.
+    fn listened_by(&self, pid: u32) -> bool {
+        [Some(self.addr), Some(self.admin), self.tls_addr]
+            .into_iter()
+            .flatten()
+            .all(|a| listens_on(pid, a.port()))
     }
 
     pub fn pid(&self) -> u32 {
@@ -573,12 +577,7 @@ impl Holdfast {
                 child = spawn(&self.conf, self.dir.path());
                 continue;
             }
-            let ports = [Some(self.addr), Some(self.admin), self.tls_addr];
-            if ports
-                .into_iter()
-                .flatten()
-                .all(|a| listens_on(child.id(), a.port()))
-            {
+            if self.listened_by(child.id()) {
                 self.child = Some(child);
                 return;
             }
