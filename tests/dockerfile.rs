@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "dockerfile/context.rs"]
+mod context;
+use context::Context;
+
 const IMAGE_CONFIG: &str = "/etc/holdfast/holdfast.yaml";
 
 fn repo() -> &'static Path {
@@ -195,10 +199,10 @@ impl Dockerfile {
     }
 }
 
-/// Recreate the files the runtime stage copies from the build context under `root`
-/// (COPY without `--from`), with Docker's rules: `src/` copies the directory's
-/// contents, a destination ending in `/` is a directory.
+/// Recreate under `root` the files the runtime stage copies from the build context
+/// (COPY without `--from`), from what the context holds.
 fn materialize_context_copies(stage: &Stage, root: &Path) {
+    let context = Context::of(repo());
     for copy in stage.all("COPY") {
         let (flags, rest) = copy.flags_and_rest();
         if flags.contains_key("from") {
@@ -206,37 +210,7 @@ fn materialize_context_copies(stage: &Stage, root: &Path) {
         }
         let words: Vec<&str> = rest.split_whitespace().collect();
         let (dest, srcs) = words.split_last().expect("COPY has a destination");
-        for src in srcs {
-            let from = repo().join(src.trim_end_matches('/'));
-            assert!(
-                from.exists(),
-                "Dockerfile line {}: COPY source {src} does not exist",
-                copy.line
-            );
-            let into = root.join(dest.trim_start_matches('/'));
-            if from.is_dir() {
-                copy_dir(&from, &into);
-            } else if dest.ends_with('/') {
-                std::fs::create_dir_all(&into).expect("mkdir");
-                std::fs::copy(&from, into.join(from.file_name().expect("name"))).expect("copy");
-            } else {
-                std::fs::create_dir_all(into.parent().expect("parent")).expect("mkdir");
-                std::fs::copy(&from, &into).expect("copy");
-            }
-        }
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
+        context.copy(copy.line, srcs, dest, root, root);
     }
 }
 
@@ -497,29 +471,14 @@ fn health_check_runs_holdfast_healthcheck_on_the_image_config_and_stop_signal_is
 
 #[test]
 fn dockerignore_keeps_target_and_git_out_and_every_copied_path_in() {
-    let text = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
-    let patterns: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    // The last matching pattern wins, as in Docker.
-    let ignored = |path: &str| {
-        let mut ignored = false;
-        for p in &patterns {
-            let (negate, p) = match p.strip_prefix('!') {
-                Some(p) => (true, p),
-                None => (false, *p),
-            };
-            let p = p.trim_end_matches('/');
-            if p == "*" || p == path || path.starts_with(&format!("{p}/")) {
-                ignored = !negate;
-            }
-        }
-        ignored
-    };
-    for path in ["target", ".git", ".github", "bench", "tests"] {
-        assert!(ignored(path), "{path} must not be in the build context");
+    let context = Context::of(repo());
+    for dir in [
+        "target", ".git", ".github", "bench", "benches", "tests", "docs",
+    ] {
+        assert!(
+            context.ignore.excludes(dir) && !context.files.iter().any(|f| f.starts_with(dir)),
+            "{dir} must not be in the build context"
+        );
     }
     let df = Dockerfile::read();
     for stage in &df.stages {
@@ -532,13 +491,144 @@ fn dockerignore_keeps_target_and_git_out_and_every_copied_path_in() {
             for src in &words[..words.len() - 1] {
                 let src = src.trim_end_matches('/');
                 assert!(
-                    !ignored(src),
-                    "line {}: COPY {src} is excluded by .dockerignore",
+                    context
+                        .files
+                        .iter()
+                        .any(|f| f == src || f.starts_with(&format!("{src}/"))),
+                    "line {}: COPY {src} is not in the build context (.dockerignore)",
                     copy.line
                 );
             }
         }
     }
+}
+
+/// The commands of one builder `RUN` as this test runs them: the system's packages
+/// are skipped (scripts/setup installs the same ones here), `cargo build --release`
+/// becomes `cargo check` with the same other flags (the same manifest, lock file and
+/// sources are read; only code generation is left out), and `install` of the built
+/// binary is recorded, not run: the destination it names is returned.
+fn builder_commands(run: &Instr, installed: &mut Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    for cmd in run.args.split("&&").map(str::trim) {
+        if cmd.starts_with("apt-get ") || cmd.starts_with("rm -rf /var/lib/apt/lists") {
+            continue;
+        }
+        if cmd.contains("cargo build") {
+            assert!(cmd.contains("--locked"), "line {}: {cmd}", run.line);
+            out.push(
+                cmd.replace("cargo build", "cargo check")
+                    .replace(" --release", ""),
+            );
+            continue;
+        }
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        if words.first() == Some(&"install") {
+            let [.., src, dest] = words.as_slice() else {
+                panic!("line {}: install with no source and destination", run.line);
+            };
+            assert_eq!(
+                Path::new(src).file_name(),
+                Path::new(env!("CARGO_BIN_EXE_holdfast")).file_name(),
+                "line {}: install copies the crate's binary",
+                run.line
+            );
+            *installed = Some(dest.to_string());
+            continue;
+        }
+        assert!(
+            !words.iter().any(|w| w.starts_with('/')),
+            "line {}: this test runs builder commands inside a temporary tree only: {cmd}",
+            run.line
+        );
+        out.push(cmd.to_string());
+    }
+    out
+}
+
+/// The builder stage replayed without an engine: each `COPY` brings what the build
+/// context (after .dockerignore) holds into a temporary tree, each `RUN` runs there
+/// (see [`builder_commands`]), so a manifest that names a file the dependency layer
+/// lacks, or a source that reads a file the context leaves out, fails here as
+/// `docker build` would. The check's own target directory is kept under target/, so
+/// only the first run compiles the dependencies.
+#[test]
+fn the_builder_stage_builds_from_what_the_build_context_holds() {
+    let df = Dockerfile::read();
+    let context = Context::of(repo());
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut workdir = root.path().to_path_buf();
+    let mut installed = None;
+    let mut checks = 0;
+    for i in &df.builder().instrs {
+        match i.keyword.as_str() {
+            "WORKDIR" => {
+                workdir = root.path().join(i.args.trim_start_matches('/'));
+                std::fs::create_dir_all(&workdir).expect("mkdir");
+            }
+            "COPY" => {
+                let (flags, rest) = i.flags_and_rest();
+                assert!(
+                    flags.is_empty(),
+                    "line {}: COPY flags in the builder",
+                    i.line
+                );
+                let words: Vec<&str> = rest.split_whitespace().collect();
+                let (dest, srcs) = words.split_last().expect("COPY has a destination");
+                context.copy(i.line, srcs, dest, root.path(), &workdir);
+            }
+            "RUN" => {
+                let cmds = builder_commands(i, &mut installed);
+                if cmds.is_empty() {
+                    continue;
+                }
+                checks += cmds.iter().filter(|c| c.contains("cargo check")).count();
+                let script = cmds.join(" && ");
+                let out = Command::new("sh")
+                    .args(["-c", &script])
+                    .current_dir(&workdir)
+                    .env("CARGO", env!("CARGO"))
+                    .env("PATH", cargo_path())
+                    .env("CARGO_TARGET_DIR", repo().join("target/dockerfile-stages"))
+                    .env("CARGO_NET_OFFLINE", "true")
+                    .output()
+                    .expect("run sh");
+                assert!(
+                    out.status.success(),
+                    "Dockerfile line {}: `{script}` failed, as `docker build` would:\n{}",
+                    i.line,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(checks, 2, "a dependency build and the real build");
+    // The runtime stage takes the binary from where the builder put it.
+    let binary = df
+        .runtime()
+        .all("COPY")
+        .into_iter()
+        .find(|c| c.flags_and_rest().0.get("from").map(String::as_str) == Some("builder"))
+        .expect("COPY --from=builder");
+    let (_, rest) = binary.flags_and_rest();
+    assert_eq!(
+        rest.split_whitespace().next(),
+        installed.as_deref(),
+        "the runtime stage copies the file the builder installed"
+    );
+}
+
+/// `PATH` with the directory of the cargo that builds these tests first.
+fn cargo_path() -> std::ffi::OsString {
+    let cargo_dir = Path::new(env!("CARGO"))
+        .parent()
+        .expect("cargo's directory");
+    let mut dirs = vec![cargo_dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).expect("PATH")
 }
 
 /// A running `holdfast` started from the image's entrypoint, killed on drop.
