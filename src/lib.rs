@@ -18,6 +18,7 @@ pub mod healthcheck;
 pub mod metrics;
 pub mod origin;
 pub mod policy;
+pub mod preflight;
 pub mod proxy;
 pub mod purge;
 pub mod server;

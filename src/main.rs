@@ -89,13 +89,11 @@ fn main() -> ExitCode {
         return explain(&cli.conf, &node, &url, at.as_deref(), json);
     }
     if cli.test {
-        if let Some(disk) = &node.cache.disk {
-            match holdfast::storage::disk::check_dir(&disk.path, disk.size) {
-                Ok(note) => println!("holdfast: {note}"),
-                Err(e) => {
-                    eprintln!("holdfast: {}: cache.disk: {e}", cli.conf.display());
-                    return ExitCode::from(1);
-                }
+        match holdfast::preflight::check(&cli.conf, &node) {
+            Ok(notes) => notes.iter().for_each(|n| println!("holdfast: {n}")),
+            Err(e) => {
+                eprintln!("holdfast: {e}");
+                return ExitCode::from(1);
             }
         }
         println!(

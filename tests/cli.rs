@@ -464,3 +464,73 @@ async fn the_harness_tells_a_node_from_another_process_on_its_port() {
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     assert!(std::net::TcpListener::bind(down.addr).is_err());
 }
+
+/// `holdfast -t -c NAME` run in `dir`, the config named by a bare file name.
+fn check_in(dir: &std::path::Path, name: &str) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["-t", "-c", name])
+        .current_dir(dir)
+        .output()
+        .expect("run holdfast -t");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_takes_a_bare_config_name_with_relative_paths_that_do_not_exist_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "{HEAD}        ttl: 1h\n\
+         cache:\n  memory: 64MiB\n  disk: {{ path: cache/tier, size: 64MiB }}\n\
+         control_plane:\n  urls: [\"http://127.0.0.1:9/c.yaml\"]\n  cache_file: state/customers.yaml\n"
+    );
+    write_file(dir.path(), "good.yaml", &text);
+    for name in ["good.yaml", "./good.yaml"] {
+        let (code, stdout, stderr) = check_in(dir.path(), name);
+        assert_eq!(code, 0, "-c {name}: {stdout}{stderr}");
+        assert!(stdout.contains("disk tier at ./cache/tier"), "{stdout}");
+        assert!(
+            stdout.contains("control_plane.cache_file at ./state/customers.yaml"),
+            "{stdout}"
+        );
+    }
+    // Checked, not made: nothing is left behind.
+    assert!(!dir.path().join("cache").exists() && !dir.path().join("state").exists());
+}
+
+#[test]
+fn check_points_at_the_directory_the_node_could_not_write() {
+    // A regular file where a directory would have to be made.
+    let conf = Conf::new("");
+    let blocker = conf.path.with_file_name("blocker");
+    std::fs::write(&blocker, "not a directory").expect("write");
+    let disk = format!(
+        "{HEAD}        ttl: 1h\ncache:\n  memory: 64MiB\n  disk:\n    path: blocker/cache\n    size: 64MiB\n"
+    );
+    let conf_disk = write_file(conf.path.parent().expect("dir"), "disk.yaml", &disk);
+    let (code, _, stderr) = run_cli(&["-t", "-c", conf_disk.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{stderr}");
+    let at = format!("{}:{}:11: cache.disk: ", conf_disk.display(), NEXT_LINE + 4);
+    assert!(stderr.contains(&at), "expected {at:?} in {stderr}");
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+
+    let cp = format!(
+        "{HEAD}        ttl: 1h\ncontrol_plane:\n  urls: [\"http://127.0.0.1:9/c.yaml\"]\n  cache_file: blocker/customers.yaml\n"
+    );
+    let conf_cp = write_file(conf.path.parent().expect("dir"), "cp.yaml", &cp);
+    let (code, _, stderr) = run_cli(&["-t", "-c", conf_cp.to_str().expect("utf-8")]);
+    assert_eq!(code, 1, "{stderr}");
+    let at = format!(
+        "{}:{}:15: control_plane.cache_file: ",
+        conf_cp.display(),
+        NEXT_LINE + 3
+    );
+    assert!(stderr.contains(&at), "expected {at:?} in {stderr}");
+    assert!(
+        stderr.contains("the last good customer document could not be kept"),
+        "{stderr}"
+    );
+}

@@ -478,6 +478,29 @@ async fn an_unwritable_cache_file_directory_keeps_serving() {
     assert!(h.log().contains("cannot keep version 2 as last known good"));
 }
 
+/// A `cache_file` in a directory that does not exist yet: the node makes it, as it
+/// does the disk tier's, so the last good copy is kept from the first sync on, and a
+/// restart without the control plane serves from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_file_directory_is_made_at_start() {
+    let a = origin("from-a").await;
+    let cp = Origin::start().await;
+    let v1 = doc(1, &[("shop", "shop.test", a.addr)]);
+    serve(&cp, &v1);
+    let dir = tempfile::tempdir().unwrap();
+    let cache_file = dir.path().join("state/pop").join("customers.yaml");
+    let mut h = Holdfast::start(&control_plane(&[url(cp.addr)], "1h", &cache_file, "")).await;
+    assert_eq!(written_file(&cache_file, |t| t == v1).await, v1);
+    let c = config(&h).await;
+    assert_eq!(c["cache_file"]["write_failures_total"], 0, "{c:#}");
+
+    cp.stop();
+    h.restart().await;
+    let c = config(&h).await;
+    assert_eq!(c["source"], "cache-file", "{c:#}");
+    assert_eq!(body(&h, "shop.test").await, (200, "from-a".into()));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_one_down_the_newest_version_wins() {
     let (a, b) = (origin("from-a").await, origin("from-b").await);

@@ -52,6 +52,15 @@ pub fn check_node_text(path: &Path, text: &str) -> Result<NodeConfig, ConfigErro
     validate::node(&ctx, path, parsed)
 }
 
+/// An error found after the node file loaded (a directory the node cannot write),
+/// pointed at the value of `keys` in `source`, or at the nearest key that is there.
+pub fn error_at(source: &Path, keys: &[&str], message: String) -> ConfigError {
+    let text = std::fs::read_to_string(source).unwrap_or_default();
+    let path: Vec<locate::Seg> = keys.iter().map(|k| locate::Seg::Key(k)).collect();
+    let at = locate::locate_near(&text, &path, locate::Target::Value);
+    ConfigError::invalid(&source.display().to_string(), at, message)
+}
+
 /// Parse and validate a customer document (from the control plane or the cache file).
 /// `origin` names where it came from in error messages (a URL or a path).
 /// Relative certificate paths in it are relative to `base` (the node file's directory).

@@ -56,9 +56,13 @@ impl NodeConfig {
     }
 }
 
-/// The directory of the node file `source`, against which relative paths resolve.
+/// The directory of the file `source` (for the node file: where relative paths
+/// resolve); `.` for a bare file name (`-c holdfast.yaml`), never the empty path.
 pub fn base_dir_of(source: &std::path::Path) -> &std::path::Path {
-    source.parent().unwrap_or(std::path::Path::new(""))
+    match source.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    }
 }
 
 /// `node:`: the node's name and how many Holdfast hops a request may have made.

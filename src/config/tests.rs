@@ -290,7 +290,7 @@ fn control_plane_alone_is_enough() {
     )
     .unwrap();
     assert!(c.customers.list.is_empty());
-    assert_eq!(c.control_plane.unwrap().cache_file, Path::new("c.yaml"));
+    assert_eq!(c.control_plane.unwrap().cache_file, Path::new("./c.yaml"));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Replace `path` with `data` atomically. On error the old file (if any) is intact and
@@ -26,10 +26,7 @@ fn write_atomic_with(
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path names no file"))
         .map_err(|e| context(e, "cannot write", path))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::config::base_dir_of(path);
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
         ".{}.tmp.{}.{}",
@@ -58,9 +55,9 @@ fn write_atomic_with(
         return Err(e);
     }
     // The rename is only durable once the directory entry is.
-    File::open(&dir)
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| context(e, "cannot fsync directory", &dir))
+        .map_err(|e| context(e, "cannot fsync directory", dir))
 }
 
 fn context(e: io::Error, what: &str, path: &Path) -> io::Error {

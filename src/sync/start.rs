@@ -52,6 +52,16 @@ pub fn bootstrap(node: &NodeConfig) -> Result<Arc<Syncer>, StartError> {
         return Ok(Arc::new(Syncer::new(Arc::new(state), node)));
     };
 
+    // The last-known-good copy needs its directory, as the disk tier does; a node that
+    // cannot make it still serves, and says so (GET /config shows each failed write).
+    let dir = config::base_dir_of(&cp.cache_file);
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        log::error!(
+            "config: cannot create {}, the directory of control_plane.cache_file ({e}); \
+             the last good customer document will not be kept",
+            dir.display()
+        );
+    }
     let cached = read_cache_file(&cp.cache_file, node.base_dir());
     let start = match &cached {
         Ok(c) => Start {
