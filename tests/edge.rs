@@ -1192,3 +1192,39 @@ async fn a_304_updates_the_stored_fields() {
     assert_eq!(hit.header("content-type"), Some("text/plain"));
     assert_eq!(origin.hits_for("/u"), 2);
 }
+
+/// The status line a client reads for `path`, on a connection of its own.
+async fn status_line(edge: &Holdfast, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(edge.addr)
+        .await
+        .expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// An intermediary sends its own HTTP version (RFC 9110, 6.2): an origin that speaks
+/// HTTP/1.0 does not make the edge answer in HTTP/1.0, on a miss, a hit or a pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_1_0_origin_is_answered_in_http_1_1() {
+    let origin = Origin::start().await;
+    let old = |cc: &str| {
+        Behavior::Raw(
+            format!("HTTP/1.0 200 OK\r\nCache-Control: {cc}\r\nContent-Length: 5\r\n\r\nhello")
+                .into_bytes(),
+        )
+    };
+    origin.route("/cached", old("max-age=60"));
+    origin.route("/passed", old("no-store"));
+    let edge = shop(&origin, "", "").await;
+    for path in ["/cached", "/cached", "/passed", "/passed"] {
+        let line = status_line(&edge, path).await;
+        assert!(line.starts_with("HTTP/1.1 200"), "{path}: {line:?}");
+    }
+    assert_eq!(origin.hits_for("/cached"), 1);
+    assert_eq!(origin.hits_for("/passed"), 2);
+}

@@ -31,6 +31,13 @@ impl Edge {
                 crate::purge::remove_now(self.store, &[key]).await;
             }
         }
+        // An intermediary sends its own version (RFC 9110, 6.2), whatever the origin spoke.
+        if matches!(
+            resp.version,
+            http::Version::HTTP_09 | http::Version::HTTP_10
+        ) {
+            resp.set_version(http::Version::HTTP_11);
+        }
         let outcome = decide(session, ctx);
         let outcome = ctx.outcome.insert(outcome);
         head::edge_fields(resp, outcome, &self.sign)
