@@ -271,6 +271,9 @@ pub fn decide_response(
         return DontStore("schedule");
     }
 
+    // The age is whole seconds (HTTP's own precision), so `created` keeps `now`'s
+    // fraction: a copy fetched after a purge counts as stored after it, even within the
+    // purge's second, whereas a `Date` taken as is would date it to the second's start.
     let age = origin_age(resp, now);
     let created = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
     let status_ttl = policy.status_ttl.get(&status.as_u16()).copied();
@@ -542,6 +545,7 @@ fn origin_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
         .and_then(|d| d.to_str().ok())
         .and_then(parse_http_date)
         .and_then(|date| now.duration_since(date).ok())
+        .map(|d| Duration::from_secs(d.as_secs()))
         .unwrap_or_default();
     age_value.max(apparent)
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{customer, request, Behavior, Holdfast, Origin, Resp};
 
@@ -405,4 +405,66 @@ async fn purge_on_the_data_plane_needs_the_sites_token() {
     assert_eq!(origin.hits(), hits, "the origin never sees PURGE");
     assert!(!hit(&h.get(HOST, "/p").await));
     assert!(hit(&h.get(HOST, "/q").await));
+}
+
+/// The first refill after a purge ends its effect, even within the purge's second: the
+/// origin's `Date` (whole seconds) must not date the new copy before the purge. Hard:
+/// one refetch, then hits; soft: one revalidation, then hits.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_refill_after_a_purge_is_kept_within_the_same_second() {
+    let origin = Origin::start().await;
+    origin.send_date();
+    let v1 = || Behavior::Respond {
+        status: 200,
+        headers: vec![
+            ("Cache-Control".into(), "max-age=600".into()),
+            ("ETag".into(), "\"v1\"".into()),
+        ],
+        body: b"doc-v1".to_vec(),
+    };
+    origin.route("/hard", v1());
+    origin.route("/soft", v1());
+    let h = node(&origin, "", "", &[]).await;
+    fill(&h, &["/hard", "/soft"]).await;
+    origin.route(
+        "/soft",
+        Behavior::Document {
+            etag: "\"v1\"".into(),
+            body: b"doc-v1".to_vec(),
+        },
+    );
+    for (path, soft) in [("/hard", false), ("/soft", true)] {
+        // The purge and the refill fall in one second, as when a client asks again at
+        // once; starting early in a second keeps a slow machine from crossing it.
+        while SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis()
+            > 200
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let body = format!(
+            r#"{{"customer": "shop", "urls": ["http://shop.test{path}"], "soft": {soft}}}"#
+        );
+        assert_eq!(purge(&h, None, &body).await.status, 200);
+        let before = origin.hits_for(path);
+        let refill = h.get(HOST, path).await;
+        assert_eq!(refill.text(), "doc-v1");
+        assert!(!hit(&refill), "{path}: {}", refill.cache_status());
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let again = h.get(HOST, path).await;
+            assert!(
+                hit(&again),
+                "{path} after its refill: {}",
+                again.cache_status()
+            );
+        }
+        assert_eq!(
+            origin.hits_for(path),
+            before + 1,
+            "{path}: one origin request"
+        );
+    }
 }

@@ -73,6 +73,8 @@ struct OriginState {
     fallback: Option<Behavior>,
     seen: Vec<Seen>,
     delay: Duration,
+    /// Send `Date` (the time of the answer, in whole seconds) as a real origin does.
+    date: bool,
 }
 
 /// A real HTTP/1.1 origin on 127.0.0.1:0.
@@ -126,6 +128,12 @@ impl Origin {
     /// How paths without a route are answered (default: 404).
     pub fn fallback(&self, b: Behavior) {
         self.state.lock().unwrap().fallback = Some(b);
+    }
+
+    /// From now on, every answer carries `Date`: the time it is written, in whole
+    /// seconds, as origin servers with a clock send it (RFC 9110, 6.6.1).
+    pub fn send_date(&self) {
+        self.state.lock().unwrap().date = true;
     }
 
     /// Delay every answer by `d`.
@@ -203,7 +211,7 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
             buf.drain(..body_len);
         }
         hits.fetch_add(1, Ordering::SeqCst);
-        let (behavior, delay) = {
+        let (behavior, delay, date) = {
             let mut s = st.lock().unwrap();
             s.seen.push(Seen {
                 method: method.clone(),
@@ -217,11 +225,18 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
                 .cloned()
                 .or_else(|| s.fallback.clone())
                 .unwrap_or_else(|| Behavior::status(404, &[], "no such route"));
-            (b, s.delay)
+            (b, s.delay, s.date)
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        let dated = |mut headers: Vec<(String, String)>| {
+            if date {
+                let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+                headers.push(("Date".to_string(), now));
+            }
+            headers
+        };
         match behavior {
             Behavior::Stall => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -240,7 +255,7 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
             Behavior::Document { etag, body } => {
                 let fresh = headers.get("if-none-match") == Some(&etag);
                 let status = if fresh { 304 } else { 200 };
-                let extra = [("ETag".to_string(), etag)];
+                let extra = dated(vec![("ETag".to_string(), etag)]);
                 if write_response(&mut conn, status, &extra, &body, &method)
                     .await
                     .is_err()
@@ -253,6 +268,7 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
                 headers: extra,
                 body,
             } => {
+                let extra = dated(extra);
                 if write_response(&mut conn, status, &extra, &body, &method)
                     .await
                     .is_err()
