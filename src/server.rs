@@ -198,23 +198,23 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The digest of the operator's token from `admin.token_env`'s variable. A variable that
-/// is not set (or empty) leaves admin POSTs to loopback peers, with a warning.
-fn operator_token(admin: &crate::config::AdminConfig) -> Option<crate::admin::access::TokenHash> {
-    let name = admin.token_env.as_deref()?;
-    match std::env::var(name) {
-        Ok(token) if !token.trim().is_empty() => {
-            info!("admin: POSTs need the bearer token in {name}");
-            Some(crate::admin::access::hash_token(token.trim()))
-        }
-        _ => {
-            log::warn!(
-                "admin: admin.token_env names {name}, which is not set; admin POSTs are \
-                 taken from loopback peers only until it is (restart to apply)"
-            );
-            None
-        }
+/// The operator's token from `admin.token_env`'s variable. A variable that is not set
+/// (or empty) leaves admin POSTs to loopback peers, with a warning.
+fn operator_token(admin: &crate::config::AdminConfig) -> crate::admin::access::OperatorToken {
+    use crate::admin::access::OperatorToken;
+    let token = OperatorToken::from_env(admin.token_env.as_deref(), |v| std::env::var(v).ok());
+    match &token {
+        OperatorToken::Set(_) => info!(
+            "admin: POSTs need the bearer token in {}",
+            admin.token_env.as_deref().unwrap_or_default()
+        ),
+        OperatorToken::Unset(name) => log::warn!(
+            "admin: admin.token_env names {name}, which is not set; admin POSTs are \
+             taken from loopback peers only until it is (restart to apply)"
+        ),
+        OperatorToken::NotConfigured => {}
     }
+    token
 }
 
 /// SIGTERM: wait until requests in flight finish (at most `grace`), then let Pingora

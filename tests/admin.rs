@@ -82,3 +82,159 @@ async fn a_token_variable_that_is_not_set_leaves_posts_to_loopback() {
         h.log()
     );
 }
+
+/// A test host off loopback: a network namespace of this test's own, joined to this one
+/// by a veth pair, `198.18.N.1` on this side and `198.18.N.2` inside (RFC 2544's range
+/// for test networks). Making one needs root, as CI runs; the namespace and its link
+/// are removed on drop.
+struct TestHost {
+    ns: String,
+    /// This side's address, where a node listens for the test host.
+    near: String,
+}
+
+impl TestHost {
+    fn make() -> TestHost {
+        let n = std::process::id() % 200 + 20;
+        let ns = format!("holdfast-t{n}");
+        let (a, b) = (format!("hfa{n}"), format!("hfb{n}"));
+        let near = format!("198.18.{n}.1");
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .status();
+        let steps: [&[&str]; 7] = [
+            &["netns", "add", &ns],
+            &[
+                "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &ns,
+            ],
+            &["addr", "add", &format!("{near}/30"), "dev", &a],
+            &["link", "set", &a, "up"],
+            &[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("198.18.{n}.2/30"),
+                "dev",
+                &b,
+            ],
+            &["-n", &ns, "link", "set", &b, "up"],
+            &["-n", &ns, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            let out = std::process::Command::new("ip")
+                .args(step)
+                .output()
+                .expect("run ip (iproute2; scripts/setup installs it)");
+            assert!(
+                out.status.success(),
+                "ip {}: {} (a test host needs root, as CI runs)",
+                step.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TestHost { ns, near }
+    }
+
+    /// `POST url` from the test host: (status, body).
+    fn post(&self, url: &str) -> (u16, String) {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns, "curl", "-sS", "-X", "POST"])
+            .args(["-w", "\n%{http_code}", "--max-time", "5", url])
+            .output()
+            .expect("run curl in the test host");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let code = code
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("curl {url}: {}", String::from_utf8_lossy(&out.stderr)));
+        (code, body.to_string())
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}
+
+/// A POST from off loopback without a token says why it is refused: that there is no
+/// `admin.token_env`, or which variable `admin.token_env` names and that it is not set
+/// (the container's case: the config names it, the `docker run` did not pass it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_from_off_loopback_is_told_which_token_is_missing() {
+    let host = TestHost::make();
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "page"));
+    for (admin, said) in [
+        (
+            ", token_env: HOLDFAST_ADMIN_TOKEN_UNSET",
+            "admin.token_env names HOLDFAST_ADMIN_TOKEN_UNSET, which was not set",
+        ),
+        (
+            "",
+            "without admin.token_env, POSTs are taken from loopback only",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = common::free_ports(2);
+        let admin_addr = format!("{}:{}", host.near, ports[1]);
+        let text = format!(
+            "listen: [\"127.0.0.1:{}\"]\nadmin: {{ listen: \"{admin_addr}\"{admin} }}\ncustomers:\n{}",
+            ports[0],
+            customer("shop", "shop.test", origin.addr, "", "")
+        );
+        let conf = common::write_file(dir.path(), "holdfast.yaml", &text);
+        let mut child = common::spawn(&conf, dir.path());
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !common::listens_on(pid, ports[1]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        for path in ["/reload", "/purge"] {
+            let (status, body) = host.post(&format!("http://{admin_addr}{path}"));
+            assert_eq!(status, 403, "{path}: {body}");
+            assert!(body.contains(said), "{path}: {body}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// An admin listener on every address (`[::]`, dual-stack) sees an IPv4 loopback peer as
+/// `::ffff:127.0.0.1`: still loopback, so its POSTs are taken without a token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dual_stack_admin_listener_takes_posts_from_ipv4_loopback() {
+    let origin = Origin::start().await;
+    origin.fallback(Behavior::ok("max-age=60", "page"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ports = common::free_ports(2);
+    let text = format!(
+        "listen: [\"127.0.0.1:{}\"]\nadmin: {{ listen: \"[::]:{}\" }}\ncustomers:\n{}",
+        ports[0],
+        ports[1],
+        customer("shop", "shop.test", origin.addr, "", "")
+    );
+    let conf = common::write_file(dir.path(), "holdfast.yaml", &text);
+    let mut child = common::spawn(&conf, dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !common::listens_on(child.id(), ports[1]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], ports[1]).into();
+    let r = request(admin, "POST", &admin.to_string(), "/reload", &[], b"").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 200, "{}", r.text());
+}

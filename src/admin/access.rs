@@ -32,6 +32,52 @@ pub fn host_allowed(host: Option<&str>, names: &[String]) -> bool {
     bare.parse::<IpAddr>().is_ok() || name == "localhost" || names.iter().any(|n| *n == name)
 }
 
+/// The operator's token for admin POSTs (`admin.token_env`), as the node started with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorToken {
+    /// No `admin.token_env`: POSTs are taken from loopback peers only.
+    NotConfigured,
+    /// `admin.token_env` names this variable, which was not set (or empty) when the node
+    /// started: POSTs are taken from loopback peers only, until a restart with it set.
+    Unset(String),
+    /// The token's digest: every POST needs it (or, for a purge, a customer's token).
+    Set(TokenHash),
+}
+
+impl OperatorToken {
+    /// The token named by `token_env`, read from the environment `var` gives.
+    pub fn from_env(token_env: Option<&str>, var: impl Fn(&str) -> Option<String>) -> Self {
+        let Some(name) = token_env else {
+            return OperatorToken::NotConfigured;
+        };
+        match var(name) {
+            Some(token) if !token.trim().is_empty() => OperatorToken::Set(hash_token(token.trim())),
+            _ => OperatorToken::Unset(name.to_string()),
+        }
+    }
+
+    fn digest(&self) -> Option<&TokenHash> {
+        match self {
+            OperatorToken::Set(digest) => Some(digest),
+            _ => None,
+        }
+    }
+
+    /// Why a POST from a peer off loopback is refused without a token, and the fix.
+    pub fn loopback_only(&self) -> String {
+        match self {
+            OperatorToken::Unset(var) => format!(
+                "admin.token_env names {var}, which was not set when holdfast started, so \
+                 POSTs are taken from loopback only; set {var} (docker run -e {var}=<token>) \
+                 and restart, then send Authorization: Bearer <token>"
+            ),
+            _ => "without admin.token_env, POSTs are taken from loopback only; set \
+                  admin.token_env and send Authorization: Bearer <token>"
+                .to_string(),
+        }
+    }
+}
+
 /// What a POST may do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Post {
@@ -42,19 +88,19 @@ pub enum Post {
     NotLoopback,
 }
 
-/// Decide a POST from `peer` carrying `authorization` (the header's value), when the
-/// operator's token digest is `operator` (`None`: no token configured).
+/// Decide a POST from `peer` carrying `authorization` (the header's value).
 pub fn authorize_post(
-    operator: Option<&TokenHash>,
+    operator: &OperatorToken,
     authorization: Option<&[u8]>,
     peer: Option<IpAddr>,
 ) -> Post {
-    match operator {
+    match operator.digest() {
         Some(expected) => match bearer(authorization) {
             Some(token) if bool::from(hash_token(token).ct_eq(expected)) => Post::Allowed,
             _ => Post::Unauthorized,
         },
-        None if peer.is_some_and(|ip| ip.is_loopback()) => Post::Allowed,
+        // A dual-stack listener (`[::]:9080`) sees IPv4 peers as `::ffff:a.b.c.d`.
+        None if peer.is_some_and(|ip| ip.to_canonical().is_loopback()) => Post::Allowed,
         None => Post::NotLoopback,
     }
 }
@@ -96,30 +142,49 @@ mod tests {
 
     #[test]
     fn posts_need_the_token_or_loopback() {
-        let token = hash_token("s3cret");
+        let token = OperatorToken::Set(hash_token("s3cret"));
         let loopback = Some("127.0.0.1".parse().unwrap());
         let remote = Some("192.0.2.10".parse().unwrap());
-        assert_eq!(authorize_post(None, None, loopback), Post::Allowed);
         assert_eq!(
-            authorize_post(None, None, Some("::1".parse().unwrap())),
+            authorize_post(&OperatorToken::NotConfigured, None, loopback),
             Post::Allowed
         );
-        assert_eq!(authorize_post(None, None, remote), Post::NotLoopback);
-        assert_eq!(authorize_post(None, None, None), Post::NotLoopback);
-        // With a token configured, loopback is no longer enough.
         assert_eq!(
-            authorize_post(Some(&token), None, loopback),
-            Post::Unauthorized
+            authorize_post(
+                &OperatorToken::NotConfigured,
+                None,
+                Some("::1".parse().unwrap())
+            ),
+            Post::Allowed
         );
-        let good = Some(&b"Bearer s3cret"[..]);
-        assert_eq!(authorize_post(Some(&token), good, remote), Post::Allowed);
         assert_eq!(
-            authorize_post(Some(&token), Some(b"bearer  s3cret "), remote),
+            authorize_post(
+                &OperatorToken::NotConfigured,
+                None,
+                Some("::ffff:127.0.0.1".parse().unwrap())
+            ),
+            Post::Allowed,
+            "IPv4 loopback through a dual-stack listener"
+        );
+        assert_eq!(
+            authorize_post(&OperatorToken::NotConfigured, None, remote),
+            Post::NotLoopback
+        );
+        assert_eq!(
+            authorize_post(&OperatorToken::NotConfigured, None, None),
+            Post::NotLoopback
+        );
+        // With a token configured, loopback is no longer enough.
+        assert_eq!(authorize_post(&token, None, loopback), Post::Unauthorized);
+        let good = Some(&b"Bearer s3cret"[..]);
+        assert_eq!(authorize_post(&token, good, remote), Post::Allowed);
+        assert_eq!(
+            authorize_post(&token, Some(b"bearer  s3cret "), remote),
             Post::Allowed
         );
         for bad in [&b"Bearer s3cre"[..], b"Basic s3cret", b"Bearer ", b"s3cret"] {
             assert_eq!(
-                authorize_post(Some(&token), Some(bad), loopback),
+                authorize_post(&token, Some(bad), loopback),
                 Post::Unauthorized,
                 "{}",
                 String::from_utf8_lossy(bad)

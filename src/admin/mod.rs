@@ -28,8 +28,8 @@ pub struct Admin {
     pub store: &'static dyn CacheStore,
     /// Config state (`GET /config`) and reloads (`POST /reload`).
     pub sync: Arc<Syncer>,
-    /// The digest of the operator's token (`admin.token_env`), when one is set.
-    pub operator_token: Option<access::TokenHash>,
+    /// The operator's token (`admin.token_env`).
+    pub operator_token: access::OperatorToken,
     /// `admin.hosts`: names the listener answers to besides addresses and `localhost`.
     pub hosts: Vec<String>,
     /// Purge markers (`POST /purge`).
@@ -57,9 +57,8 @@ impl Admin {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let post =
-            access::authorize_post(self.operator_token.as_ref(), authorization.as_deref(), peer);
-        let caller = match purge::caller(post, authorization.as_deref()) {
+        let post = access::authorize_post(&self.operator_token, authorization.as_deref(), peer);
+        let caller = match purge::caller(post, &self.operator_token, authorization.as_deref()) {
             Ok(caller) => caller,
             Err(refused) => return error(refused),
         };
@@ -154,7 +153,7 @@ impl Admin {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        match access::authorize_post(self.operator_token.as_ref(), authorization, peer) {
+        match access::authorize_post(&self.operator_token, authorization, peer) {
             access::Post::Allowed => None,
             access::Post::Unauthorized => {
                 let mut r = reply(
@@ -173,9 +172,7 @@ impl Admin {
             access::Post::NotLoopback => Some(reply(
                 StatusCode::FORBIDDEN,
                 "text/plain; charset=utf-8",
-                "holdfast admin: without admin.token_env, POSTs are taken from loopback \
-                 only; set admin.token_env and send Authorization: Bearer <token>\n"
-                    .to_string(),
+                format!("holdfast admin: {}\n", self.operator_token.loopback_only()),
             )),
         }
     }

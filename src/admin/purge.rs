@@ -54,7 +54,11 @@ pub enum Caller {
 /// [`access::authorize_post`] lets the request through; else whoever holds the bearer
 /// token it carries. Without one: 401, or 403 with a hint when no operator token is
 /// configured and the peer is not on loopback.
-pub fn caller(post: access::Post, authorization: Option<&[u8]>) -> Result<Caller, Refused> {
+pub fn caller(
+    post: access::Post,
+    operator: &access::OperatorToken,
+    authorization: Option<&[u8]>,
+) -> Result<Caller, Refused> {
     if post == access::Post::Allowed {
         return Ok(Caller::Operator);
     }
@@ -62,8 +66,10 @@ pub fn caller(post: access::Post, authorization: Option<&[u8]>) -> Result<Caller
         Some(token) => Ok(Caller::Token(access::hash_token(token))),
         None if post == access::Post::NotLoopback => Err(refused(
             StatusCode::FORBIDDEN,
-            "without admin.token_env, purges are taken from loopback, or with a customer's \
-             purge token (Authorization: Bearer <token>)",
+            format!(
+                "{}; or send one of the customer's purge tokens",
+                operator.loopback_only()
+            ),
         )),
         None => Err(refused(
             StatusCode::UNAUTHORIZED,
