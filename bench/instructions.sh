@@ -5,6 +5,7 @@
 #   bench/instructions.sh /tmp/holdfast-a /tmp/holdfast-b   # compare two builds
 #   bench/instructions.sh nginx target/release/holdfast     # nginx's hit, then Holdfast's
 #   BENCH_PROTO=h2 bench/instructions.sh                    # the same hit over TLS and HTTP/2
+#   BENCH_KIND=miss bench/instructions.sh A B               # a miss instead (see below)
 #
 # Timed benchmarks on a shared machine move by ±10 % from run to run; a change of 1-2 %
 # in what a hit costs cannot be seen in them. Instructions can: valgrind counts them,
@@ -28,7 +29,12 @@
 # TLS) or h2 (HTTP/2 over TLS), all down one connection; over TLS both servers present
 # the same ECDSA P-256 certificate, made here with openssl, and the handshake is paid once.
 #
-# Settings (environment): BENCH_N1=500 BENCH_N2=2500 BENCH_PROTO=h1
+# BENCH_KIND=miss asks for a new URL each time (`1k.bin?m=<i>`), so that each request is a
+# miss that the origin answers and the store keeps; the origin is Holdfast's built-in demo
+# origin, in the same process, so its instructions count too: compare two builds with it,
+# not Holdfast with nginx.
+#
+# Settings (environment): BENCH_N1=500 BENCH_N2=2500 BENCH_PROTO=h1 BENCH_KIND=hit
 # BENCH_PORT_BASE=28280 (uses 4 ports). Installs valgrind, curl and openssl with apt-get
 # when they are missing.
 set -euo pipefail
@@ -38,7 +44,9 @@ N1=${BENCH_N1:-500}
 N2=${BENCH_N2:-2500}
 BASE=${BENCH_PORT_BASE:-28280}
 PROTO=${BENCH_PROTO:-h1}
+KIND=${BENCH_KIND:-hit}
 die() { echo "instructions: $*" >&2; exit 1; }
+case $KIND in hit) KINDS=hits ;; miss) KINDS=misses ;; *) die "BENCH_KIND is hit or miss, not '$KIND'" ;; esac
 case $PROTO in
   h1) URL="http://127.0.0.1:$BASE/1k.bin" CURL_PROTO=(--http1.1) ;;
   tls) URL="https://127.0.0.1:$((BASE + 3))/1k.bin" CURL_PROTO=(-k --http1.1) ;;
@@ -123,8 +131,10 @@ http {
 EOF
 for n in "$N1" "$N2"; do
   : >"$WORK/urls-$n"
-  for _ in $(seq "$n"); do
-    printf 'url = "%s"\noutput = "/dev/null"\n' "$URL" >>"$WORK/urls-$n"
+  for i in $(seq "$n"); do
+    u=$URL
+    [ "$KIND" = miss ] && u="$URL?m=$i"
+    printf 'url = "%s"\noutput = "/dev/null"\n' "$u" >>"$WORK/urls-$n"
   done
 done
 
@@ -149,7 +159,7 @@ count() {
   local codes
   codes=$(curl -s "${CURL_PROTO[@]}" -H "Host: bench.local" -w '%{http_code}\n' -K "$WORK/urls-$2" |
     grep -c '^200$' || true)
-  [ "$codes" = "$2" ] || die "$codes of $2 hits answered 200 (see $WORK/run.log)"
+  [ "$codes" = "$2" ] || die "$codes of $2 requests answered 200 (see $WORK/run.log)"
   kill -"$stop" "$PID"
   wait "$PID" 2>/dev/null || true
   PID=
@@ -161,5 +171,5 @@ for bin in "${BINS[@]}"; do
   a=$(count "$bin" "$N1")
   b=$(count "$bin" "$N2")
   [ -n "$a" ] && [ -n "$b" ] || die "callgrind wrote no totals for $bin"
-  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per 1 KiB keep-alive hit over $PROTO ($N1 and $N2 hits: $a and $b in all)"
+  echo "$bin: $(( (b - a) / (N2 - N1) )) instructions per 1 KiB keep-alive $KIND over $PROTO ($N1 and $N2 $KINDS: $a and $b in all)"
 done

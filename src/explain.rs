@@ -157,6 +157,19 @@ pub struct StoreView {
     pub stale_if_error: Option<String>,
 }
 
+impl StoreView {
+    fn not_stored(reason: &str) -> StoreView {
+        StoreView {
+            stored: false,
+            reason: Some(reason.to_string()),
+            fresh_until: None,
+            capped_by: None,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+        }
+    }
+}
+
 /// Explain what the edge does with `url` at `at`. `url` is absolute
 /// (`https://shop.example.com/a`); without a scheme, `http://` is assumed.
 pub fn explain(
@@ -175,7 +188,7 @@ pub fn explain(
         RequestPlan::Bypass { rule: Some(r), .. } => {
             Some(format!("rules[{}] says cache: false", r.index))
         }
-        RequestPlan::Bypass { reason, .. } => Some(reason.to_string()),
+        RequestPlan::Bypass { reason, .. } => Some(reason.as_str().to_string()),
         RequestPlan::Cache { .. } => None,
     };
     let cacheable = bypass.is_none();
@@ -476,12 +489,10 @@ fn store_view(
     now: std::time::SystemTime,
 ) -> StoreView {
     // A 200 with no freshness of its own: the policy's TTL, caps and windows decide.
-    let decision = match ResponseHeader::build(200, None) {
-        Ok(resp) => policy::decide_response(customer, rule, path, false, &resp, now),
-        Err(_) => ResponseDecision::DontStore("internal"),
-    };
+    let decision = ResponseHeader::build(200, None)
+        .map(|resp| policy::decide_response(customer, rule, path, false, &resp, now));
     match decision {
-        ResponseDecision::Store(f) => StoreView {
+        Ok(ResponseDecision::Store(f)) => StoreView {
             stored: true,
             reason: None,
             fresh_until: Some(utc(policy::to_timestamp(f.fresh_until))),
@@ -495,14 +506,8 @@ fn store_view(
             stale_while_revalidate: Some(fmt_duration(f.stale_while_revalidate)),
             stale_if_error: Some(fmt_duration(f.stale_if_error)),
         },
-        ResponseDecision::DontStore(reason) => StoreView {
-            stored: false,
-            reason: Some(reason.to_string()),
-            fresh_until: None,
-            capped_by: None,
-            stale_while_revalidate: None,
-            stale_if_error: None,
-        },
+        Ok(ResponseDecision::DontStore(reason)) => StoreView::not_stored(reason.as_str()),
+        Err(_) => StoreView::not_stored("internal"),
     }
 }
 

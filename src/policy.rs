@@ -27,8 +27,70 @@ pub enum RequestPlan<'c> {
     /// Go straight to the origin; the reason ends up in `Cache-Status: detail=`.
     Bypass {
         rule: Option<&'c Rule>,
-        reason: &'static str,
+        reason: BypassReason,
     },
+}
+
+/// Why a request goes to the origin around the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BypassReason {
+    /// A method the cache does not answer (anything but GET and HEAD).
+    Method,
+    /// The rule that applies says `cache: false`.
+    Rule,
+}
+
+impl BypassReason {
+    /// The RFC 9211 `detail` token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BypassReason::Method => "method",
+            BypassReason::Rule => "rule",
+        }
+    }
+}
+
+/// Why an origin's answer is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoStore {
+    /// `Cache-Control: no-store`.
+    NoStore,
+    /// `Cache-Control: private`.
+    Private,
+    /// The request carried `Authorization` and the answer does not say it may be shared.
+    Authorization,
+    /// The answer sets a cookie.
+    SetCookie,
+    /// `Vary: *`.
+    VaryStar,
+    /// A status the cache does not store (or not without explicit freshness).
+    Status,
+    /// The rule it was requested under no longer applies (an `active` window moved).
+    Schedule,
+    /// No freshness from the origin and no `default_ttl`.
+    NoTtl,
+    /// Already stale when it arrived, with no stale window to serve it in.
+    StaleOnArrival,
+    /// Past its rule's `expires_at`.
+    Expired,
+}
+
+impl NoStore {
+    /// The RFC 9211 `detail` token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoStore::NoStore => "no-store",
+            NoStore::Private => "private",
+            NoStore::Authorization => "authorization",
+            NoStore::SetCookie => "set-cookie",
+            NoStore::VaryStar => "vary-star",
+            NoStore::Status => "status",
+            NoStore::Schedule => "schedule",
+            NoStore::NoTtl => "no-ttl",
+            NoStore::StaleOnArrival => "stale-on-arrival",
+            NoStore::Expired => "expired",
+        }
+    }
 }
 
 impl<'c> RequestPlan<'c> {
@@ -81,13 +143,13 @@ pub fn plan_request<'c>(
     if !is_cacheable_method(method) {
         return RequestPlan::Bypass {
             rule,
-            reason: "method",
+            reason: BypassReason::Method,
         };
     }
     match rule {
         Some(r) if !r.cache => RequestPlan::Bypass {
             rule,
-            reason: "rule",
+            reason: BypassReason::Rule,
         },
         _ => RequestPlan::Cache { rule },
     }
@@ -154,7 +216,7 @@ pub struct Freshness {
 pub enum ResponseDecision {
     Store(Freshness),
     /// Not stored; the reason goes to logs and `Cache-Status`.
-    DontStore(&'static str),
+    DontStore(NoStore),
 }
 
 /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1), which
@@ -239,36 +301,36 @@ pub fn decide_response(
     let cc = cc.as_ref();
 
     if cc.is_some_and(|c| c.no_store()) {
-        return DontStore("no-store");
+        return DontStore(NoStore::NoStore);
     }
     if cc.is_some_and(|c| c.private()) {
-        return DontStore("private");
+        return DontStore(NoStore::Private);
     }
     if req_authorized
         && !cc.is_some_and(|c| {
             c.public() || c.must_revalidate() || c.s_maxage().ok().flatten().is_some()
         })
     {
-        return DontStore("authorization");
+        return DontStore(NoStore::Authorization);
     }
     if !policy.cache_set_cookie && resp.headers.contains_key(header::SET_COOKIE) {
-        return DontStore("set-cookie");
+        return DontStore(NoStore::SetCookie);
     }
     if resp.headers.get_all(header::VARY).iter().any(|v| {
         v.as_bytes()
             .split(|&b| b == b',')
             .any(|t| t.trim_ascii() == b"*")
     }) {
-        return DontStore("vary-star");
+        return DontStore(NoStore::VaryStar);
     }
     if status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return DontStore("status");
+        return DontStore(NoStore::Status);
     }
 
     if schedule_moved(customer, rule, path, now) {
         // The response was requested under a rule that no longer applies: the next
         // request fetches under the new one.
-        return DontStore("schedule");
+        return DontStore(NoStore::Schedule);
     }
 
     // The age is whole seconds (HTTP's own precision), so `created` keeps `now`'s
@@ -290,7 +352,7 @@ pub fn decide_response(
             // for the customer's stale-if-error statuses: an outage page is never kept
             // in place of good content (unless status_ttl names it).
             if is_stale_if_error_status(policy, status.as_u16()) && status_ttl.is_none() {
-                return DontStore("status");
+                return DontStore(NoStore::Status);
             }
             l
         }
@@ -306,17 +368,17 @@ pub fn decide_response(
                 (Some(ttl), _) => ttl,
                 (None, Some(ttl)) if heuristically_cacheable(status) => ttl,
                 (None, None) if heuristically_cacheable(status) => policy.default_ttl,
-                _ => return DontStore("status"),
+                _ => return DontStore(NoStore::Status),
             };
             if ttl.is_zero() {
-                return DontStore("no-ttl");
+                return DontStore(NoStore::NoTtl);
             }
             ttl
         }
     };
     if lifetime.saturating_sub(age).is_zero() && !has_validator(resp) {
         // Stale on arrival and nothing to revalidate with: storing it buys nothing.
-        return DontStore("stale-on-arrival");
+        return DontStore(NoStore::StaleOnArrival);
     }
 
     let mut fresh_until = created + lifetime;
@@ -354,7 +416,7 @@ pub fn decide_response(
     if let Some(expiry) = rule.and_then(|r| r.expires_at.as_ref()) {
         let expires = to_system_time(expiry.timestamp());
         if expires <= now {
-            return DontStore("expired");
+            return DontStore(NoStore::Expired);
         }
         if expires < fresh_until {
             fresh_until = expires;

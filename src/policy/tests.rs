@@ -168,7 +168,7 @@ fn stored(d: ResponseDecision) -> Freshness {
 #[track_caller]
 fn not_stored(d: ResponseDecision) -> &'static str {
     match d {
-        ResponseDecision::DontStore(reason) => reason,
+        ResponseDecision::DontStore(reason) => reason.as_str(),
         ResponseDecision::Store(f) => panic!("expected DontStore, got Store({f:?})"),
     }
 }
@@ -222,7 +222,7 @@ fn plan_other_methods_bypass_with_reason_method() {
             plan,
             RequestPlan::Bypass {
                 rule: Some(&c.rules[0]),
-                reason: "method"
+                reason: BypassReason::Method
             },
             "{m}"
         );
@@ -240,7 +240,7 @@ fn plan_rule_cache_false_bypasses_with_reason_rule() {
         plan_request(&c, &Method::GET, "/checkout/cart", now()),
         RequestPlan::Bypass {
             rule: Some(&c.rules[0]),
-            reason: "rule"
+            reason: BypassReason::Rule
         }
     );
     // Paths the rule does not match still cache.
@@ -253,7 +253,7 @@ fn plan_rule_cache_false_bypasses_with_reason_rule() {
         plan_request(&c, &Method::POST, "/checkout/cart", now()),
         RequestPlan::Bypass {
             rule: Some(&c.rules[0]),
-            reason: "method"
+            reason: BypassReason::Method
         }
     );
 }
@@ -292,7 +292,7 @@ fn first_matching_rule_wins_exact_before_prefix() {
         plan,
         RequestPlan::Bypass {
             rule: Some(&c.rules[0]),
-            reason: "rule"
+            reason: BypassReason::Rule
         }
     );
     // Exact does not match a longer path; the prefix rule does.
@@ -333,7 +333,10 @@ fn active_window_applies_only_inside_from_until() {
     // And plan_request follows it: bypass only while the window is open.
     assert!(matches!(
         plan_request(&c, &Method::GET, "/sale/shoes", minus(until, 1)),
-        RequestPlan::Bypass { reason: "rule", .. }
+        RequestPlan::Bypass {
+            reason: BypassReason::Rule,
+            ..
+        }
     ));
     assert!(matches!(
         plan_request(&c, &Method::GET, "/sale/shoes", until),
@@ -1729,9 +1732,9 @@ proptest! {
                 }
             }
             ResponseDecision::DontStore(reason) => {
-                prop_assert!(!should_store, "not stored ({reason}) but should be");
+                prop_assert!(!should_store, "not stored ({reason:?}) but should be");
                 if offset <= 0 && (ttl > age || etag) && (via_header || ttl > 0) {
-                    prop_assert_eq!(reason, "expired");
+                    prop_assert_eq!(reason, NoStore::Expired);
                 }
             }
         }

@@ -3,20 +3,15 @@
 //! phase machine, with the header [`super::head::hit`] builds for every path.
 
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
-use http::header;
-use pingora_cache::key::HashBinary;
-use pingora_cache::VarianceBuilder;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::direct::{self, Payload};
 use super::outcome::{Outcome, Stale};
+use super::stored::{variance, Judgement, StoredCopy};
 use super::{head, key_for, unix_secs_diff, Ctx, Edge};
-use crate::policy::{self, HitCheck};
-use crate::purge::Verdict;
 
 impl Edge {
     /// The fast path for the common cases: a fresh, complete, non-varying stored response
@@ -70,63 +65,42 @@ impl Edge {
             }
         }
         let key_text = ctx.key.as_ref().and_then(|k| k.primary_key_str());
-        let verdict = self.purge_verdict(
+        let copy = StoredCopy::of_entry(&stored);
+        let path = req.uri.path();
+        let judged = self.judge(
             &customer,
+            ctx.rule(),
             key_text.unwrap_or(""),
-            req.uri.path(),
-            &stored.header().headers,
-            stored.validated(),
+            path,
+            &copy,
+            now,
         );
-        match verdict {
-            Verdict::Keep => {}
-            Verdict::Gone => {
+        let stale = match judged {
+            Judgement::Fresh => None,
+            // Not forwarded: a hit on a stale copy while the origin is failing.
+            Judgement::StaleShortcut => Some(Stale::IfError),
+            Judgement::Purged => {
                 // Applied to the store now: the full path then misses, and every `Vary`
                 // variant stored before this fill is a miss too (pingora-cache counts
                 // variants older than their primary entry as gone).
                 if let Some(key) = &ctx.key {
                     crate::purge::remove_now(self.store, std::slice::from_ref(key)).await;
                 }
-                ctx.purged = Some(verdict);
+                ctx.judged = Some(judged);
                 return Ok(false);
             }
-            Verdict::Stale { .. } => {
-                ctx.purged = Some(verdict);
+            Judgement::SoftPurged { .. } => {
+                ctx.judged = Some(judged);
                 return Ok(false);
             }
-        }
-        let fresh_until = stored.fresh_until();
-        if policy::check_stored(
-            &customer,
-            ctx.rule(),
-            req.uri.path(),
-            stored.created(),
-            fresh_until,
-            now,
-        ) != HitCheck::AsStored
-        {
-            return Ok(false);
-        }
-        let ttl = unix_secs_diff(fresh_until, now);
-        let outcome = if fresh_until >= now {
-            Outcome::Hit {
-                ttl: Some(ttl),
-                stale: None,
-            }
-        } else {
-            // Stale: served from here only while the origin is known to be failing and
-            // the copy's own stale-if-error window is open; otherwise the full path
-            // asks the origin.
-            let failing = self.health.recent_failure(&customer.name, Instant::now());
-            match failing {
-                Some(_) if now <= fresh_until + stored.stale_if_error() => {
-                    // Not forwarded: a hit on a stale copy, for the reason given.
-                    Outcome::Hit {
-                        ttl: Some(ttl),
-                        stale: Some(Stale::IfError),
-                    }
-                }
-                _ => return Ok(false),
-            }
+            // The full path judges these again, on what pingora-cache finds.
+            Judgement::Stale
+            | Judgement::ScheduleMoved { .. }
+            | Judgement::ExpiredByRule { .. } => return Ok(false),
+        };
+        let outcome = Outcome::Hit {
+            ttl: Some(unix_secs_diff(copy.fresh_until, now)),
+            stale,
         };
         let body_len = stored.body_len();
         let age = stored.age(now).as_secs();
@@ -184,33 +158,4 @@ impl Edge {
         }
         Ok(true)
     }
-}
-
-/// The variant of a `Vary` response (`stored`, its fields) that `req` asks for: the
-/// values of the fields it names, as pingora-cache keys them; `None` when it names none.
-/// The fast path and pingora-cache's lookups use this one function.
-pub(super) fn variance(stored: &http::HeaderMap, req: &RequestHeader) -> Option<HashBinary> {
-    let mut names: Vec<String> = stored
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
-        .collect();
-    if names.is_empty() {
-        return None;
-    }
-    names.sort_unstable();
-    names.dedup();
-    let mut variance = VarianceBuilder::new();
-    for name in names {
-        let value = req
-            .headers
-            .get(name.as_str())
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default();
-        variance.add_owned_name_value(name, value);
-    }
-    variance.finalize()
 }

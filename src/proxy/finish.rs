@@ -3,16 +3,17 @@
 //! request's one [`Outcome`].
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use log::{info, warn};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::{FailToProxy, Session};
 
+use super::answer::respond_text;
 use super::outcome::{decide, Failure, Fwd, Outcome};
 use super::request::request_host;
-use super::{deadline, edge_status_for, head, is_timeout, key_for, respond_text, Ctx, Edge};
+use super::stored::Judgement;
+use super::{deadline, edge_status_for, head, is_timeout, key_for, Ctx, Edge};
 use crate::policy;
 
 impl Edge {
@@ -38,7 +39,7 @@ impl Edge {
         ) {
             resp.set_version(http::Version::HTTP_11);
         }
-        let outcome = decide(session, ctx);
+        let outcome = decide(session, ctx, self.clock.now());
         let outcome = ctx.outcome.insert(outcome);
         head::edge_fields(resp, outcome, &self.sign)
     }
@@ -71,10 +72,12 @@ impl Edge {
         }
         if e.esource() == &ErrorSource::Upstream {
             if let Some(customer) = ctx.customer() {
-                self.health.failed(&customer.name, code, Instant::now());
+                self.health
+                    .failed(&customer.name, code, self.clock.instant());
             }
         }
-        let failure = if ctx.expired_by_rule {
+        let expired_by_rule = matches!(ctx.judged, Some(Judgement::ExpiredByRule { .. }));
+        let failure = if expired_by_rule {
             // A stored copy exists but its rule's expires_at forbids serving it stale.
             Failure::ExpiresAt
         } else if is_timeout(e) {
@@ -86,7 +89,7 @@ impl Edge {
         };
         let fwd = match ctx.bypass {
             Some((fwd, _)) => fwd,
-            None if ctx.expired_by_rule => Fwd::Stale,
+            None if expired_by_rule => Fwd::Stale,
             None => Fwd::Miss,
         };
         let outcome = Outcome::Failed { fwd, failure };
@@ -130,11 +133,11 @@ impl Edge {
         };
         let mut outcome = match &ctx.outcome {
             Some(outcome) => outcome.clone(),
-            None => decide(session, ctx),
+            None => decide(session, ctx, self.clock.now()),
         };
         if let Outcome::Forwarded { stored, ttl, .. } = &mut outcome {
             // Said before the body came; what the store holds now is the truth.
-            let kept = ctx.fill.is_some_and(|fill| {
+            let kept = ctx.origin.fill().is_some_and(|fill| {
                 session
                     .cache
                     .maybe_cache_key()
@@ -150,7 +153,7 @@ impl Edge {
         }
         if let Some(customer) = ctx.customer() {
             let origin_error =
-                ctx.origin_status.is_some_and(|s| s >= 500) || outcome.origin_failed();
+                ctx.origin.status.is_some_and(|s| s >= 500) || outcome.origin_failed();
             self.metrics
                 .served(&customer.name, outcome.served(), bytes, origin_error);
         }

@@ -3,7 +3,7 @@
 //! answer is stored, and when a stale copy is served.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use http::header;
 use once_cell::sync::Lazy;
@@ -16,10 +16,10 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::outcome::Stale;
-use super::{edge_status_for, head, key_for, Ctx, Edge, Fill};
-use crate::policy::{self, HitCheck, ResponseDecision};
-use crate::purge::Verdict;
+use super::outcome::{Fill, Stale, StoreDecision};
+use super::stored::{Judgement, StoredCopy};
+use super::{edge_status_for, head, key_for, Ctx, Edge};
+use crate::policy::{self, ResponseDecision};
 
 /// The cache lock shared by every request: N concurrent misses for one key reach the
 /// origin once. The age timeout frees a lock whose writer died.
@@ -57,78 +57,47 @@ impl Edge {
     }
 
     /// `cache_hit_filter`: whether a stored copy is used as stored, expired by a purge or a
-    /// rule, or served stale at once because the origin is failing.
+    /// rule, or served stale at once because the origin is failing (see [`Edge::judge`]).
     pub(super) fn check_hit(
         &self,
         session: &Session,
         meta: &CacheMeta,
-        is_fresh: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<ForcedFreshness>> {
-        let now = SystemTime::now();
         let Some(customer) = ctx.customer() else {
             return Ok(None);
         };
         let path = session.req_header().uri.path();
-        let key_text = session.cache.cache_key().primary_key_str();
-        let verdict = self.purge_verdict(
+        let key_text = session.cache.cache_key().primary_key_str().unwrap_or("");
+        let copy = StoredCopy::of_meta(meta);
+        let judged = self.judge(
             customer,
-            key_text.unwrap_or(""),
+            ctx.rule(),
+            key_text,
             path,
-            meta.headers(),
-            meta.epoch(),
+            &copy,
+            self.clock.now(),
         );
-        match verdict {
-            Verdict::Keep => {}
-            // Not usable: fetched again in full (no conditional request, which could
-            // bring the purged copy back with a 304) and never served stale.
-            Verdict::Gone => {
-                ctx.purged = Some(verdict);
-                return Ok(Some(ForcedFreshness::ForceExpired));
+        ctx.judged = Some(judged);
+        Ok(match judged {
+            Judgement::Fresh | Judgement::Stale => None,
+            Judgement::StaleShortcut => {
+                self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
+                Some(ForcedFreshness::ForceFresh)
             }
-            // Stale from the purge on: revalidated before any use, still good for
-            // stale-if-error.
-            Verdict::Stale { at } => {
-                ctx.purged = Some(verdict);
-                return Ok(Some(ForcedFreshness::ForceExpiredServeStale {
-                    expired_at: Some(at),
-                }));
-            }
-        }
-        let (stored, fresh_until) = (meta.created(), meta.fresh_until());
-        match policy::check_stored(customer, ctx.rule(), path, stored, fresh_until, now) {
-            HitCheck::AsStored if !is_fresh && meta.serve_stale_if_error(now) => {
-                // A stale copy while the origin is known to be failing: serve it now
-                // rather than queue behind other requests' attempts at a dead origin.
-                let customer = ctx.customer().map(|c| c.name.as_str()).unwrap_or("");
-                match self.health.recent_failure(customer, Instant::now()) {
-                    Some(_) => {
-                        ctx.stale_shortcut = true;
-                        self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
-                        Ok(Some(ForcedFreshness::ForceFresh))
-                    }
-                    None => Ok(None),
-                }
-            }
-            HitCheck::AsStored => Ok(None),
-            HitCheck::ScheduleMoved { at } => {
-                // Stored before a window moved: expired from that boundary on.
-                ctx.schedule_moved = true;
-                Ok(Some(ForcedFreshness::ForceExpiredServeStale {
-                    expired_at: Some(at),
-                }))
-            }
-            HitCheck::ExpiredAt { at, serve_stale } => {
-                ctx.expired_by_rule = true;
-                Ok(Some(if serve_stale {
-                    ForcedFreshness::ForceExpiredServeStale {
-                        expired_at: Some(at),
-                    }
-                } else {
-                    ForcedFreshness::ForceExpired
-                }))
-            }
-        }
+            Judgement::Purged
+            | Judgement::ExpiredByRule {
+                serve_stale: false, ..
+            } => Some(ForcedFreshness::ForceExpired),
+            Judgement::SoftPurged { at }
+            | Judgement::ScheduleMoved { at }
+            | Judgement::ExpiredByRule {
+                at,
+                serve_stale: true,
+            } => Some(ForcedFreshness::ForceExpiredServeStale {
+                expired_at: Some(at),
+            }),
+        })
     }
 
     /// `response_cache_filter`: the policy's decision on storing the origin's answer.
@@ -142,7 +111,7 @@ impl Edge {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
         let updated;
-        let resp = match &ctx.revalidated_fields {
+        let resp = match &ctx.origin.revalidated {
             Some(fields) => {
                 updated = head::updated_by_304(resp, fields)?;
                 &updated
@@ -159,14 +128,14 @@ impl Edge {
             session.req_header().uri.path(),
             authorized,
             resp,
-            SystemTime::now(),
+            self.clock.now(),
         );
         Ok(match decision {
             ResponseDecision::Store(f) => {
-                ctx.fill = Some(Fill {
+                ctx.origin.decision = Some(StoreDecision::Store(Fill {
                     created: f.created,
                     length_known: resp.headers.contains_key(header::CONTENT_LENGTH),
-                });
+                }));
                 RespCacheable::Cacheable(CacheMeta::new(
                     f.fresh_until,
                     f.created,
@@ -176,8 +145,8 @@ impl Edge {
                 ))
             }
             ResponseDecision::DontStore(reason) => {
-                ctx.no_store = Some(reason);
-                RespCacheable::Uncacheable(NoCacheReason::Custom(reason))
+                ctx.origin.decision = Some(StoreDecision::DontStore(reason));
+                RespCacheable::Uncacheable(NoCacheReason::Custom(reason.as_str()))
             }
         })
     }
@@ -192,11 +161,12 @@ impl Edge {
         let Some(customer) = ctx.customer() else {
             return false;
         };
-        if matches!(ctx.purged, Some(Verdict::Gone)) {
+        if ctx.judged == Some(Judgement::Purged) {
             return false;
         }
         let Some(e) = error else {
-            if ctx.schedule_moved || ctx.purged.is_some() {
+            let moved = matches!(ctx.judged, Some(Judgement::ScheduleMoved { .. }));
+            if moved || ctx.judged.is_some_and(Judgement::purged) {
                 // The rule that now applies takes over at once, as for a copy capped at
                 // the boundary when stored: no serving the old copy while revalidating.
                 return false;
@@ -218,9 +188,9 @@ impl Edge {
                 session.set_keepalive(None);
             }
             self.health
-                .failed(&customer.name, edge_status_for(e), Instant::now());
+                .failed(&customer.name, edge_status_for(e), self.clock.instant());
             ctx.stale = Some(Stale::IfError);
-            ctx.stale_fwd_status = Some(edge_status_for(e));
+            ctx.origin.failed = Some(edge_status_for(e));
             self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
         }
         serve

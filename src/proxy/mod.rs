@@ -9,6 +9,8 @@
 //! phases), [`upstream`] (the origin's) and [`finish`] (the edge's fields on every answer,
 //! failures, the access log). The request's state is [`Ctx`], its result an [`Outcome`].
 
+mod answer;
+mod clock;
 pub mod deadline;
 mod direct;
 mod fast;
@@ -21,16 +23,17 @@ mod purge;
 mod request;
 mod route;
 mod status;
+mod stored;
 mod upstream;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use clock::Clock;
+
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
-use http::header;
 use pingora_cache::{
     key::HashBinary, CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable,
 };
@@ -43,13 +46,14 @@ use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::origin::{Origins, Pool};
 use crate::policy;
-use crate::purge::{Purges, Verdict};
+use crate::purge::Purges;
 use crate::storage::CacheStore;
 use crate::tls::Transport;
 use health::OriginHealth;
-use outcome::{Fwd, Outcome, Stale};
+use outcome::{Detail, Fwd, OriginRecord, Outcome, Stale};
 use request::request_host;
 pub use status::CacheStatus;
+use stored::Judgement;
 
 /// The edge: routes by Host, applies the customer's policy, fills and serves the cache.
 /// Clones share everything (a second listening service, e.g. for h2c, is the same edge).
@@ -72,6 +76,8 @@ pub struct Edge {
     max_hops: u32,
     /// How this node names itself in `Cache-Status` and `Via`.
     sign: head::Signature,
+    /// Where every phase reads the time.
+    clock: Arc<dyn Clock>,
 }
 
 impl Edge {
@@ -100,6 +106,7 @@ impl Edge {
             metrics,
             origins,
             health: Arc::new(OriginHealth::default()),
+            clock: Arc::new(clock::SystemClock),
         }
     }
 }
@@ -119,29 +126,19 @@ pub struct Ctx {
     transport: Transport,
     config_version: u64,
     rule: Option<usize>,
-    /// Passed around the cache: why, and as what RFC 9211 calls it.
-    bypass: Option<(Fwd, &'static str)>,
-    no_store: Option<&'static str>,
-    /// The fields of the origin's `304` to a revalidation, to update the stored ones.
-    revalidated_fields: Option<http::HeaderMap>,
+    /// Passed around the cache: as what RFC 9211 calls it, and why.
+    bypass: Option<(Fwd, Detail)>,
+    /// What the edge judged of the stored copy it looked at, if any (see [`stored`]).
+    judged: Option<Judgement>,
+    /// A stale copy is being served, and why.
+    stale: Option<Stale>,
+    /// What the origin did (see [`OriginRecord`]).
+    origin: OriginRecord,
     /// The customer's origin servers, once the request goes to one; which one it is
     /// talking to, and the ones it tried (a bit per server).
     pool: Option<Arc<Pool>>,
     server: Option<usize>,
     tried: u64,
-    /// The origin's answer is being stored (see [`Fill`]).
-    fill: Option<Fill>,
-    /// A stale copy is being served, and why.
-    stale: Option<Stale>,
-    stale_fwd_status: Option<u16>,
-    /// A stale copy served without asking an origin that failed a moment ago.
-    stale_shortcut: bool,
-    expired_by_rule: bool,
-    /// A stored copy expired because an `active` window moved since it was stored.
-    schedule_moved: bool,
-    /// A purge marker applies to the stored copy (see [`crate::purge`]).
-    purged: Option<Verdict>,
-    origin_status: Option<u16>,
     /// The cache key, built once by the fast path and handed to pingora-cache.
     key: Option<CacheKey>,
     /// What happened, once decided (see [`outcome`]).
@@ -151,17 +148,6 @@ pub struct Ctx {
     sent_directly: Option<(u16, usize)>,
     started: Instant,
     _inflight: InflightGuard,
-}
-
-/// A fill the policy decided to store. Whether it is kept is known only once its body
-/// has come whole: `Cache-Status` says `stored` up front only for an answer framed by a
-/// length (one without may still grow past `max_object`), and the access log says it
-/// only when the store holds this very fill at the end.
-#[derive(Debug, Clone, Copy)]
-struct Fill {
-    /// The `created` of the meta it is stored with, which tells it from an older copy.
-    created: SystemTime,
-    length_known: bool,
 }
 
 /// Counts requests in flight, so shutdown can drain them.
@@ -211,27 +197,6 @@ fn unix_secs_diff(later: SystemTime, earlier: SystemTime) -> i64 {
     }
 }
 
-async fn respond_text(
-    session: &mut Session,
-    code: u16,
-    body: String,
-    outcome: &Outcome,
-    allow: Option<&str>,
-    sign: &head::Signature,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(code, Some(5))?;
-    if let Some(allow) = allow {
-        resp.insert_header(header::ALLOW, allow)?;
-    }
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    head::edge_fields(&mut resp, outcome, sign)?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await
-}
-
 #[async_trait]
 impl ProxyHttp for Edge {
     /// Boxed: Pingora keeps the context in its per-request future, which it copies twice
@@ -252,23 +217,16 @@ impl ProxyHttp for Edge {
             config_version: 0,
             rule: None,
             bypass: None,
-            no_store: None,
-            fill: None,
+            judged: None,
+            stale: None,
+            origin: OriginRecord::default(),
             pool: None,
             server: None,
             tried: 0,
-            revalidated_fields: None,
-            stale: None,
-            stale_fwd_status: None,
-            stale_shortcut: false,
-            expired_by_rule: false,
-            schedule_moved: false,
-            purged: None,
-            origin_status: None,
             key: None,
             outcome: None,
             sent_directly: None,
-            started: Instant::now(),
+            started: self.clock.instant(),
             _inflight: InflightGuard(self.metrics.clone()),
         })
     }
@@ -291,10 +249,10 @@ impl ProxyHttp for Edge {
         session: &mut Session,
         meta: &CacheMeta,
         _hit_handler: &mut HitHandler,
-        is_fresh: bool,
+        _is_fresh: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<ForcedFreshness>> {
-        self.check_hit(session, meta, is_fresh, ctx)
+        self.check_hit(session, meta, ctx)
     }
 
     fn response_cache_filter(
@@ -312,7 +270,7 @@ impl ProxyHttp for Edge {
         _ctx: &mut Self::CTX,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        fast::variance(meta.headers(), req)
+        stored::variance(meta.headers(), req)
     }
 
     fn should_serve_stale(
@@ -406,7 +364,10 @@ fn key_for(customer: &Customer, req: &RequestHeader, scheme: &str) -> CacheKey {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod host_tests {
     use super::*;
 
     #[test]

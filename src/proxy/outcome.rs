@@ -1,11 +1,13 @@
 //! What happened to one request, as one value.
 //!
-//! Each phase records the facts it learns in the request's context; the outcome is
-//! decided from them once (when the answer's header is made, or by the edge when it
-//! answers itself), kept in the context, and everything that reports on the request is
-//! a `match` on it: the `Cache-Status` field ([`Outcome::cache_status`]), the access log,
-//! and the per-customer metrics ([`Outcome::served`], [`Outcome::origin_failed`]).
-//! The `&'static str` reasons are RFC 9211 `detail` tokens, only ever printed.
+//! Each phase records what it learns as a typed fact in the request's context: the
+//! judgement of a stored copy ([`Judgement`]), what the origin did ([`OriginRecord`]),
+//! the bypass and the stale copy served. The outcome is decided from them once (when the
+//! answer's header is made, or by the edge when it answers itself), kept in the
+//! context, and everything that reports on the request is a `match` on it: the
+//! `Cache-Status` field ([`Outcome::cache_status`]), the access log, and the
+//! per-customer metrics ([`Outcome::served`], [`Outcome::origin_failed`]). Every RFC 9211
+//! `detail` token is a [`Detail`], rendered in [`Detail::as_str`] alone.
 
 use std::time::SystemTime;
 
@@ -13,8 +15,10 @@ use pingora_cache::{CachePhase, NoCacheReason};
 use pingora_proxy::Session;
 
 use super::status::CacheStatus;
+use super::stored::Judgement;
 use super::{unix_secs_diff, Ctx};
 use crate::metrics::Served;
+use crate::policy::{BypassReason, NoStore};
 
 /// Why a request went forward to the origin (RFC 9211 `fwd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +53,6 @@ pub enum Stale {
     WhileRevalidate,
 }
 
-impl Stale {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stale::IfError => "stale-if-error",
-            Stale::WhileRevalidate => "stale-while-revalidate",
-        }
-    }
-}
-
 /// Why nothing could be served when the origin was needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -71,13 +66,133 @@ pub enum Failure {
     Edge,
 }
 
-impl Failure {
-    fn as_str(self) -> &'static str {
+/// Why a request went as it did: the RFC 9211 `detail` of its `Cache-Status`, and the
+/// access log's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Passed around the cache, as the policy said.
+    Bypass(BypassReason),
+    /// A GET or HEAD with a body, which no cache key holds.
+    RequestBody,
+    /// The origin's answer was not stored, as the policy said.
+    NotStored(NoStore),
+    /// The stored copy's rule `expires_at` has passed.
+    ExpiresAt,
+    /// The rule that applies changed since the copy was stored (an `active` window).
+    Schedule,
+    /// pingora-cache did not store the answer: larger than `max_object`.
+    TooLarge,
+    /// ... it waited for another request's fill longer than `lock_timeout`.
+    LockTimeout,
+    /// ... the origin failed while the answer came.
+    OriginError,
+    /// ... for a reason of its own, which it names (`304 on miss`).
+    NotCached(&'static str),
+    /// ... for a reason it does not name.
+    Uncacheable,
+    /// A stale copy was served, and why.
+    Stale(Stale),
+    /// Nothing could be served, and why.
+    Failed(Failure),
+    /// Answered by the edge: no customer serves the Host (or there is none).
+    UnknownHost,
+    /// ... a TLS connection opened for another customer's name.
+    Misdirected,
+    /// ... the request has passed this node, or too many Holdfast nodes.
+    Loop,
+    /// ... a `PURGE` that was applied.
+    Purged,
+    /// ... a `PURGE` without a valid token.
+    PurgeRefused,
+    /// ... a method the customer does not allow.
+    MethodNotAllowed,
+    /// ... a method HTTP does not define.
+    MethodNotImplemented,
+    /// ... an `OPTIONS` with `Max-Forwards: 0`.
+    MaxForwards,
+    /// ... `Content-Length` values that disagree.
+    BadFraming,
+}
+
+impl Detail {
+    /// The RFC 9211 `detail` token: the one place these are spelt.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Failure::OriginTimeout => "origin-timeout",
-            Failure::OriginUnreachable => "origin-unreachable",
-            Failure::ExpiresAt => "expires-at",
-            Failure::Edge => "edge-error",
+            Detail::Bypass(reason) => reason.as_str(),
+            Detail::RequestBody => "request-body",
+            Detail::NotStored(reason) => reason.as_str(),
+            Detail::ExpiresAt | Detail::Failed(Failure::ExpiresAt) => "expires-at",
+            Detail::Schedule => "schedule",
+            Detail::TooLarge => "too-large",
+            Detail::LockTimeout => "lock-timeout",
+            Detail::OriginError => "origin-error",
+            Detail::NotCached(reason) => reason,
+            Detail::Uncacheable => "uncacheable",
+            Detail::Stale(Stale::IfError) => "stale-if-error",
+            Detail::Stale(Stale::WhileRevalidate) => "stale-while-revalidate",
+            Detail::Failed(Failure::OriginTimeout) => "origin-timeout",
+            Detail::Failed(Failure::OriginUnreachable) => "origin-unreachable",
+            Detail::Failed(Failure::Edge) => "edge-error",
+            Detail::UnknownHost => "unknown-host",
+            Detail::Misdirected => "misdirected",
+            Detail::Loop => "loop",
+            Detail::Purged => "purged",
+            Detail::PurgeRefused => "purge-refused",
+            Detail::MethodNotAllowed => "method-not-allowed",
+            Detail::MethodNotImplemented => "method-not-implemented",
+            Detail::MaxForwards => "max-forwards",
+            Detail::BadFraming => "bad-framing",
+        }
+    }
+}
+
+/// What the origin did for this request, as the phases learn it.
+#[derive(Debug, Default)]
+pub(super) struct OriginRecord {
+    /// The status it answered with (the last try's).
+    pub status: Option<u16>,
+    /// The fields of its `304` to a revalidation, which update the stored ones.
+    pub revalidated: Option<http::HeaderMap>,
+    /// What the policy made of its answer.
+    pub decision: Option<StoreDecision>,
+    /// It failed, and a stale copy stood in: the status the edge reports for it.
+    pub failed: Option<u16>,
+}
+
+/// The policy's decision on the origin's answer.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum StoreDecision {
+    /// Stored (whether it is kept is known once its body has come whole).
+    Store(Fill),
+    /// Not stored, and why.
+    DontStore(NoStore),
+}
+
+/// A fill the policy decided to store. Whether it is kept is known only once its body
+/// has come whole: `Cache-Status` says `stored` up front only for an answer framed by a
+/// length (one without may still grow past `max_object`), and the access log says it
+/// only when the store holds this very fill at the end.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fill {
+    /// The `created` of the meta it is stored with, which tells it from an older copy.
+    pub created: SystemTime,
+    pub length_known: bool,
+}
+
+impl OriginRecord {
+    /// The fill being stored, if the policy stores the answer.
+    pub fn fill(&self) -> Option<Fill> {
+        match self.decision {
+            Some(StoreDecision::Store(fill)) => Some(fill),
+            _ => None,
+        }
+    }
+
+    /// Why the answer is not stored, if the policy said so.
+    fn not_stored(&self) -> Option<Detail> {
+        match self.decision {
+            Some(StoreDecision::DontStore(reason)) => Some(Detail::NotStored(reason)),
+            _ => None,
         }
     }
 }
@@ -99,7 +214,7 @@ pub enum Outcome {
         fwd_status: Option<u16>,
         stored: bool,
         ttl: Option<i64>,
-        detail: Option<&'static str>,
+        detail: Option<Detail>,
     },
     /// The origin was asked and failed (`fwd_status`, or no answer at all); a stale copy
     /// was served in its place.
@@ -108,10 +223,10 @@ pub enum Outcome {
         ttl: Option<i64>,
     },
     /// Passed to the origin around the cache, for `reason`.
-    Bypass { fwd: Fwd, reason: &'static str },
+    Bypass { fwd: Fwd, reason: Detail },
     /// Answered by the edge itself, the origin never asked: an unknown host, a
     /// misdirected request, a refused method or framing, a PURGE.
-    Edge { reason: &'static str },
+    Edge { reason: Detail },
     /// The origin was needed and nothing could be served.
     Failed { fwd: Fwd, failure: Failure },
 }
@@ -123,7 +238,7 @@ impl Outcome {
             Outcome::Hit { ttl, stale } => CacheStatus {
                 hit: true,
                 ttl,
-                detail: stale.map(Stale::as_str),
+                detail: stale.map(|s| Detail::Stale(s).as_str()),
                 ..Default::default()
             },
             Outcome::Forwarded {
@@ -137,29 +252,29 @@ impl Outcome {
                 fwd_status,
                 stored,
                 ttl,
-                detail,
+                detail: detail.map(Detail::as_str),
                 ..Default::default()
             },
             Outcome::StaleIfError { fwd_status, ttl } => CacheStatus {
                 fwd: Some(Fwd::Stale.as_str()),
                 fwd_status,
                 ttl,
-                detail: Some(Stale::IfError.as_str()),
+                detail: Some(Detail::Stale(Stale::IfError).as_str()),
                 ..Default::default()
             },
             Outcome::Bypass { fwd, reason } => CacheStatus {
                 fwd: Some(fwd.as_str()),
-                detail: Some(reason),
+                detail: Some(reason.as_str()),
                 ..Default::default()
             },
             Outcome::Edge { reason } => CacheStatus {
                 fwd: Some(Fwd::Bypass.as_str()),
-                detail: Some(reason),
+                detail: Some(reason.as_str()),
                 ..Default::default()
             },
             Outcome::Failed { fwd, failure } => CacheStatus {
                 fwd: Some(fwd.as_str()),
-                detail: Some(failure.as_str()),
+                detail: Some(Detail::Failed(failure).as_str()),
                 ..Default::default()
             },
         }
@@ -194,12 +309,11 @@ impl Outcome {
 }
 
 /// What happened to this request, from the cache phase and the facts the phases
-/// recorded; used when no phase has decided it already (see [`outcome`]).
-pub(super) fn decide(session: &Session, ctx: &Ctx) -> Outcome {
+/// recorded; used when no phase has decided it already. `now` counts the `ttl`.
+pub(super) fn decide(session: &Session, ctx: &Ctx, now: SystemTime) -> Outcome {
     if let Some(outcome) = &ctx.outcome {
         return outcome.clone();
     }
-    let now = SystemTime::now();
     let ttl = || {
         session
             .cache
@@ -209,7 +323,7 @@ pub(super) fn decide(session: &Session, ctx: &Ctx) -> Outcome {
     if let Some((fwd, reason)) = ctx.bypass {
         return Outcome::Bypass { fwd, reason };
     }
-    if ctx.stale_shortcut {
+    if ctx.judged == Some(Judgement::StaleShortcut) {
         return Outcome::Hit {
             ttl: ttl(),
             stale: Some(Stale::IfError),
@@ -217,16 +331,23 @@ pub(super) fn decide(session: &Session, ctx: &Ctx) -> Outcome {
     }
     if ctx.stale == Some(Stale::IfError) {
         return Outcome::StaleIfError {
-            fwd_status: ctx.stale_fwd_status,
+            fwd_status: ctx.origin.failed,
             ttl: ttl(),
         };
     }
+    let fill = ctx.origin.fill();
     let forwarded = |fwd, detail| Outcome::Forwarded {
         fwd,
         fwd_status: None,
-        stored: ctx.fill.is_some_and(|f| f.length_known),
-        ttl: if ctx.fill.is_some() { ttl() } else { None },
+        stored: fill.is_some_and(|f| f.length_known),
+        ttl: if fill.is_some() { ttl() } else { None },
         detail,
+    };
+    // Why a stored copy was not used as stored, when the edge's judgement says.
+    let expired = match ctx.judged {
+        Some(Judgement::ExpiredByRule { .. }) => Some(Detail::ExpiresAt),
+        Some(Judgement::ScheduleMoved { .. }) => Some(Detail::Schedule),
+        _ => None,
     };
     match session.cache.phase() {
         CachePhase::Hit => Outcome::Hit {
@@ -244,51 +365,44 @@ pub(super) fn decide(session: &Session, ctx: &Ctx) -> Outcome {
             ttl: ttl(),
             detail: None,
         },
-        CachePhase::Expired => forwarded(
-            Fwd::Stale,
-            if ctx.expired_by_rule {
-                Some("expires-at")
-            } else if ctx.schedule_moved {
-                Some("schedule")
-            } else {
-                ctx.no_store
-            },
-        ),
-        CachePhase::Miss => forwarded(Fwd::Miss, ctx.no_store),
-        CachePhase::Disabled(reason) => Outcome::Forwarded {
-            fwd: if ctx.expired_by_rule {
-                Fwd::Stale
-            } else {
-                Fwd::Miss
-            },
-            fwd_status: None,
-            stored: false,
-            ttl: None,
-            detail: Some(no_store_detail(ctx, reason)),
-        },
+        CachePhase::Expired => forwarded(Fwd::Stale, expired.or(ctx.origin.not_stored())),
+        CachePhase::Miss => forwarded(Fwd::Miss, ctx.origin.not_stored()),
+        CachePhase::Disabled(reason) => {
+            let by_rule = matches!(ctx.judged, Some(Judgement::ExpiredByRule { .. }));
+            Outcome::Forwarded {
+                fwd: if by_rule { Fwd::Stale } else { Fwd::Miss },
+                fwd_status: None,
+                stored: false,
+                ttl: None,
+                detail: Some(if by_rule {
+                    Detail::ExpiresAt
+                } else {
+                    ctx.origin
+                        .not_stored()
+                        .unwrap_or_else(|| not_cached(reason))
+                }),
+            }
+        }
         _ => Outcome::Forwarded {
             fwd: Fwd::Miss,
             fwd_status: None,
             stored: false,
             ttl: None,
-            detail: ctx.no_store,
+            detail: ctx.origin.not_stored(),
         },
     }
 }
 
-fn no_store_detail(ctx: &Ctx, reason: NoCacheReason) -> &'static str {
-    if ctx.expired_by_rule {
-        return "expires-at";
-    }
-    if let Some(r) = ctx.no_store {
-        return r;
-    }
+/// Why pingora-cache did not cache, as a [`Detail`].
+fn not_cached(reason: NoCacheReason) -> Detail {
     match reason {
-        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => "too-large",
-        NoCacheReason::CacheLockTimeout => "lock-timeout",
-        NoCacheReason::UpstreamError => "origin-error",
-        NoCacheReason::Custom(s) => s,
-        _ => "uncacheable",
+        NoCacheReason::ResponseTooLarge | NoCacheReason::PredictedResponseTooLarge => {
+            Detail::TooLarge
+        }
+        NoCacheReason::CacheLockTimeout => Detail::LockTimeout,
+        NoCacheReason::UpstreamError => Detail::OriginError,
+        NoCacheReason::Custom(reason) => Detail::NotCached(reason),
+        _ => Detail::Uncacheable,
     }
 }
 
@@ -348,14 +462,14 @@ mod tests {
             (
                 Outcome::Bypass {
                     fwd: Fwd::Method,
-                    reason: "method",
+                    reason: Detail::Bypass(BypassReason::Method),
                 },
                 "holdfast; fwd=method; detail=method",
                 Served::Bypass,
             ),
             (
                 Outcome::Edge {
-                    reason: "misdirected",
+                    reason: Detail::Misdirected,
                 },
                 "holdfast; fwd=bypass; detail=misdirected",
                 Served::Bypass,

@@ -4,11 +4,10 @@ use std::time::SystemTime;
 
 use http::header;
 use log::{info, warn};
-use pingora_error::Result;
 use pingora_proxy::Session;
 
-use super::outcome::Outcome;
-use super::{respond_text, Ctx, Edge};
+use super::answer::EdgeAnswer;
+use super::Edge;
 use crate::config::Customer;
 use crate::purge::Verdict;
 
@@ -38,11 +37,10 @@ impl Edge {
     /// (403 for another customer's), and the origin is never asked.
     pub(super) async fn purge_url(
         &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
+        session: &Session,
         customer: &Customer,
         host: &str,
-    ) -> Result<()> {
+    ) -> EdgeAnswer {
         let token = session
             .req_header()
             .headers
@@ -52,28 +50,19 @@ impl Edge {
         let allowed = token
             .as_ref()
             .is_some_and(|t| crate::purge::holds(customer, t));
-        let outcome = Outcome::Edge {
-            reason: if allowed { "purged" } else { "purge-refused" },
-        };
-        ctx.outcome = Some(outcome.clone());
         if !allowed {
-            session.set_keepalive(None);
-            let (code, body) = match token {
-                Some(t) if self.customers.load().list.iter().any(|c| crate::purge::holds(c, &t)) => {
-                    (403, format!("holdfast: this token purges another customer's content, not {:?}'s\n", customer.name))
-                }
-                _ => (
-                    401,
-                    "holdfast: PURGE needs Authorization: Bearer <one of this site's purge tokens>\n".to_string(),
-                ),
+            let customers = self.customers.load();
+            return EdgeAnswer::PurgeRefused {
+                other_customers_token: token
+                    .is_some_and(|t| customers.list.iter().any(|c| crate::purge::holds(c, &t))),
+                customer: customer.name.clone(),
             };
-            return respond_text(session, code, body, &outcome, None, &self.sign).await;
         }
         let req = session.req_header();
         let keys = crate::purge::url_keys(customer, host, req.uri.path(), req.uri.query());
         let entry = crate::purge::Entry {
             customer: customer.name.clone(),
-            at_unix_ns: crate::purge::unix_ns(SystemTime::now()),
+            at_unix_ns: crate::purge::unix_ns(self.clock.now()),
             keys: keys
                 .iter()
                 .filter_map(|k| k.primary_key_str().map(str::to_string))
@@ -101,16 +90,10 @@ impl Edge {
             host,
             req.uri.path()
         );
-        let body = format!(
-            "holdfast: purged {host}{} for customer {:?}{}\n",
-            req.uri.path(),
-            customer.name,
-            if persisted {
-                ""
-            } else {
-                " (not kept on disk: a restart would forget it)"
-            }
-        );
-        respond_text(session, 200, body, &outcome, None, &self.sign).await
+        EdgeAnswer::Purged {
+            url: format!("{host}{}", req.uri.path()),
+            customer: customer.name.clone(),
+            persisted,
+        }
     }
 }

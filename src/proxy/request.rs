@@ -7,6 +7,7 @@ use http::header;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
+use super::answer::EdgeAnswer;
 use crate::config::Customer;
 
 /// The request's host: the authority of its target (absolute-form, or HTTP/2's
@@ -198,17 +199,6 @@ pub(super) fn loop_detected(req: &RequestHeader, own: &str, max_hops: u32) -> Op
         .then(|| format!("it has passed {hops} Holdfast nodes (node.max_hops is {max_hops})"))
 }
 
-/// What the edge answers itself instead of passing a request on.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct EdgeAnswer {
-    pub status: u16,
-    /// The `Cache-Status` detail (and the access log's).
-    pub detail: &'static str,
-    /// The `Allow` field, for a refused method or an `OPTIONS` the edge answers.
-    pub allow: Option<String>,
-    pub body: String,
-}
-
 /// Methods HTTP defines (RFC 9110 §9): one of these that a customer does not allow is
 /// refused with 405; any other with 501.
 const KNOWN_METHODS: [http::Method; 9] = [
@@ -246,15 +236,9 @@ pub(super) fn screen(req: &mut RequestHeader, customer: &Customer) -> Option<Edg
         || !customer.methods.contains(&method)
     {
         let known = KNOWN_METHODS.contains(&method);
-        return Some(EdgeAnswer {
-            status: if known { 405 } else { 501 },
-            detail: if known {
-                "method-not-allowed"
-            } else {
-                "method-not-implemented"
-            },
+        return Some(EdgeAnswer::Method {
             allow: known.then(allow),
-            body: format!("holdfast: {method} is not passed on to this site's origin\n"),
+            method,
         });
     }
     if method == http::Method::OPTIONS
@@ -263,12 +247,7 @@ pub(super) fn screen(req: &mut RequestHeader, customer: &Customer) -> Option<Edg
             .get(header::MAX_FORWARDS)
             .is_some_and(|v| v.as_bytes().trim_ascii() == b"0")
     {
-        return Some(EdgeAnswer {
-            status: 200,
-            detail: "max-forwards",
-            allow: Some(allow()),
-            body: String::new(),
-        });
+        return Some(EdgeAnswer::MaxForwards { allow: allow() });
     }
     let lengths: Vec<&[u8]> = req
         .headers
@@ -283,12 +262,7 @@ pub(super) fn screen(req: &mut RequestHeader, customer: &Customer) -> Option<Edg
     let first = lengths[0];
     let valid = !first.is_empty() && first.iter().all(u8::is_ascii_digit);
     if !valid || lengths.iter().any(|l| *l != first) {
-        return Some(EdgeAnswer {
-            status: 400,
-            detail: "bad-framing",
-            allow: None,
-            body: "holdfast: the request's Content-Length values disagree\n".to_string(),
-        });
+        return Some(EdgeAnswer::BadFraming);
     }
     if req.headers.contains_key(header::TRANSFER_ENCODING) {
         req.remove_header(&header::CONTENT_LENGTH);

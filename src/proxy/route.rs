@@ -1,17 +1,18 @@
 //! The request phase: which customer a request is for, the answers the edge gives on its
 //! own before any cache or origin (unknown host, domain fronting, loops, purges, refused
-//! requests), the request's plan from the policy, and then the fast path.
+//! requests: each an [`EdgeAnswer`]), the request's plan from the policy, and then the
+//! fast path.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use super::outcome::{Fwd, Outcome};
+use super::answer::EdgeAnswer;
+use super::outcome::{Detail, Fwd};
 use super::request::{self, normalize_request, request_host, screen};
-use super::{respond_text, Ctx, Edge};
+use super::{Ctx, Edge};
+use crate::config::Customer;
 use crate::policy::{self, RequestPlan};
 use crate::tls::{Sni, Transport};
 
@@ -32,93 +33,27 @@ impl Edge {
             };
             session.set_keepalive(Some(capped));
         }
-        let sni = transport(session, &mut ctx.transport);
-        let snapshot = self.customers.load();
-        ctx.config_version = snapshot.version;
-        let host = request_host(session.req_header()).unwrap_or("");
-        let Some(customer) = snapshot.route(host) else {
-            // Never an open proxy: an unknown host is refused here, before any origin.
-            self.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-            let host = host.to_string();
-            let outcome = Outcome::Edge {
-                reason: "unknown-host",
-            };
-            ctx.outcome = Some(outcome.clone());
-            let body = if host.is_empty() {
-                "holdfast: the request has no Host header\n".to_string()
-            } else {
-                format!("holdfast: no customer is configured for host {host:?} on this edge\n")
-            };
-            let code = if host.is_empty() { 400 } else { 421 };
-            respond_text(session, code, body, &outcome, None, &self.sign).await?;
-            return Ok(true);
-        };
-        if let Some(sni) = sni {
-            // No domain fronting: a TLS connection opened for one customer's name serves
-            // that customer only (RFC 9110 §15.5.20), and no origin hears of the rest.
-            if !snapshot
-                .route(sni)
-                .is_some_and(|c| Arc::ptr_eq(c, customer))
-            {
-                self.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-                let outcome = Outcome::Edge {
-                    reason: "misdirected",
-                };
-                ctx.outcome = Some(outcome.clone());
-                let body = format!(
-                    "holdfast: this connection was opened for {sni:?}, which does not serve \
-                     host {:?}; open a new connection for it\n",
-                    crate::config::canonical_host(host)
-                );
-                respond_text(session, 421, body, &outcome, None, &self.sign).await?;
+        let customer = match self.admit(session, ctx) {
+            Ok(customer) => customer,
+            Err(answer) => {
+                self.answer(session, ctx, answer).await?;
                 return Ok(true);
             }
-        }
-        if let Some(hops) =
-            request::loop_detected(session.req_header(), &self.loop_entry, self.max_hops)
-        {
-            // This request has passed this very node, or too many Holdfast nodes: answer
-            // now rather than send it round again until something times out.
-            let outcome = Outcome::Edge { reason: "loop" };
-            ctx.outcome = Some(outcome.clone());
-            let body = format!(
-                "holdfast: request loop: {hops} (this node is {}); check the origin of {:?}\n",
-                self.loop_entry, customer.name
-            );
-            respond_text(session, 508, body, &outcome, None, &self.sign).await?;
-            return Ok(true);
-        }
-        let customer = customer.clone();
+        };
+        let host = request_host(session.req_header()).unwrap_or("");
         let host = crate::config::canonical_host(host).into_owned();
         normalize_request(session.req_header_mut(), &customer, &host)?;
-        if session.req_header().method.as_str() == "PURGE" {
-            ctx.customer = Some(customer.clone());
-            self.purge_url(session, ctx, &customer, &host).await?;
+        ctx.customer = Some(customer.clone());
+        let early = if session.req_header().method.as_str() == "PURGE" {
+            Some(self.purge_url(session, &customer, &host).await)
+        } else {
+            screen(session.req_header_mut(), &customer)
+        };
+        if let Some(answer) = early {
+            self.answer(session, ctx, answer).await?;
             return Ok(true);
         }
-        if let Some(answer) = screen(session.req_header_mut(), &customer) {
-            ctx.customer = Some(customer);
-            let outcome = Outcome::Edge {
-                reason: answer.detail,
-            };
-            ctx.outcome = Some(outcome.clone());
-            if answer.status >= 400 {
-                // What else the client sent on this connection is not worth reading.
-                session.set_keepalive(None);
-            }
-            let allow = answer.allow.as_deref();
-            respond_text(
-                session,
-                answer.status,
-                answer.body,
-                &outcome,
-                allow,
-                &self.sign,
-            )
-            .await?;
-            return Ok(true);
-        }
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let req = session.req_header();
         let plan = policy::plan_request(&customer, &req.method, req.uri.path(), now);
         ctx.rule = plan.rule().map(|r| r.index);
@@ -128,15 +63,52 @@ impl Edge {
             } else {
                 Fwd::Method
             };
-            ctx.bypass = Some((fwd, reason));
+            ctx.bypass = Some((fwd, Detail::Bypass(reason)));
         } else if policy::has_request_body(&req.headers) {
-            ctx.bypass = Some((Fwd::Bypass, "request-body"));
+            ctx.bypass = Some((Fwd::Bypass, Detail::RequestBody));
         }
-        ctx.customer = Some(customer);
         if ctx.bypass.is_none() {
             return self.serve_fresh_hit(session, ctx, now).await;
         }
         Ok(false)
+    }
+
+    /// The customer the request is for, from the current snapshot (kept in `ctx` with
+    /// how the request arrived), or the edge's own answer: no such host, a TLS
+    /// connection opened for another customer, a loop.
+    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Arc<Customer>, EdgeAnswer> {
+        let sni = transport(session, &mut ctx.transport);
+        let snapshot = self.customers.load();
+        ctx.config_version = snapshot.version;
+        let host = request_host(session.req_header()).unwrap_or("");
+        let Some(customer) = snapshot.route(host) else {
+            return Err(EdgeAnswer::UnknownHost {
+                host: host.to_string(),
+            });
+        };
+        if let Some(sni) = sni {
+            if !snapshot
+                .route(sni)
+                .is_some_and(|c| Arc::ptr_eq(c, customer))
+            {
+                return Err(EdgeAnswer::Misdirected {
+                    sni: sni.to_string(),
+                    host: crate::config::canonical_host(host).into_owned(),
+                });
+            }
+        }
+        if let Some(hops) =
+            request::loop_detected(session.req_header(), &self.loop_entry, self.max_hops)
+        {
+            // This request has passed this very node, or too many Holdfast nodes: answer
+            // now rather than send it round again until something times out.
+            return Err(EdgeAnswer::Loop {
+                hops,
+                node: self.loop_entry.clone(),
+                customer: customer.name.clone(),
+            });
+        }
+        Ok(customer.clone())
     }
 }
 

@@ -2,7 +2,7 @@
 //! one refuses or breaks, and the fields the edge adds to a request and takes from an
 //! answer on the way.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header;
 use log::warn;
@@ -12,10 +12,10 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 
 use super::request::{request_host, set_forwarded};
+use super::stored::Judgement;
 use super::{head, Ctx, Edge};
 use crate::config::strip_port;
 use crate::policy;
-use crate::purge::Verdict;
 
 impl Edge {
     /// `upstream_peer`: the next server of the customer's that is up and not yet tried.
@@ -40,7 +40,7 @@ impl Edge {
         // The next server up that this request has not tried; one that cannot be
         // resolved counts as failed, and the next is tried at once.
         let addr = loop {
-            let Some(i) = self.origins.pick(&pool, ctx.tried, Instant::now()) else {
+            let Some(i) = self.origins.pick(&pool, ctx.tried, self.clock.instant()) else {
                 return Err(Error::explain(
                     ErrorType::ConnectNoRoute,
                     format!(
@@ -58,7 +58,7 @@ impl Edge {
                 Ok(addr) => break addr,
                 Err(e) => {
                     warn!("customer={} origin {server}: {e}", customer.name);
-                    self.origins.failed(&pool, i, Instant::now());
+                    self.origins.failed(&pool, i, self.clock.instant());
                     if !pool.untried(ctx.tried) {
                         return Err(e);
                     }
@@ -83,7 +83,7 @@ impl Edge {
     /// its method (nothing was sent).
     pub(super) fn connect_failed(&self, ctx: &Ctx, mut e: Box<Error>) -> Box<Error> {
         if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
-            self.origins.failed(pool, i, Instant::now());
+            self.origins.failed(pool, i, self.clock.instant());
             if pool.untried(ctx.tried) {
                 e.set_retry(true);
             }
@@ -117,14 +117,14 @@ impl Edge {
             }
             return e;
         }
-        let other_server = ctx.origin_status.is_none()
+        let other_server = ctx.origin.status.is_none()
             && ctx
                 .pool
                 .as_ref()
                 .is_some_and(|pool| pool.untried(ctx.tried));
         if other_server && e.esource() == &ErrorSource::Upstream {
             if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
-                self.origins.failed(pool, i, Instant::now());
+                self.origins.failed(pool, i, self.clock.instant());
             }
             e.set_retry(true);
         }
@@ -148,7 +148,7 @@ impl Edge {
         if let Some(host) = ctx.customer().and_then(|c| c.origin.host_header.clone()) {
             upstream_request.insert_header(header::HOST, host)?;
         }
-        if matches!(ctx.purged, Some(Verdict::Gone)) {
+        if ctx.judged == Some(Judgement::Purged) {
             // A purged copy is fetched again whole: its validators must not revive it.
             upstream_request.remove_header(&header::IF_NONE_MATCH);
             upstream_request.remove_header(&header::IF_MODIFIED_SINCE);
@@ -189,18 +189,19 @@ impl Edge {
             upstream_response.remove_header(name.as_str());
         }
         let status = upstream_response.status.as_u16();
-        ctx.origin_status = Some(status);
+        ctx.origin.status = Some(status);
         if status == 304 && session.cache.maybe_cache_meta().is_some() {
             // pingora-cache merges a few of the 304's fields into the stored header;
             // RFC 9111 §4.3.4 says all of them (see response_cache_filter).
-            ctx.revalidated_fields = Some(upstream_response.headers.clone());
+            ctx.origin.revalidated = Some(upstream_response.headers.clone());
         }
         if let (Some(pool), Some(i)) = (&ctx.pool, ctx.server) {
             self.origins.answered(pool, i);
         }
         if let Some(customer) = ctx.customer() {
             if policy::is_stale_if_error_status(&customer.cache, status) {
-                self.health.failed(&customer.name, status, Instant::now());
+                self.health
+                    .failed(&customer.name, status, self.clock.instant());
             } else {
                 self.health.recovered(&customer.name);
             }
