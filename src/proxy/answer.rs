@@ -202,7 +202,7 @@ pub(super) async fn respond_text(
     body: String,
     outcome: &Outcome,
     allow: Option<&str>,
-    sign: &head::Signature,
+    sign: &super::status::Signature,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(code, Some(5))?;
     if let Some(allow) = allow {

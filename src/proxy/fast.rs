@@ -9,9 +9,10 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
 use super::direct::{self, Payload};
+use super::head::{self, HitBody};
 use super::outcome::{Outcome, Stale};
 use super::stored::{variance, Judgement, StoredCopy};
-use super::{head, key_for, unix_secs_diff, Ctx, Edge};
+use super::{key_for, unix_secs_diff, Ctx, Edge};
 
 impl Edge {
     /// The fast path for the common cases: a fresh, complete, non-varying stored response
@@ -131,8 +132,8 @@ impl Edge {
             // else may be written.
             ctx.sent_directly = Some((code, 0));
             let payload = match &body {
-                Some(span) => Payload::stored(stored.body_ref(), span.clone()),
-                None => Payload::EMPTY,
+                HitBody::Span(span) => Payload::stored(stored.body_ref(), span.clone()),
+                HitBody::HeaderOnly => Payload::EMPTY,
             };
             let head = direct.head(&mut header)?;
             drop(header);
@@ -147,10 +148,10 @@ impl Edge {
                 } else {
                     header.into_header()?
                 },
-                body.is_none(),
+                body == HitBody::HeaderOnly,
             )
             .await?;
-        if let Some(span) = body {
+        if let HitBody::Span(span) = body {
             let body = stored.read_body(span).map_err(|e| {
                 Error::because(ErrorType::InternalError, "reading a cached body", e)
             })?;

@@ -18,7 +18,7 @@ use pingora_proxy::Session;
 
 use super::outcome::{Fill, Stale, StoreDecision};
 use super::stored::{Judgement, StoredCopy};
-use super::{edge_status_for, head, key_for, Ctx, Edge};
+use super::{edge_status_for, key_for, Ctx, Edge};
 use crate::policy::{self, ResponseDecision};
 
 /// The cache lock shared by every request: N concurrent misses for one key reach the
@@ -113,7 +113,7 @@ impl Edge {
         let updated;
         let resp = match &ctx.origin.revalidated {
             Some(fields) => {
-                updated = head::updated_by_304(resp, fields)?;
+                updated = updated_by_304(resp, fields)?;
                 &updated
             }
             None => resp,
@@ -195,6 +195,37 @@ impl Edge {
         }
         serve
     }
+}
+
+/// Fields a `304` never changes in the stored response (RFC 9111 §3.2): its framing and
+/// coding, which describe the stored body, and the hop-by-hop fields.
+const KEPT_ON_304: [&str; 6] = [
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+/// The stored header `merged` (pingora-cache's merge of a `304` into it) with every field
+/// of the `304` in place of the stored one (RFC 9111 §4.3.4), but those in
+/// [`KEPT_ON_304`]. The `304`'s `Date` counts: the copy's age is counted from it.
+fn updated_by_304(merged: &ResponseHeader, fields: &http::HeaderMap) -> Result<ResponseHeader> {
+    let mut out = merged.clone();
+    let mut seen: Vec<&http::HeaderName> = Vec::new();
+    for (name, value) in fields {
+        if KEPT_ON_304.contains(&name.as_str()) {
+            continue;
+        }
+        if seen.contains(&name) {
+            out.append_header(name.clone(), value.clone())?;
+        } else {
+            seen.push(name);
+            out.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(out)
 }
 
 fn lock_overrides(wait: Duration) -> CacheOptionOverrides {

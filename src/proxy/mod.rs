@@ -75,7 +75,7 @@ pub struct Edge {
     loop_entry: String,
     max_hops: u32,
     /// How this node names itself in `Cache-Status` and `Via`.
-    sign: head::Signature,
+    sign: status::Signature,
     /// Where every phase reads the time.
     clock: Arc<dyn Clock>,
 }
@@ -95,7 +95,7 @@ impl Edge {
         Edge {
             loop_entry: request::loop_entry(&config.node.name),
             max_hops: config.node.max_hops,
-            sign: head::Signature::new(&config.node),
+            sign: status::Signature::new(&config.node),
             idle_timeout: config.idle_timeout.as_secs().max(1),
             purges,
             customers,

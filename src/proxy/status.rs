@@ -1,4 +1,9 @@
-//! The RFC 9211 `Cache-Status` value Holdfast puts on every response.
+//! The RFC 9211 `Cache-Status` value Holdfast puts on every response, and the
+//! [`Signature`] it signs that and `Via` with.
+
+use std::sync::Arc;
+
+use super::outcome::Outcome;
 
 /// What happened to one request, as far as the cache is concerned.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,6 +65,53 @@ impl CacheStatus {
             s.push_str(node);
             s.push('"');
         }
+    }
+}
+
+/// How this node signs the fields it adds (`Cache-Status`, `Via`, to clients and to
+/// origins): as `holdfast`, or, with `node.advertise`, with its name too, so that a
+/// chain of shields reads `holdfast; hit; node="fra1"` and `Via: 1.1 fra1 (holdfast)`.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    /// A ready value: the default is static, an advertised one shared, so that adding
+    /// it to a response neither copies nor checks it.
+    via: http::HeaderValue,
+    node: Option<Arc<str>>,
+}
+
+impl Signature {
+    pub fn new(node: &crate::config::NodeIdentity) -> Signature {
+        if node.advertise {
+            let via = format!("1.1 {} (holdfast)", node.name);
+            Signature {
+                // Node names are letters, digits, '.', '_' and '-' (config): always valid.
+                via: http::HeaderValue::from_str(&via)
+                    .unwrap_or(http::HeaderValue::from_static("1.1 holdfast")),
+                node: Some(node.name.as_str().into()),
+            }
+        } else {
+            Signature {
+                via: http::HeaderValue::from_static("1.1 holdfast"),
+                node: None,
+            }
+        }
+    }
+
+    /// This node's `Via` member.
+    pub fn via(&self) -> http::HeaderValue {
+        self.via.clone()
+    }
+
+    /// This node's `Cache-Status` member for `outcome`.
+    pub fn cache_status(&self, outcome: &Outcome) -> String {
+        outcome.cache_status().render(self.node.as_deref())
+    }
+
+    /// [`Signature::cache_status`] at the end of the list `chain`.
+    pub fn push_cache_status(&self, chain: &mut String, outcome: &Outcome) {
+        outcome
+            .cache_status()
+            .render_into(chain, self.node.as_deref())
     }
 }
 
