@@ -1,11 +1,25 @@
-//! Process-wide counters, rendered in the Prometheus text format by the admin listener.
+//! The edge's counters, and the one registry that renders every module's metrics for
+//! the admin listener's `/metrics`.
+//!
+//! Counters stay plain atomics that the request path bumps; nothing on it touches the
+//! registry. Each module that has something to show (the edge's [`Metrics`], the cache
+//! store, the config sync, purge markers, origin servers) implements
+//! [`Collector`] and is registered once where the server is assembled; a scrape asks each
+//! for its values and `prometheus-client` writes the Prometheus text format (0.0.4): the
+//! names, `HELP` and `TYPE` lines, label escaping. The helpers below ([`gauge`],
+//! [`counter`], [`family`]) keep each collector to one call per family, under the names
+//! dashboards already use.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+pub use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -111,119 +125,189 @@ impl Metrics {
         c.purges_all.fetch_add(u64::from(all), Ordering::Relaxed);
     }
 
-    /// The per-customer counters, in the Prometheus text format.
-    fn render_customers(&self, out: &mut String) {
+    /// The per-customer families.
+    fn encode_customers(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let customers = self.customers.read();
         type Field = fn(&CustomerCounters) -> &AtomicU64;
         let families: [(&str, &str, Field); 7] = [
             (
-                "requests_total",
+                "holdfast_customer_requests_total",
                 "Requests handled for the customer.",
                 |c| &c.requests,
             ),
-            ("hits_total", "Answered from the cache, fresh.", |c| &c.hits),
             (
-                "stale_total",
+                "holdfast_customer_hits_total",
+                "Answered from the cache, fresh.",
+                |c| &c.hits,
+            ),
+            (
+                "holdfast_customer_stale_total",
                 "Answered with a stale copy (stale-if-error, stale-while-revalidate).",
                 |c| &c.stale,
             ),
             (
-                "misses_total",
+                "holdfast_customer_misses_total",
                 "Sent to the origin: misses, revalidations, expired copies.",
                 |c| &c.misses,
             ),
             (
-                "bypass_total",
+                "holdfast_customer_bypass_total",
                 "Not cacheable by rule or method, refused or answered by the edge.",
                 |c| &c.bypassed,
             ),
-            ("bytes_total", "Body bytes sent to clients.", |c| &c.bytes),
             (
-                "origin_errors_total",
+                "holdfast_customer_bytes_total",
+                "Body bytes sent to clients.",
+                |c| &c.bytes,
+            ),
+            (
+                "holdfast_customer_origin_errors_total",
                 "Requests on which the origin failed (a 5xx, or no answer).",
                 |c| &c.origin_errors,
             ),
         ];
         for (name, help, field) in families {
-            let _ = writeln!(
-                out,
-                "# HELP holdfast_customer_{name} {help}\n# TYPE holdfast_customer_{name} counter"
-            );
-            for (customer, c) in customers.iter() {
-                let _ = writeln!(
-                    out,
-                    "holdfast_customer_{name}{{customer=\"{customer}\"}} {}",
-                    field(c).load(Ordering::Relaxed)
-                );
-            }
+            family(
+                enc,
+                name,
+                help,
+                MetricType::Counter,
+                customers
+                    .iter()
+                    .map(|(customer, c)| ([("customer", customer.as_str())], get(field(c)))),
+            )?;
         }
-        let _ = writeln!(out, "# HELP holdfast_customer_purges_total Purges applied, by what they named.\n# TYPE holdfast_customer_purges_total counter");
-        for (customer, c) in customers.iter() {
-            for (kind, n) in [
-                ("url", &c.purges_urls),
-                ("prefix", &c.purges_prefixes),
-                ("tag", &c.purges_tags),
-                ("all", &c.purges_all),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "holdfast_customer_purges_total{{customer=\"{customer}\",kind=\"{kind}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
-            }
-        }
+        family(
+            enc,
+            "holdfast_customer_purges_total",
+            "Purges applied, by what they named.",
+            MetricType::Counter,
+            customers.iter().flat_map(|(customer, c)| {
+                [
+                    ("url", &c.purges_urls),
+                    ("prefix", &c.purges_prefixes),
+                    ("tag", &c.purges_tags),
+                    ("all", &c.purges_all),
+                ]
+                .map(|(kind, n)| ([("customer", customer.as_str()), ("kind", kind)], get(n)))
+            }),
+        )
     }
+}
 
-    /// Render the counters; `store` adds the cache store's gauges.
-    pub fn render(&self, store: &dyn crate::storage::CacheStore) -> String {
-        let mut out = String::new();
-        let mut line = crate::storage::metric_writer(&mut out);
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        line(
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let enc = &mut enc;
+        counter(
+            enc,
             "holdfast_requests_total",
             "Requests handled by the edge.",
-            "counter",
             get(&self.requests),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_unknown_host_total",
             "Requests refused because no customer serves their Host.",
-            "counter",
             get(&self.unknown_host),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_misdirected_total",
             "Requests refused (421) because their Host belongs to another customer than their TLS connection's SNI.",
-            "counter",
             get(&self.misdirected),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_header_timeouts_total",
             "Client connections dropped because a request header did not arrive whole within header_timeout.",
-            "counter",
             get(&self.header_timeouts),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_fast_path_hits_total",
             "Hits answered straight from the store, before pingora-cache's phases.",
-            "counter",
             get(&self.fast_path_hits),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_stale_if_error_total",
             "Stale responses served because the origin failed.",
-            "counter",
             get(&self.stale_if_error),
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_inflight_requests",
             "Requests in flight.",
-            "gauge",
             self.inflight.load(Ordering::Relaxed) as u64,
-        );
-        drop(line);
-        store.render_metrics(&mut out);
-        self.render_customers(&mut out);
+        )?;
+        self.encode_customers(enc)
+    }
+}
+
+/// A counter's value, for a scrape.
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// One gauge without labels.
+pub fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+/// One counter without labels; `name` is the sample's, which ends in `_total`.
+pub fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    enc.encode_descriptor(family_name(name), help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, u64, u64>(&value, None)
+}
+
+/// One family of labelled samples (`kind` is `Counter` or `Gauge`; a counter's `name`
+/// ends in `_total`, as its samples are named).
+pub fn family<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = enc.encode_descriptor(family_name(name), help, None, kind)?;
+    for (labels, value) in samples {
+        let mut sample = metric.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => sample.encode_counter::<NoLabelSet, u64, u64>(&value, None)?,
+            _ => sample.encode_gauge(&value)?,
+        }
+    }
+    Ok(())
+}
+
+/// The encoder appends `_total` to a counter's family name itself.
+fn family_name(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+pub use prometheus_client::metrics::MetricType as Kind;
+
+/// Every collector of the node, rendered together for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Exposition(Registry);
+
+impl Exposition {
+    /// The `Content-Type` of what [`Exposition::render`] writes.
+    pub const CONTENT_TYPE: &'static str =
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+    /// Add `collector`; its families follow those registered before it.
+    pub fn register(&mut self, collector: impl Collector) {
+        self.0.register_collector(Box::new(collector));
+    }
+
+    /// Every family, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail; a collector that returns an error leaves
+        // what it wrote so far.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.0);
         out
     }
 }

@@ -319,6 +319,26 @@ impl Purges {
 }
 
 /// Nanoseconds since the Unix epoch, as entries keep their `at`.
+/// `holdfast_purge_markers` on `/metrics`.
+pub struct PurgeMetrics(pub std::sync::Arc<Purges>);
+
+impl std::fmt::Debug for PurgeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PurgeMetrics")
+    }
+}
+
+impl crate::metrics::Collector for PurgeMetrics {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        crate::metrics::gauge(
+            &mut enc,
+            "holdfast_purge_markers",
+            "Purge markers in force (URLs, prefixes, tags, whole customers).",
+            self.0.len() as u64,
+        )
+    }
+}
+
 pub fn unix_ns(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))

@@ -145,6 +145,7 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
                 hosts: admin.hosts.clone(),
                 purges: purges.clone(),
                 origins: origins.clone(),
+                exposition: exposition(&metrics, store, &syncer, &purges, &origins),
             },
         );
         svc.add_tcp(&admin.listen);
@@ -196,6 +197,23 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     // Objects stored in the last moments still go to disk before the process exits.
     store.flush(FLUSH_AT_EXIT);
     Ok(())
+}
+
+/// The node's metrics, each module's registered once, in the order `/metrics` lists them.
+fn exposition(
+    metrics: &Arc<Metrics>,
+    store: &'static dyn CacheStore,
+    syncer: &Arc<crate::sync::Syncer>,
+    purges: &Arc<Purges>,
+    origins: &Arc<crate::origin::Origins>,
+) -> crate::metrics::Exposition {
+    let mut exposition = crate::metrics::Exposition::default();
+    exposition.register(metrics.clone());
+    exposition.register(crate::storage::StoreMetrics(store));
+    exposition.register(crate::sync::ConfigMetrics(syncer.state().clone()));
+    exposition.register(crate::purge::PurgeMetrics(purges.clone()));
+    exposition.register(origins.clone());
+    exposition
 }
 
 /// The operator's token from `admin.token_env`'s variable. A variable that is not set

@@ -34,8 +34,10 @@ pub struct Admin {
     pub hosts: Vec<String>,
     /// Purge markers (`POST /purge`).
     pub purges: Arc<crate::purge::Purges>,
-    /// Origin servers and their health (`/metrics`, `GET /config`).
+    /// Origin servers and their health (`GET /config`).
     pub origins: Arc<crate::origin::Origins>,
+    /// Every module's metrics (`/metrics`).
+    pub exposition: crate::metrics::Exposition,
 }
 
 impl Admin {
@@ -208,20 +210,8 @@ impl ServeHttp for Admin {
             }
             ("GET", "/metrics") => reply(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
-                self.metrics.render(self.store)
-                    + &self.sync.state().render_metrics(SystemTime::now())
-                    + &format!(
-                        "# HELP holdfast_purge_markers Purge markers in force (URLs, prefixes, \
-                         tags, whole customers).\n# TYPE holdfast_purge_markers gauge\n\
-                         holdfast_purge_markers {}\n",
-                        self.purges.len()
-                    )
-                    + &{
-                        let mut out = String::new();
-                        self.origins.render_metrics(&mut out);
-                        out
-                    },
+                crate::metrics::Exposition::CONTENT_TYPE,
+                self.exposition.render(),
             ),
             ("GET", "/config") => {
                 let mut body = self.sync.state().to_json(SystemTime::now());

@@ -295,45 +295,6 @@ impl Origins {
             .collect()
     }
 
-    /// `holdfast_origin_server_up` and `holdfast_origin_server_failures_total`, per
-    /// customer and server, for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let now = Instant::now();
-        let pools = self.pools.read();
-        let mut names: Vec<&String> = pools.keys().collect();
-        names.sort();
-        let _ = writeln!(
-            out,
-            "# HELP holdfast_origin_server_up Whether an origin server takes requests (1) or failed to connect a moment ago (0).\n# TYPE holdfast_origin_server_up gauge"
-        );
-        for name in &names {
-            let pool = &pools[*name];
-            for (i, s) in pool.servers.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "holdfast_origin_server_up{{customer=\"{name}\",server=\"{}\"}} {}",
-                    s.addr,
-                    u8::from(self.is_up(pool, i, now))
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP holdfast_origin_server_failures_total Connections to an origin server that failed.\n# TYPE holdfast_origin_server_failures_total counter"
-        );
-        for name in &names {
-            for s in &pools[*name].servers {
-                let _ = writeln!(
-                    out,
-                    "holdfast_origin_server_failures_total{{customer=\"{name}\",server=\"{}\"}} {}",
-                    s.addr,
-                    s.failures()
-                );
-            }
-        }
-    }
-
     /// Per server of `customer` (by name): its address, whether it is up, its failures.
     pub fn servers_of(&self, customer: &str) -> Vec<(String, bool, u64)> {
         let now = Instant::now();
@@ -509,5 +470,50 @@ mod many {
             seen.insert(origins.pick(&pool, 0, t0).unwrap());
         }
         assert_eq!(seen.len(), 70);
+    }
+}
+
+/// `holdfast_origin_server_up` and `holdfast_origin_server_failures_total`, per customer
+/// and server, on `/metrics`.
+impl crate::metrics::Collector for Origins {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::{family, Kind};
+        let now = Instant::now();
+        let pools = self.pools.read();
+        let mut names: Vec<&String> = pools.keys().collect();
+        names.sort();
+        let servers = || {
+            names.iter().flat_map(|name| {
+                let pool = &pools[*name];
+                pool.servers
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, s)| (name.as_str(), pool, i, s))
+            })
+        };
+        family(
+            &mut enc,
+            "holdfast_origin_server_up",
+            "Whether an origin server takes requests (1) or failed to connect a moment ago (0).",
+            Kind::Gauge,
+            servers().map(|(name, pool, i, s)| {
+                (
+                    [("customer", name), ("server", s.addr.as_str())],
+                    u64::from(self.is_up(pool, i, now)),
+                )
+            }),
+        )?;
+        family(
+            &mut enc,
+            "holdfast_origin_server_failures_total",
+            "Connections to an origin server that failed.",
+            Kind::Counter,
+            servers().map(|(name, _, _, s)| {
+                (
+                    [("customer", name), ("server", s.addr.as_str())],
+                    s.failures(),
+                )
+            }),
+        )
     }
 }

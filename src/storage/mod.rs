@@ -43,6 +43,9 @@ use pingora_cache::key::{CacheHashKey, HashBinary};
 use pingora_cache::storage::{HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, Storage};
+use prometheus_client::encoding::DescriptorEncoder;
+
+use crate::metrics::{counter, gauge};
 use pingora_error::{Error, ErrorType, Result};
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder};
@@ -300,7 +303,7 @@ pub trait CacheStore: Storage + Send + Sync + 'static {
     fn peek(&'static self, key: &CacheKey) -> Option<StoredResponse>;
 
     /// Append this store's gauges and counters in the Prometheus text format.
-    fn render_metrics(&self, out: &mut String);
+    fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result;
 
     /// Finish what is pending (writes to a persistent tier) before the process exits,
     /// waiting at most `timeout`.
@@ -312,38 +315,36 @@ impl CacheStore for MemoryStore {
         MemoryStore::peek(self, key)
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        let mut line = metric_writer(out);
-        line(
+    fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        gauge(
+            enc,
             "holdfast_cache_bytes",
             "Bytes held by the cache store.",
-            "gauge",
             self.used_bytes() as u64,
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_cache_objects",
             "Objects held by the cache store.",
-            "gauge",
             self.len() as u64,
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_cache_memory_files",
             "Open files holding large bodies: memory files, and disk-tier object files kept open (one descriptor each).",
-            "gauge",
             self.memory_files() as u64,
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_cache_evictions_total",
             "Objects evicted to stay within cache.memory.",
-            "counter",
             self.evictions(),
-        );
+        )
     }
 
     fn flush(&self, _timeout: Duration) {}
 }
 
-/// Writes one Prometheus metric (help, type, value) per call.
 /// The cache key for `primary` (a key text from `policy::cache_key`), with its hash
 /// computed once. pingora-cache asks a key for its hash at every step of a miss (the
 /// store lookup, the fill lock and its release, the miss handler) and hashes the key
@@ -370,13 +371,18 @@ fn primary_hash(primary: &str) -> HashBinary {
     hash
 }
 
-pub fn metric_writer(out: &mut String) -> impl FnMut(&str, &str, &str, u64) + '_ {
-    move |name, help, kind, value| {
-        use std::fmt::Write;
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
+/// The store's families on `/metrics`.
+pub struct StoreMetrics(pub &'static dyn CacheStore);
+
+impl std::fmt::Debug for StoreMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreMetrics")
+    }
+}
+
+impl crate::metrics::Collector for StoreMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        self.0.encode_metrics(&mut enc)
     }
 }
 

@@ -22,7 +22,9 @@ use pingora_error::Result;
 use super::disk::DiskTier;
 use super::entry::Entry;
 use super::handlers::{hit_for, MemoryMiss};
-use super::{metric_writer, CacheStore, MemoryStore, StoredResponse};
+use super::{CacheStore, MemoryStore, StoredResponse};
+use crate::metrics::{counter, gauge, get};
+use prometheus_client::encoding::DescriptorEncoder;
 
 /// The memory store with a persistent tier behind it.
 pub struct Tiered {
@@ -180,91 +182,90 @@ impl CacheStore for Tiered {
         self.find(&key.combined_bin()).map(StoredResponse)
     }
 
-    fn render_metrics(&self, out: &mut String) {
-        self.memory.render_metrics(out);
+    fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        self.memory.encode_metrics(enc)?;
         let disk = self.disk;
         let (objects, bytes) = disk.usage();
         let stats = disk.stats();
-        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        let mut line = metric_writer(out);
-        line(
+        gauge(
+            enc,
             "holdfast_disk_enabled",
             "1 when the disk tier is in use; 0 when its directory could not be set up.",
-            "gauge",
             u64::from(disk.disabled().is_none()),
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_disk_loading",
             "1 while the disk tier's index is being rebuilt after a start.",
-            "gauge",
             u64::from(disk.loading()),
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_disk_bytes",
             "Bytes the disk tier's objects take, in whole 4 KiB blocks.",
-            "gauge",
             bytes,
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_disk_capacity_bytes",
             "The bound on holdfast_disk_bytes (cache.disk.size).",
-            "gauge",
             disk.capacity(),
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_disk_objects",
             "Objects held by the disk tier.",
-            "gauge",
             objects as u64,
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_disk_hits_total",
             "Objects read back from the disk tier and checked (then promoted to memory).",
-            "counter",
             get(&stats.hits),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_disk_writes_total",
             "Objects written to the disk tier.",
-            "counter",
             get(&stats.writes),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_disk_write_failures_total",
             "Writes to the disk tier that failed (disk full, unwritable); the objects stay in memory.",
-            "counter",
             get(&stats.write_failures),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_disk_writes_skipped_total",
             "Objects not written because the disk tier's write queue was full.",
-            "counter",
             get(&stats.writes_skipped),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_disk_checksum_failures_total",
             "Object files that failed their checks when read (corrupt or torn); each was dropped.",
-            "counter",
             get(&stats.checksum_failures),
-        );
-        line(
+        )?;
+        counter(
+            enc,
             "holdfast_disk_evictions_total",
             "Objects evicted to stay within cache.disk.size.",
-            "counter",
             disk.evictions(),
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_disk_recovered_objects",
             "Object files found at start.",
-            "gauge",
             get(&stats.recovered),
-        );
-        line(
+        )?;
+        gauge(
+            enc,
             "holdfast_disk_dropped_at_start",
             "Torn or foreign files removed at start.",
-            "gauge",
             get(&stats.dropped_at_start),
-        );
+        )?;
+        Ok(())
     }
 
     fn flush(&self, timeout: Duration) {

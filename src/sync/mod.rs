@@ -18,5 +18,5 @@ mod syncer;
 pub use atomic::write_atomic;
 pub use service::SyncService;
 pub use start::{bootstrap, StartError};
-pub use state::ConfigState;
+pub use state::{ConfigMetrics, ConfigState};
 pub use syncer::{Outcome, Syncer};

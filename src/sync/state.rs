@@ -5,7 +5,7 @@
 //! `/metrics`) and for the sync decisions. A new config is always built and validated
 //! before it gets here; applying it is one `store()`.
 
-use std::fmt::Write as _;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 use super::fetch::Validators;
 use crate::config::{ConfigSource, Customers};
+use crate::metrics::{counter, family, gauge, Collector, Kind};
+use prometheus_client::encoding::DescriptorEncoder;
 
 /// The config a node starts with, before its first sync.
 pub struct Start {
@@ -265,75 +267,74 @@ impl ConfigState {
         v
     }
 
-    /// Prometheus lines for the config state, appended to `/metrics`.
-    pub fn render_metrics(&self, now: SystemTime) -> String {
+    /// The config state's families on `/metrics`, at `now`.
+    fn encode_metrics(&self, enc: &mut DescriptorEncoder, now: SystemTime) -> fmt::Result {
         let version = self.customers.load().version;
         let age = self.age(now).as_secs();
         let s = self.status.lock();
-        let mut out = String::new();
-        let mut line = |name: &str, help: &str, kind: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        line(
+        gauge(
+            enc,
             "holdfast_config_version",
             "Version of the running customer config (0 for inline customers).",
-            "gauge",
-            version.to_string(),
-        );
-        line(
+            version,
+        )?;
+        gauge(
+            enc,
             "holdfast_config_age_seconds",
             "Seconds since the running config was last confirmed by a control plane (or applied).",
-            "gauge",
-            age.to_string(),
-        );
-        line(
+            age,
+        )?;
+        counter(
+            enc,
             "holdfast_config_applied_total",
             "Customer configs applied since start.",
-            "counter",
-            s.applied_total.to_string(),
-        );
-        line(
+            s.applied_total,
+        )?;
+        counter(
+            enc,
             "holdfast_config_sync_failures_total",
             "Syncs and reloads that failed and left the running config in place.",
-            "counter",
-            s.failures_total.to_string(),
-        );
-        line(
+            s.failures_total,
+        )?;
+        gauge(
+            enc,
             "holdfast_config_sync_consecutive_failures",
             "Syncs and reloads failed in a row.",
-            "gauge",
-            s.consecutive_failures.to_string(),
-        );
-        line(
+            s.consecutive_failures,
+        )?;
+        counter(
+            enc,
             "holdfast_config_cache_file_write_failures_total",
             "Failed writes of the last-known-good cache_file.",
-            "counter",
-            s.cache_file
-                .as_ref()
-                .map_or(0, |c| c.write_failures_total)
-                .to_string(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP holdfast_config_source Where the running config came from.\n\
-             # TYPE holdfast_config_source gauge"
-        );
-        for src in [
-            ConfigSource::Inline,
-            ConfigSource::CacheFile,
-            ConfigSource::ControlPlane,
-        ] {
-            let _ = writeln!(
-                out,
-                "holdfast_config_source{{source=\"{}\"}} {}",
-                src.as_str(),
-                u8::from(src == s.source)
-            );
-        }
-        out
+            s.cache_file.as_ref().map_or(0, |c| c.write_failures_total),
+        )?;
+        family(
+            enc,
+            "holdfast_config_source",
+            "Where the running config came from.",
+            Kind::Gauge,
+            [
+                ConfigSource::Inline,
+                ConfigSource::CacheFile,
+                ConfigSource::ControlPlane,
+            ]
+            .map(|src| ([("source", src.as_str())], u64::from(src == s.source))),
+        )
+    }
+}
+
+/// The config state's families on `/metrics`.
+pub struct ConfigMetrics(pub Arc<ConfigState>);
+
+impl fmt::Debug for ConfigMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConfigMetrics")
+    }
+}
+
+impl Collector for ConfigMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        self.0.encode_metrics(&mut enc, SystemTime::now())
     }
 }
 
