@@ -7,7 +7,10 @@
 //! The trait's callbacks are one line each here; each phase's code has its own file:
 //! [`route`] (the request phase, up to the [`fast`] path), [`lookup`] (pingora-cache's
 //! phases), [`upstream`] (the origin's) and [`finish`] (the edge's fields on every answer,
-//! failures, the access log). The request's state is [`Ctx`], its result an [`Outcome`].
+//! failures, the access log). What a phase learns is a typed fact in [`Ctx`] (the
+//! [`stored::Judgement`] of a stored copy, the [`outcome::OriginRecord`]); the result is
+//! one [`Outcome`]. The edge's own answers are [`answer::EdgeAnswer`]s. docs/phases.md
+//! maps which file produces which fact.
 
 mod answer;
 mod clock;
