@@ -33,23 +33,23 @@ impl Edge {
             };
             session.set_keepalive(Some(capped));
         }
-        let customer = match self.admit(session, ctx) {
+        let host = request_host(session.req_header()).unwrap_or("");
+        let customer = match self.admit(session, ctx, host) {
             Ok(customer) => customer,
             Err(answer) => {
                 self.answer(session, ctx, answer).await?;
                 return Ok(true);
             }
         };
-        let host = request_host(session.req_header()).unwrap_or("");
         let host = crate::config::canonical_host(host).into_owned();
         normalize_request(session.req_header_mut(), &customer, &host)?;
-        ctx.customer = Some(customer.clone());
         let early = if session.req_header().method.as_str() == "PURGE" {
             Some(self.purge_url(session, &customer, &host).await)
         } else {
             screen(session.req_header_mut(), &customer)
         };
         if let Some(answer) = early {
+            ctx.customer = Some(customer);
             self.answer(session, ctx, answer).await?;
             return Ok(true);
         }
@@ -67,20 +67,25 @@ impl Edge {
         } else if policy::has_request_body(&req.headers) {
             ctx.bypass = Some((Fwd::Bypass, Detail::RequestBody));
         }
+        ctx.customer = Some(customer);
         if ctx.bypass.is_none() {
             return self.serve_fresh_hit(session, ctx, now).await;
         }
         Ok(false)
     }
 
-    /// The customer the request is for, from the current snapshot (kept in `ctx` with
-    /// how the request arrived), or the edge's own answer: no such host, a TLS
-    /// connection opened for another customer, a loop.
-    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Arc<Customer>, EdgeAnswer> {
+    /// The customer the request for `host` is for, from the current snapshot (whose
+    /// version `ctx` keeps, with how the request arrived), or the edge's own answer: no
+    /// such host, a TLS connection opened for another customer, a loop.
+    fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        host: &str,
+    ) -> Result<Arc<Customer>, EdgeAnswer> {
         let sni = transport(session, &mut ctx.transport);
         let snapshot = self.customers.load();
         ctx.config_version = snapshot.version;
-        let host = request_host(session.req_header()).unwrap_or("");
         let Some(customer) = snapshot.route(host) else {
             return Err(EdgeAnswer::UnknownHost {
                 host: host.to_string(),
