@@ -13,6 +13,7 @@ use super::head::{self, HitBody};
 use super::outcome::{Outcome, Stale};
 use super::stored::{variance, Judgement, StoredCopy};
 use super::{key_for, unix_secs_diff, Ctx, Edge};
+use crate::storage::StoredResponse;
 
 impl Edge {
     /// The fast path for the common cases: a fresh, complete, non-varying stored response
@@ -35,7 +36,7 @@ impl Edge {
         let req = session.req_header();
         let key = key_for(&customer, req, ctx.transport.scheme());
         let stored = if self.fast_path {
-            self.store.peek(&key)
+            self.stored(&key).await
         } else {
             None
         };
@@ -57,7 +58,7 @@ impl Edge {
                     return Ok(false);
                 };
                 variant_key.set_variance_key(want);
-                match self.store.peek(&variant_key) {
+                match self.stored(&variant_key).await {
                     Some(v) if v.created() >= stored.created() && v.variance() == Some(want) => {
                         stored = v
                     }
@@ -158,5 +159,16 @@ impl Edge {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(true)
+    }
+}
+
+impl Edge {
+    /// What the store holds for `key`: memory's copy, or else one read back from a tier
+    /// behind it (off this worker; see [`crate::storage::CacheStore::read_through`]).
+    async fn stored(&self, key: &pingora_cache::CacheKey) -> Option<StoredResponse> {
+        match self.store.peek(key) {
+            Some(stored) => Some(stored),
+            None => self.store.read_through(key).await,
+        }
     }
 }

@@ -297,10 +297,19 @@ impl MemoryStore {
 /// never learn which tier answered: a memory-only [`MemoryStore`], or [`Tiered`] (memory
 /// in front of a persistent [`disk::DiskTier`]). Purges and invalidations go through
 /// pingora-cache's [`Storage::purge`], which every tier honours.
+#[async_trait]
 pub trait CacheStore: Storage + Send + Sync + 'static {
-    /// The stored response for `key`, for the fast hit path; counts as an access. A
-    /// tier behind memory that holds it promotes it to memory first.
+    /// The response memory holds for `key`, for the fast hit path; counts as an access.
+    /// Never reads a file: a tier behind memory is [`CacheStore::read_through`]'s.
     fn peek(&'static self, key: &CacheKey) -> Option<StoredResponse>;
+
+    /// The response a tier behind memory holds for `key`, read and checked on the
+    /// blocking pool (never on the request's worker) and promoted to memory; `None`
+    /// where there is no such tier or it holds none. Asked after [`CacheStore::peek`]
+    /// misses.
+    async fn read_through(&'static self, _key: &CacheKey) -> Option<StoredResponse> {
+        None
+    }
 
     /// Append this store's gauges and counters in the Prometheus text format.
     fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result;

@@ -1,10 +1,10 @@
 //! Memory in front of disk, as one [`CacheStore`].
 //!
 //! Every stored response goes to memory and, behind it, to the disk tier's writer. A
-//! lookup that memory misses reads the disk tier, checks the object, puts it back in
-//! memory (promotion) and answers from there, so every hit, whichever tier held it,
-//! leaves through the same code. Purges and invalidations reach both tiers before they
-//! return.
+//! lookup that memory misses reads the disk tier on the blocking pool, checks the
+//! object, puts it back in memory (promotion) and answers from there, so every hit,
+//! whichever tier held it, leaves through the same code. Purges and invalidations reach
+//! both tiers before they return.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -46,13 +46,22 @@ impl Tiered {
     }
 
     /// `key`'s entry from memory, or else read back from disk and promoted to memory.
-    fn find(&self, key: &HashBinary) -> Option<Arc<Entry>> {
+    async fn find(&'static self, key: &HashBinary) -> Option<Arc<Entry>> {
         if let Some(entry) = self.memory.entry(key) {
             return Some(entry);
         }
+        self.read_disk(key).await
+    }
+
+    /// `key`'s entry read back from disk and promoted to memory. The read and the check
+    /// of its body (a checksum over every byte) run on the blocking pool: a request's
+    /// worker serves other requests meanwhile, however large the object or slow the disk.
+    async fn read_disk(&'static self, key: &HashBinary) -> Option<Arc<Entry>> {
         // Taken before the read: a purge that lands during it wins.
         let started = self.memory.next_sequence();
-        let entry = Arc::new(self.disk.read(key, self.memory.file_budget())?);
+        let (disk, budget, hash) = (self.disk, Arc::clone(self.memory.file_budget()), *key);
+        let read = tokio::task::spawn_blocking(move || disk.read(&hash, &budget)).await;
+        let entry = Arc::new(read.ok().flatten()?);
         if self.memory.purged_since(key, started) {
             return None;
         }
@@ -101,6 +110,7 @@ impl Storage for Tiered {
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         self.find(&key.combined_bin())
+            .await
             .map(|entry| hit_for(&entry))
             .transpose()
     }
@@ -145,7 +155,7 @@ impl Storage for Tiered {
         let key = target.key().combined_bin();
         // Expired where it is served from, memory, after a promotion if need be; then
         // on disk, so that it stays expired after a restart.
-        self.find(&key);
+        self.find(&key).await;
         let outcome = self.memory.expire(target, trace).await?;
         if matches!(outcome, PurgeOutcome::Expired) {
             self.rewrite(&key);
@@ -160,7 +170,7 @@ impl Storage for Tiered {
         trace: &SpanHandle,
     ) -> Result<bool> {
         let hash = key.combined_bin();
-        self.find(&hash);
+        self.find(&hash).await;
         let updated = self.memory.update_meta(key, meta, trace).await?;
         if updated {
             self.rewrite(&hash);
@@ -177,9 +187,16 @@ impl Storage for Tiered {
     }
 }
 
+#[async_trait]
 impl CacheStore for Tiered {
     fn peek(&'static self, key: &CacheKey) -> Option<StoredResponse> {
-        self.find(&key.combined_bin()).map(StoredResponse)
+        self.memory.peek(key)
+    }
+
+    async fn read_through(&'static self, key: &CacheKey) -> Option<StoredResponse> {
+        self.read_disk(&key.combined_bin())
+            .await
+            .map(StoredResponse)
     }
 
     fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {

@@ -227,6 +227,8 @@ impl DiskTier {
     /// fails its checks (then the file is dropped and counted). Large bodies come back
     /// in sealed memory files from `budget`.
     pub(super) fn read(&self, key: &HashBinary, budget: &Arc<FileBudget>) -> Option<Entry> {
+        #[cfg(test)]
+        reader_threads().push(std::thread::current().id());
         let active = self.state.as_ref()?;
         if !active.index.contains(key) && !active.loading.load(Ordering::Acquire) {
             return None;
@@ -669,4 +671,13 @@ fn remove_file(path: &Path) -> bool {
             false
         }
     }
+}
+
+/// The threads [`DiskTier::read`] ran on, for the test that keeps reads off the
+/// request's worker.
+#[cfg(test)]
+pub(crate) fn reader_threads() -> parking_lot::MutexGuard<'static, Vec<std::thread::ThreadId>> {
+    static THREADS: parking_lot::Mutex<Vec<std::thread::ThreadId>> =
+        parking_lot::Mutex::new(Vec::new());
+    THREADS.lock()
 }

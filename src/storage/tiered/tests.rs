@@ -116,7 +116,11 @@ async fn a_large_body_read_back_is_sent_from_its_page_aligned_file() {
     first.flush(Duration::from_secs(5));
 
     let second = open(dir.path());
-    let stored = second.peek(&key("/big")).expect("on disk");
+    assert!(
+        second.peek(&key("/big")).is_none(),
+        "peek never reads a file"
+    );
+    let stored = second.read_through(&key("/big")).await.expect("on disk");
     match stored.body_ref() {
         BodyRef::File { file, offset } => {
             assert_eq!(offset % 4096, 0, "the body starts on a page boundary");
@@ -145,7 +149,7 @@ async fn a_corrupt_file_is_dropped_counted_and_missed() {
 
     let second = open(dir.path());
     assert!(get(second, &key("/a")).await.is_none());
-    assert!(second.peek(&key("/big")).is_none());
+    assert!(second.read_through(&key("/big")).await.is_none());
     let failures = &second.disk().stats().checksum_failures;
     assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 2);
     assert!(files(dir.path()).is_empty(), "corrupt files are removed");
@@ -265,5 +269,31 @@ async fn a_large_body_once_on_disk_is_sent_from_its_file_and_not_held_twice() {
         PurgeOutcome::Purged(_)
     ));
     assert!(store.peek(&k).is_none());
+    assert!(store.read_through(&k).await.is_none());
     assert!(files(dir.path()).is_empty());
+}
+
+/// A disk read (and the checksum over its body) runs on the blocking pool, never on the
+/// thread of the runtime that asked for it: here a runtime of one worker, this thread.
+#[test]
+fn disk_reads_run_off_the_requests_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let first = open(dir.path());
+    rt.block_on(put(first, &key("/big"), &large()));
+    first.flush(Duration::from_secs(5));
+
+    let second = open(dir.path());
+    let worker = std::thread::current().id();
+    let stored = rt.block_on(second.read_through(&key("/big")));
+    assert!(stored.is_some(), "read back from disk");
+    let readers = crate::storage::disk::reader_threads().clone();
+    assert!(!readers.is_empty(), "the read went through DiskTier::read");
+    assert!(
+        readers.iter().all(|t| *t != worker),
+        "a disk read ran on the request's worker"
+    );
 }
