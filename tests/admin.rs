@@ -83,6 +83,37 @@ async fn a_token_variable_that_is_not_set_leaves_posts_to_loopback() {
     );
 }
 
+/// A node with one customer on `origin` and its admin listener on `admin_addr` (plus
+/// `admin_keys`), started from a file of its own; the process, and its directory.
+async fn node_on(
+    admin_addr: &str,
+    admin_keys: &str,
+    origin: &Origin,
+) -> (std::process::Child, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = common::free_port();
+    let text = format!(
+        "listen: [\"127.0.0.1:{data}\"]\nadmin: {{ listen: \"{admin_addr}\"{admin_keys} }}\ncustomers:\n{}",
+        customer("shop", "shop.test", origin.addr, "", "")
+    );
+    let conf = common::write_file(dir.path(), "holdfast.yaml", &text);
+    let child = common::spawn(&conf, dir.path());
+    let port: u16 = admin_addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("admin port");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !common::listens_on(child.id(), port) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (child, dir)
+}
+
 /// A test host off loopback: a network namespace of this test's own, joined to this one
 /// by a veth pair, `198.18.N.1` on this side and `198.18.N.2` inside (RFC 2544's range
 /// for test networks). Making one needs root, as CI runs; the namespace and its link
@@ -179,25 +210,8 @@ async fn a_post_from_off_loopback_is_told_which_token_is_missing() {
             "without admin.token_env, POSTs are taken from loopback only",
         ),
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ports = common::free_ports(2);
-        let admin_addr = format!("{}:{}", host.near, ports[1]);
-        let text = format!(
-            "listen: [\"127.0.0.1:{}\"]\nadmin: {{ listen: \"{admin_addr}\"{admin} }}\ncustomers:\n{}",
-            ports[0],
-            customer("shop", "shop.test", origin.addr, "", "")
-        );
-        let conf = common::write_file(dir.path(), "holdfast.yaml", &text);
-        let mut child = common::spawn(&conf, dir.path());
-        let pid = child.id();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !common::listens_on(pid, ports[1]) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the node did not start"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let admin_addr = format!("{}:{}", host.near, common::free_port());
+        let (mut child, _dir) = node_on(&admin_addr, admin, &origin).await;
         for path in ["/reload", "/purge"] {
             let (status, body) = host.post(&format!("http://{admin_addr}{path}"));
             assert_eq!(status, 403, "{path}: {body}");
@@ -214,25 +228,9 @@ async fn a_post_from_off_loopback_is_told_which_token_is_missing() {
 async fn a_dual_stack_admin_listener_takes_posts_from_ipv4_loopback() {
     let origin = Origin::start().await;
     origin.fallback(Behavior::ok("max-age=60", "page"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ports = common::free_ports(2);
-    let text = format!(
-        "listen: [\"127.0.0.1:{}\"]\nadmin: {{ listen: \"[::]:{}\" }}\ncustomers:\n{}",
-        ports[0],
-        ports[1],
-        customer("shop", "shop.test", origin.addr, "", "")
-    );
-    let conf = common::write_file(dir.path(), "holdfast.yaml", &text);
-    let mut child = common::spawn(&conf, dir.path());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !common::listens_on(child.id(), ports[1]) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node did not start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let admin: std::net::SocketAddr = ([127, 0, 0, 1], ports[1]).into();
+    let port = common::free_port();
+    let (mut child, _dir) = node_on(&format!("[::]:{port}"), "", &origin).await;
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let r = request(admin, "POST", &admin.to_string(), "/reload", &[], b"").await;
     let _ = child.kill();
     let _ = child.wait();

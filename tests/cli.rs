@@ -6,7 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{customer, free_port, listens_on, run_cli, write_file, Holdfast};
+use common::{customer, free_port, listens_on, run_cli, run_cli_in, write_file, Holdfast};
 
 /// One customer with one rule for /sale/banner.png; `extra` is appended (rule keys
 /// indented by 8 spaces, or further customers at 2).
@@ -465,20 +465,6 @@ async fn the_harness_tells_a_node_from_another_process_on_its_port() {
     assert!(std::net::TcpListener::bind(down.addr).is_err());
 }
 
-/// `holdfast -t -c NAME` run in `dir`, the config named by a bare file name.
-fn check_in(dir: &std::path::Path, name: &str) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["-t", "-c", name])
-        .current_dir(dir)
-        .output()
-        .expect("run holdfast -t");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn check_takes_a_bare_config_name_with_relative_paths_that_do_not_exist_yet() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -489,7 +475,7 @@ fn check_takes_a_bare_config_name_with_relative_paths_that_do_not_exist_yet() {
     );
     write_file(dir.path(), "good.yaml", &text);
     for name in ["good.yaml", "./good.yaml"] {
-        let (code, stdout, stderr) = check_in(dir.path(), name);
+        let (code, stdout, stderr) = run_cli_in(dir.path(), &["-t", "-c", name]);
         assert_eq!(code, 0, "-c {name}: {stdout}{stderr}");
         assert!(stdout.contains("disk tier at ./cache/tier"), "{stdout}");
         assert!(

@@ -660,8 +660,14 @@ pub fn spawn_with_env(conf: &Path, dir: &Path, env: &[(&str, &str)]) -> Child {
 
 /// Run `holdfast` with arguments to completion: (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    run_cli_in(Path::new("."), args)
+}
+
+/// [`run_cli`] in the working directory `dir`.
+pub fn run_cli_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
         .args(args)
+        .current_dir(dir)
         .output()
         .expect("run holdfast");
     (
