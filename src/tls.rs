@@ -1,19 +1,20 @@
-//! TLS at the edge: certificates loaded and checked with the config, chosen by SNI from
-//! the same customer snapshot that routes requests, and the SNI a connection was opened
-//! with, kept for the domain-fronting check.
+//! TLS at the edge: certificates chosen by SNI from the same customer snapshot that
+//! routes requests, and the SNI a connection was opened with, kept for the
+//! domain-fronting check.
 //!
-//! Certificates are part of the validated config: a file that does not parse, a key
-//! that does not match its certificate, or a certificate that does not cover one of the
-//! customer's hosts is a config error, and the running config (certificates included)
-//! stays. Nothing here panics on user input.
+//! Certificates are part of the validated config ([`crate::config::Certificate`]): a file
+//! that does not parse, a key that does not match its certificate, or a certificate that
+//! does not cover one of the customer's hosts is a config error, and the running config
+//! (certificates included) stays. The handshake keys are made from them here, once per
+//! certificate, and kept while a config in force names it.
 //!
 //! Written here rather than taken from rustls: its stock `ResolvesServerCertUsingSni`
 //! knows exact names only (no wildcards), and is a second table to keep in step with
 //! the routing one. This resolver asks the routing table itself, so a reload swaps
 //! hosts and certificates in one store.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -22,135 +23,8 @@ use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-use crate::config::Customers;
-
-/// A certificate chain with its private key, ready for handshakes.
-#[derive(Clone)]
-pub struct Certificate {
-    pub key: Arc<CertifiedKey>,
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    /// A digest of both files' bytes: a reload with the same files changes nothing.
-    pub fingerprint: u64,
-}
-
-impl fmt::Debug for Certificate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Certificate")
-            .field("cert_path", &self.cert_path)
-            .field("key_path", &self.key_path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PartialEq for Certificate {
-    fn eq(&self, other: &Self) -> bool {
-        self.fingerprint == other.fingerprint
-    }
-}
-
-impl Eq for Certificate {}
-
-/// Read a PEM certificate chain (leaf first) and its PEM private key, and check that
-/// they belong together. The error says which file and what to do.
-pub fn load(cert_path: &Path, key_path: &Path) -> Result<Certificate, String> {
-    let cert_pem = std::fs::read(cert_path)
-        .map_err(|e| format!("cannot read the certificate {}: {e}", cert_path.display()))?;
-    let key_pem = std::fs::read(key_path)
-        .map_err(|e| format!("cannot read the private key {}: {e}", key_path.display()))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            format!(
-                "the certificate {} is not valid PEM ({e}); give a PEM file with \
-                 -----BEGIN CERTIFICATE----- blocks, the leaf first",
-                cert_path.display()
-            )
-        })?;
-    if chain.is_empty() {
-        return Err(format!(
-            "the certificate {} holds no certificate; give a PEM file with \
-             -----BEGIN CERTIFICATE----- blocks, the leaf first",
-            cert_path.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        format!(
-            "the private key {} holds no usable private key ({e}); give a PEM file with a \
-             PKCS#8, RSA or EC private key",
-            key_path.display()
-        )
-    })?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
-        format!(
-            "the private key {} does not fit the certificate {} ({e}); give the key the \
-             certificate was issued for",
-            key_path.display(),
-            cert_path.display()
-        )
-    })?;
-    Ok(Certificate {
-        key: Arc::new(certified),
-        cert_path: cert_path.to_path_buf(),
-        key_path: key_path.to_path_buf(),
-        fingerprint: fingerprint(&cert_pem, &key_pem),
-    })
-}
-
-impl Certificate {
-    /// Whether the files now hold something else than what was loaded (or cannot be
-    /// read): a reload then loads them again.
-    pub fn changed_on_disk(&self) -> bool {
-        match (
-            std::fs::read(&self.cert_path),
-            std::fs::read(&self.key_path),
-        ) {
-            (Ok(cert), Ok(key)) => fingerprint(&cert, &key) != self.fingerprint,
-            _ => true,
-        }
-    }
-}
-
-fn fingerprint(cert_pem: &[u8], key_pem: &[u8]) -> u64 {
-    let mut digest = xxhash_rust::xxh3::Xxh3::new();
-    digest.update(cert_pem);
-    digest.update(key_pem);
-    digest.digest()
-}
-
-/// Whether any certificate of `customers` changed on disk since it was loaded.
-pub fn any_changed(customers: &Customers) -> bool {
-    customers
-        .list
-        .iter()
-        .filter_map(|c| c.tls.as_ref())
-        .any(Certificate::changed_on_disk)
-}
-
-/// Whether the leaf certificate is valid for `host` (a customer host; `*.shop.example.com`
-/// asks for a name one label under `shop.example.com`, which a wildcard certificate
-/// covers). Only the names are checked here, not the dates or the issuer: an expired
-/// certificate is the operator's to replace, and the client's to refuse.
-pub fn covers(cert: &Certificate, host: &str) -> bool {
-    let Some(leaf) = cert.key.cert.first() else {
-        return false;
-    };
-    let Ok(parsed) = webpki::EndEntityCert::try_from(leaf) else {
-        return false;
-    };
-    let probe = match host.strip_prefix("*.") {
-        Some(parent) => format!("holdfast-probe.{parent}"),
-        None => host.to_string(),
-    };
-    let Ok(name) = ServerName::try_from(probe) else {
-        return false;
-    };
-    parsed.verify_is_valid_for_subject_name(&name).is_ok()
-}
+use crate::config::{Certificate, Customers};
 
 /// Picks the certificate for a handshake: the customer the SNI routes to (exact name,
 /// then wildcards, as requests are routed), else `tls.default`, else none (the handshake
@@ -158,6 +32,9 @@ pub fn covers(cert: &Certificate, host: &str) -> bool {
 pub struct Resolver {
     customers: Arc<ArcSwap<Customers>>,
     default: Arc<ArcSwapOption<Certificate>>,
+    /// Handshake keys by certificate fingerprint, made on a certificate's first
+    /// handshake; those no config in force names are dropped when another is made.
+    keys: ArcSwap<HashMap<u64, Arc<CertifiedKey>>>,
 }
 
 impl fmt::Debug for Resolver {
@@ -172,17 +49,60 @@ impl Resolver {
         customers: Arc<ArcSwap<Customers>>,
         default: Arc<ArcSwapOption<Certificate>>,
     ) -> Resolver {
-        Resolver { customers, default }
+        Resolver {
+            customers,
+            default,
+            keys: ArcSwap::default(),
+        }
     }
 
     fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = sni {
             let snapshot = self.customers.load();
             if let Some(cert) = snapshot.route(name).and_then(|c| c.tls.as_ref()) {
-                return Some(cert.key.clone());
+                return self.key_of(cert);
             }
         }
-        self.default.load().as_ref().map(|c| c.key.clone())
+        let default = self.default.load_full()?;
+        self.key_of(&default)
+    }
+
+    /// The handshake key of `cert`, made once.
+    fn key_of(&self, cert: &Certificate) -> Option<Arc<CertifiedKey>> {
+        if let Some(key) = self.keys.load().get(&cert.fingerprint) {
+            return Some(key.clone());
+        }
+        let key = match cert.certified_key() {
+            Ok(key) => Arc::new(key),
+            Err(e) => {
+                // Checked when the config loaded; only a bug gets here.
+                log::error!("tls: {e}");
+                return None;
+            }
+        };
+        let in_force = self.fingerprints_in_force();
+        self.keys.rcu(|keys| {
+            let mut keys: HashMap<u64, Arc<CertifiedKey>> = keys
+                .iter()
+                .filter(|(fp, _)| in_force.contains(fp))
+                .map(|(fp, k)| (*fp, k.clone()))
+                .collect();
+            keys.insert(cert.fingerprint, key.clone());
+            keys
+        });
+        Some(key)
+    }
+
+    /// The fingerprints of the certificates the running config names.
+    fn fingerprints_in_force(&self) -> Vec<u64> {
+        let snapshot = self.customers.load();
+        let mut in_force: Vec<u64> = snapshot
+            .list
+            .iter()
+            .filter_map(|c| c.tls.as_ref().map(|t| t.fingerprint))
+            .collect();
+        in_force.extend(self.default.load().as_ref().map(|c| c.fingerprint));
+        in_force
     }
 }
 

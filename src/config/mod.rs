@@ -5,6 +5,7 @@
 //! panics on user input. A failed load or reload never touches the running state:
 //! callers only swap in a fully built value.
 
+mod certificate;
 mod error;
 mod file;
 mod locate;
@@ -17,6 +18,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use certificate::{any_changed, covers, Certificate};
 pub use error::ConfigError;
 pub use model::*;
 pub use units::{parse_duration, parse_instant, parse_size};

@@ -24,7 +24,7 @@ pub struct NodeConfig {
     pub node: NodeIdentity,
     /// `tls.default`: the certificate for SNI no customer claims (without it, such
     /// handshakes fail).
-    pub tls_default: Option<crate::tls::Certificate>,
+    pub tls_default: Option<super::Certificate>,
     /// The admin listener, if configured.
     pub admin: Option<AdminConfig>,
     /// Store bounds and lock behaviour.
@@ -287,7 +287,7 @@ pub struct Customer {
     /// with the document that carries them.
     pub purges: Arc<crate::purge::Purges>,
     /// The certificate served by SNI for this customer's hosts (`tls:`).
-    pub tls: Option<crate::tls::Certificate>,
+    pub tls: Option<super::Certificate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

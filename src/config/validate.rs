@@ -359,7 +359,7 @@ fn certificate(
     base: &Path,
     at: &[Seg],
     f: super::file::CertFile,
-) -> Result<crate::tls::Certificate, ConfigError> {
+) -> Result<super::Certificate, ConfigError> {
     for (key, value) in [("cert", &f.cert), ("key", &f.key)] {
         if value.is_empty() {
             let mut p = at.to_vec();
@@ -372,7 +372,7 @@ fn certificate(
         }
     }
     let (cert, key) = (resolve(base, &f.cert), resolve(base, &f.key));
-    crate::tls::load(&cert, &key).map_err(|message| {
+    super::certificate::load(&cert, &key).map_err(|message| {
         let mut p = at.to_vec();
         p.push(Key("cert"));
         ctx.err(&p, Target::Value, message)
@@ -488,7 +488,7 @@ pub(super) fn customers(
         let tls = match c.tls {
             Some(f) => {
                 let cert = certificate(ctx, base, &at(&[Key("tls")]), f)?;
-                if let Some(host) = c.hosts.iter().find(|h| !crate::tls::covers(&cert, &h.0)) {
+                if let Some(host) = c.hosts.iter().find(|h| !super::covers(&cert, &h.0)) {
                     return Err(ctx.err(
                         &at(&[Key("tls"), Key("cert")]),
                         Target::Value,

@@ -38,7 +38,7 @@ pub struct Start {
 pub struct ConfigState {
     customers: Arc<ArcSwap<Customers>>,
     /// `tls.default` of the node file, read by the TLS resolver.
-    tls_default: Arc<ArcSwapOption<crate::tls::Certificate>>,
+    tls_default: Arc<ArcSwapOption<crate::config::Certificate>>,
     status: Mutex<Status>,
 }
 
@@ -116,7 +116,7 @@ impl ConfigState {
     }
 
     /// The node's `tls.default` certificate, as the TLS resolver reads it.
-    pub fn tls_default(&self) -> Arc<ArcSwapOption<crate::tls::Certificate>> {
+    pub fn tls_default(&self) -> Arc<ArcSwapOption<crate::config::Certificate>> {
         self.tls_default.clone()
     }
 

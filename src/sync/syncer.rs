@@ -157,7 +157,7 @@ impl Syncer {
         let running = self.state.running();
         let document = running.document.clone()?;
         let customers = self.state.customers().load_full();
-        let changed = tokio::task::spawn_blocking(move || crate::tls::any_changed(&customers))
+        let changed = tokio::task::spawn_blocking(move || crate::config::any_changed(&customers))
             .await
             .unwrap_or(false);
         if !changed {
