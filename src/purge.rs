@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 /// `Cache-Tag` together; later ones are ignored (a tag purge does not reach an object
 /// through them).
 pub const MAX_TAGS: usize = 64;
-/// Longest tag, in bytes; a longer one in an origin's answer is ignored.
-pub const MAX_TAG_LEN: usize = 128;
+pub use crate::config::{is_valid_tag, MAX_TAG_LEN};
 
 /// The header fields tags come from; never sent to clients.
 pub const TAG_FIELDS: [&str; 2] = ["surrogate-key", "cache-tag"];
@@ -392,38 +391,85 @@ pub fn keys_of_url(
     customer: &crate::config::Customer,
     url: &str,
 ) -> Result<Vec<pingora_cache::CacheKey>, String> {
-    let whole = "write it whole, e.g. https://shop.example.com/a";
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL ({e}); {whole}"))?;
-    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
-        return Err(format!("{url:?} has no scheme or host; {whole}"));
-    };
-    if scheme != "http" && scheme != "https" {
-        return Err(format!("{url:?} is not an http or https URL"));
-    }
-    let host = crate::config::canonical_host(host);
-    match customers.route(&host) {
-        Some(owner) if owner.name == customer.name => {
-            Ok(url_keys(customer, &host, uri.path(), uri.query()))
-        }
-        owner => Err(format!(
-            "{url:?} is not a URL of customer {:?}: its host is not one of customer {:?}'s \
-             hosts{}; purge it under the customer that serves it",
-            customer.name,
-            customer.name,
-            owner.map_or(String::new(), |o| format!(
-                " (it is customer {:?}'s)",
-                o.name
-            )),
-        )),
+    let url = crate::config::purge_url(customers, customer, url)?;
+    Ok(url_keys(
+        customer,
+        &url.host,
+        &url.path,
+        url.query.as_deref(),
+    ))
+}
+
+/// The marker entry of `purge`, one of `customer`'s synced document's.
+pub fn entry_of(customer: &crate::config::Customer, purge: &crate::config::DocumentPurge) -> Entry {
+    Entry {
+        customer: customer.name.clone(),
+        at_unix_ns: purge.at_unix_ns,
+        keys: purge
+            .urls
+            .iter()
+            .flat_map(|u| url_keys(customer, &u.host, &u.path, u.query.as_deref()))
+            .filter_map(|k| k.primary_key_str().map(str::to_string))
+            .collect(),
+        prefixes: purge.prefixes.clone(),
+        tags: purge.tags.clone(),
+        all: purge.all,
+        soft: purge.soft,
     }
 }
 
-/// Whether an origin could have tagged an object `tag`: 1 to [`MAX_TAG_LEN`] bytes,
-/// without the separators of `Surrogate-Key` (space) and `Cache-Tag` (comma).
-pub fn is_valid_tag(tag: &str) -> bool {
-    !tag.is_empty() && tag.len() <= MAX_TAG_LEN && !tag.contains([' ', ','])
+/// The markers of the purges customers' synced documents list (`Customer::purges`, plain
+/// data in the config): made for a customer the first time one of its copies is checked
+/// after a document brings its list, and kept while that list is the one in force.
+#[derive(Default)]
+pub struct DocumentPurges(ArcSwap<HashMap<String, DocumentMarkers>>);
+
+/// One customer's list and the markers made from it.
+#[derive(Clone)]
+struct DocumentMarkers {
+    list: Arc<[crate::config::DocumentPurge]>,
+    markers: Arc<Purges>,
+}
+
+impl DocumentPurges {
+    /// What the purges `customer`'s document lists say of a copy (see [`Purges::check`]).
+    pub fn check<'a, I: Iterator<Item = &'a str>>(
+        &self,
+        customer: &crate::config::Customer,
+        key_text: &str,
+        path: &str,
+        tags: impl FnOnce() -> I,
+        stored: SystemTime,
+    ) -> Verdict {
+        if customer.purges.is_empty() {
+            return Verdict::Keep;
+        }
+        self.markers_of(customer)
+            .check(&customer.name, key_text, path, tags, stored)
+    }
+
+    fn markers_of(&self, customer: &crate::config::Customer) -> Arc<Purges> {
+        if let Some(made) = self.0.load().get(&customer.name) {
+            if Arc::ptr_eq(&made.list, &customer.purges) {
+                return made.markers.clone();
+            }
+        }
+        let entries: Vec<Entry> = customer
+            .purges
+            .iter()
+            .map(|p| entry_of(customer, p))
+            .collect();
+        let made = DocumentMarkers {
+            list: customer.purges.clone(),
+            markers: Arc::new(Purges::of(&entries)),
+        };
+        self.0.rcu(|all| {
+            let mut all = HashMap::clone(all);
+            all.insert(customer.name.clone(), made.clone());
+            all
+        });
+        made.markers
+    }
 }
 
 /// Whether `token` (a digest) is one of `customer`'s purge tokens, compared in constant
@@ -570,5 +616,43 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.append("surrogate-key", many.parse().unwrap());
         assert_eq!(tags(&h).count(), MAX_TAGS);
+    }
+
+    #[test]
+    fn a_documents_purges_are_made_markers_and_made_again_for_a_new_list() {
+        let node = crate::config::check_node_text(
+            Path::new("node.yaml"),
+            "listen: [\"127.0.0.1:8080\"]\ncustomers:\n  - name: shop\n    hosts: [shop.test]\n    origin: { servers: [\"127.0.0.1:9\"] }\n",
+        )
+        .unwrap();
+        let mut shop = (*node.customers.list[0]).clone();
+        let document = DocumentPurges::default();
+        let key = url_keys(&shop, "shop.test", "/a", None)[1]
+            .primary_key_str()
+            .unwrap()
+            .to_string();
+        let check = |shop: &crate::config::Customer, stored| {
+            document.check(shop, &key, "/a", std::iter::empty, t(stored))
+        };
+        // No list: nothing is purged, and no markers are made.
+        assert_eq!(check(&shop, 10), Verdict::Keep);
+        let purge = |at: u64, soft| crate::config::DocumentPurge {
+            at_unix_ns: unix_ns(t(at)),
+            urls: vec![crate::config::PurgeUrl {
+                host: "shop.test".into(),
+                path: "/a".into(),
+                query: None,
+            }],
+            prefixes: Vec::new(),
+            tags: Vec::new(),
+            all: false,
+            soft,
+        };
+        shop.purges = Arc::from([purge(100, false)]);
+        assert_eq!(check(&shop, 10), Verdict::Gone);
+        assert_eq!(check(&shop, 200), Verdict::Keep, "stored after the purge");
+        // The next document lists another purge: its markers replace the first's.
+        shop.purges = Arc::from([purge(100, true)]);
+        assert_eq!(check(&shop, 10), Verdict::Stale { at: t(100) });
     }
 }

@@ -222,12 +222,9 @@ impl ServeHttp for Admin {
                     .map(|e| purge::describe(e, "admin"))
                     .collect();
                 for c in &self.customers.load().list {
-                    purges.extend(
-                        c.purges
-                            .entries()
-                            .iter()
-                            .map(|e| purge::describe(e, "control-plane")),
-                    );
+                    purges.extend(c.purges.iter().map(|p| {
+                        purge::describe(&crate::purge::entry_of(c, p), "control-plane")
+                    }));
                 }
                 // Per customer, its origin servers as the edge last saw them (a customer
                 // no request has gone forward for yet is not listed).

@@ -10,6 +10,7 @@ mod error;
 mod file;
 mod locate;
 pub mod model;
+mod purges;
 mod scalars;
 mod server_conf;
 mod units;
@@ -21,6 +22,7 @@ mod tests;
 pub use certificate::{any_changed, covers, Certificate};
 pub use error::ConfigError;
 pub use model::*;
+pub use purges::{is_valid_tag, purge_url, DocumentPurge, PurgeUrl, MAX_TAG_LEN};
 pub use units::{parse_duration, parse_instant, parse_size};
 
 use std::path::Path;

@@ -285,7 +285,7 @@ pub struct Customer {
     pub purge_tokens: Vec<[u8; 32]>,
     /// The purges the synced document lists for this customer (`purges:`), in force
     /// with the document that carries them.
-    pub purges: Arc<crate::purge::Purges>,
+    pub purges: Arc<[super::DocumentPurge]>,
     /// The certificate served by SNI for this customer's hosts (`tls:`).
     pub tls: Option<super::Certificate>,
 }

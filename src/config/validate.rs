@@ -514,7 +514,7 @@ pub(super) fn customers(
             rules,
             methods,
             purge_tokens,
-            purges: Arc::new(crate::purge::Purges::open(None)),
+            purges: Arc::from([]),
         });
     }
     Ok(Customers::new(version, out))
@@ -526,7 +526,7 @@ pub(super) fn purges(
     customers: &mut Customers,
     list: Vec<super::file::PurgeFile>,
 ) -> Result<(), ConfigError> {
-    let mut per_customer: HashMap<String, Vec<crate::purge::Entry>> = HashMap::new();
+    let mut per_customer: HashMap<String, Vec<super::DocumentPurge>> = HashMap::new();
     for (i, p) in list.into_iter().enumerate() {
         let at = |rest: &[Seg<'static>]| {
             let mut path = vec![Key("purges"), Index(i)];
@@ -548,24 +548,21 @@ pub(super) fn purges(
                 "this purge names nothing; give urls, prefixes, tags, or all: true".into(),
             ));
         }
-        let mut keys = Vec::new();
+        let mut urls = Vec::new();
         for (j, url) in p.urls.iter().enumerate() {
-            let url_keys = crate::purge::keys_of_url(customers, &customer, &url.0)
-                .map_err(|why| ctx.err(&at(&[Key("urls"), Index(j)]), Target::Value, why))?;
-            keys.extend(
-                url_keys
-                    .iter()
-                    .filter_map(|k| k.primary_key_str().map(str::to_string)),
+            urls.push(
+                super::purge_url(customers, &customer, &url.0)
+                    .map_err(|why| ctx.err(&at(&[Key("urls"), Index(j)]), Target::Value, why))?,
             );
         }
         for (j, t) in p.tags.iter().enumerate() {
-            if !crate::purge::is_valid_tag(t) {
+            if !super::is_valid_tag(t) {
                 return Err(ctx.err(
                     &at(&[Key("tags"), Index(j)]),
                     Target::Value,
                     format!(
                         "tag {t:?} is not one an origin can set; write 1 to {} bytes without spaces or commas",
-                        crate::purge::MAX_TAG_LEN
+                        super::MAX_TAG_LEN
                     ),
                 ));
             }
@@ -574,10 +571,9 @@ pub(super) fn purges(
         per_customer
             .entry(name.clone())
             .or_default()
-            .push(crate::purge::Entry {
-                customer: name,
+            .push(super::DocumentPurge {
                 at_unix_ns,
-                keys,
+                urls,
                 prefixes: p.prefixes.into_iter().map(|u| u.0).collect(),
                 tags: p.tags,
                 all: p.all,
@@ -586,7 +582,7 @@ pub(super) fn purges(
     }
     for c in customers.list.iter_mut() {
         if let Some(entries) = per_customer.get(&c.name) {
-            Arc::make_mut(c).purges = Arc::new(crate::purge::Purges::of(entries));
+            Arc::make_mut(c).purges = Arc::from(entries.as_slice());
         }
     }
     Ok(())

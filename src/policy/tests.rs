@@ -100,7 +100,7 @@ fn customer_named(name: &str, hosts: &[&str], rules: Vec<Rule>) -> Customer {
         methods: vec![http::Method::GET, http::Method::HEAD],
         purge_tokens: Vec::new(),
         tls: None,
-        purges: std::sync::Arc::new(crate::purge::Purges::open(None)),
+        purges: std::sync::Arc::from([]),
     }
 }
 

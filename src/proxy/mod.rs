@@ -49,7 +49,7 @@ use crate::config::{strip_port, Customer, Customers, Rule};
 use crate::metrics::Metrics;
 use crate::origin::{Origins, Pool};
 use crate::policy;
-use crate::purge::Purges;
+use crate::purge::{DocumentPurges, Purges};
 use crate::storage::CacheStore;
 use crate::tls::Transport;
 use health::OriginHealth;
@@ -70,6 +70,8 @@ pub struct Edge {
     origins: Arc<Origins>,
     health: Arc<OriginHealth>,
     purges: Arc<Purges>,
+    /// The markers of the purges customers' synced documents list.
+    document_purges: Arc<DocumentPurges>,
     /// Seconds a client connection may wait idle between requests.
     idle_timeout: u64,
     /// Fresh hits answered from `request_filter` (`cache.fast_path`).
@@ -101,6 +103,7 @@ impl Edge {
             sign: status::Signature::new(&config.node),
             idle_timeout: config.idle_timeout.as_secs().max(1),
             purges,
+            document_purges: Arc::default(),
             customers,
             store,
             lock_timeout: cache.lock_timeout,

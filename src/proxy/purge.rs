@@ -13,7 +13,7 @@ use crate::purge::Verdict;
 
 impl Edge {
     /// What the purge markers say of a copy of `customer`'s: the node's own (admin
-    /// purges) and those its synced document lists.
+    /// purges) and those its synced document lists (made from the config's list here).
     pub(super) fn purge_verdict(
         &self,
         customer: &Customer,
@@ -26,9 +26,8 @@ impl Edge {
         self.purges
             .check(&customer.name, key_text, path, tags, validated)
             .and(
-                customer
-                    .purges
-                    .check(&customer.name, key_text, path, tags, validated),
+                self.document_purges
+                    .check(customer, key_text, path, tags, validated),
             )
     }
 
