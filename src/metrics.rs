@@ -18,7 +18,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 pub use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
-use prometheus_client::metrics::MetricType;
+/// A family's type, for [`family`]: `Kind::Counter` or `Kind::Gauge`.
+pub use prometheus_client::metrics::MetricType as Kind;
 use prometheus_client::registry::Registry;
 
 #[derive(Debug, Default)]
@@ -171,7 +172,7 @@ impl Metrics {
                 enc,
                 name,
                 help,
-                MetricType::Counter,
+                Kind::Counter,
                 customers
                     .iter()
                     .map(|(customer, c)| ([("customer", customer.as_str())], get(field(c)))),
@@ -181,7 +182,7 @@ impl Metrics {
             enc,
             "holdfast_customer_purges_total",
             "Purges applied, by what they named.",
-            MetricType::Counter,
+            Kind::Counter,
             customers.iter().flat_map(|(customer, c)| {
                 [
                     ("url", &c.purges_urls),
@@ -251,13 +252,13 @@ pub fn get(c: &AtomicU64) -> u64 {
 
 /// One gauge without labels.
 pub fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
-    enc.encode_descriptor(name, help, None, MetricType::Gauge)?
+    enc.encode_descriptor(name, help, None, Kind::Gauge)?
         .encode_gauge(&value)
 }
 
 /// One counter without labels; `name` is the sample's, which ends in `_total`.
 pub fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
-    enc.encode_descriptor(family_name(name), help, None, MetricType::Counter)?
+    enc.encode_descriptor(family_name(name), help, None, Kind::Counter)?
         .encode_counter::<NoLabelSet, u64, u64>(&value, None)
 }
 
@@ -267,14 +268,14 @@ pub fn family<L: EncodeLabelSet>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    kind: MetricType,
+    kind: Kind,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> fmt::Result {
     let mut metric = enc.encode_descriptor(family_name(name), help, None, kind)?;
     for (labels, value) in samples {
         let mut sample = metric.encode_family(&labels)?;
         match kind {
-            MetricType::Counter => sample.encode_counter::<NoLabelSet, u64, u64>(&value, None)?,
+            Kind::Counter => sample.encode_counter::<NoLabelSet, u64, u64>(&value, None)?,
             _ => sample.encode_gauge(&value)?,
         }
     }
@@ -285,8 +286,6 @@ pub fn family<L: EncodeLabelSet>(
 fn family_name(name: &str) -> &str {
     name.strip_suffix("_total").unwrap_or(name)
 }
-
-pub use prometheus_client::metrics::MetricType as Kind;
 
 /// Every collector of the node, rendered together for `/metrics`.
 #[derive(Debug, Default)]
