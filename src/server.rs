@@ -53,12 +53,15 @@ pub fn run(mut node: NodeConfig) -> Result<(), StartError> {
     );
     let store: &'static dyn CacheStore = match &node.cache.disk {
         Some(disk) => {
-            let tier = DiskTier::open(&disk.path, disk.size, node.cache.max_object);
+            let tier = DiskTier::open(&disk.path, disk.size, disk.max_object);
             if tier.disabled().is_none() {
                 info!(
-                    "disk tier at {} ({} bytes); loading its index in the background",
+                    "disk tier at {} ({} bytes; bodies above {} bytes and up to {} are streamed to it); \
+                     loading its index in the background",
                     disk.path.display(),
-                    tier.capacity()
+                    tier.capacity(),
+                    node.cache.max_object,
+                    disk.max_object
                 );
             }
             Box::leak(Box::new(Tiered::new(memory, tier)))

@@ -299,7 +299,14 @@ impl Default for StoreFile {
 pub(super) struct DiskFile {
     pub path: String,
     pub size: Size,
+    /// Default: [`DISK_MAX_OBJECT_SHARE`] of `size`, and never below `cache.max_object`.
+    #[serde(default)]
+    pub max_object: Option<Size>,
 }
+
+/// The default `cache.disk.max_object` is this fraction of `cache.disk.size`: one object
+/// may take an eighth of the tier, so that one download cannot evict the whole cache.
+pub(super) const DISK_MAX_OBJECT_SHARE: u64 = 8;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

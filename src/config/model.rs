@@ -132,6 +132,9 @@ pub struct DiskConfig {
     pub path: PathBuf,
     /// Bound of the bytes its objects take on disk.
     pub size: u64,
+    /// Largest body the tier takes (`cache.disk.max_object`): bodies above
+    /// `cache.max_object` and up to this are streamed to disk as they arrive.
+    pub max_object: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

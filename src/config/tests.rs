@@ -758,6 +758,40 @@ fn disk_tier() {
         "relative to the node file"
     );
     assert_eq!(disk.size, 10 << 30);
+    assert_eq!(
+        disk.max_object,
+        (10 << 30) / 8,
+        "an eighth of size by default"
+    );
+    // Never below what memory keeps whole (16MiB by default).
+    let small = check(&format!(
+        "cache:\n  disk: {{ path: c, size: 64MiB }}\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(small.cache.disk.unwrap().max_object, 16 << 20);
+    let set = check(&format!(
+        "cache:\n  disk: {{ path: c, size: 10GiB, max_object: 4GiB }}\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(set.cache.disk.unwrap().max_object, 4 << 30);
+    fails(
+        &format!("cache:\n  disk:\n    path: c\n    size: 1GiB\n    max_object: 2GiB\n{MINIMAL}"),
+        5,
+        &[
+            "cache.disk.max_object",
+            "larger than cache.disk.size",
+            "lower max_object",
+        ],
+    );
+    fails(
+        &format!("cache:\n  disk:\n    path: c\n    size: 1GiB\n    max_object: 1MiB\n{MINIMAL}"),
+        5,
+        &[
+            "cache.disk.max_object",
+            "smaller than cache.max_object",
+            "raise it",
+        ],
+    );
     let abs = check(&format!(
         "cache:\n  disk: {{ path: /var/cache/hf, size: 1GiB }}\n{MINIMAL}"
     ))

@@ -277,9 +277,39 @@ fn disk(
             ),
         ));
     }
+    let size = d.size.0 as u64;
+    let streamed_max = match d.max_object {
+        None => (size / super::file::DISK_MAX_OBJECT_SHARE).max(max_object as u64),
+        Some(m) if m.0 as u64 > size => {
+            return Err(ctx.err(
+                &at("max_object"),
+                Target::Value,
+                format!(
+                    "cache.disk.max_object ({} bytes) is larger than cache.disk.size ({size} bytes); \
+                     lower max_object (the default is size/{}) or raise size",
+                    m.0,
+                    super::file::DISK_MAX_OBJECT_SHARE
+                ),
+            ))
+        }
+        Some(m) if m.0 < max_object => {
+            return Err(ctx.err(
+                &at("max_object"),
+                Target::Value,
+                format!(
+                    "cache.disk.max_object ({} bytes) is smaller than cache.max_object ({max_object} bytes), \
+                     the largest object memory keeps; raise it (or leave it out: size/{})",
+                    m.0,
+                    super::file::DISK_MAX_OBJECT_SHARE
+                ),
+            ))
+        }
+        Some(m) => m.0 as u64,
+    };
     Ok(DiskConfig {
         path: resolve(base, &d.path),
-        size: d.size.0 as u64,
+        size,
+        max_object: streamed_max,
     })
 }
 

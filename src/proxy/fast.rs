@@ -120,6 +120,20 @@ impl Edge {
             // Several ranges, or none satisfiable: the full path answers those.
             return Ok(false);
         };
+        if let HitBody::Span(span) = &hit.body {
+            // An object file's blocks are checked before any of them leaves: a corrupt
+            // one drops the object, and the request goes on as a miss.
+            if !stored.check(span.clone()).await {
+                log::warn!(
+                    "dropping the stored copy of {}: a block of its body does not match its checksum",
+                    key_text.unwrap_or("")
+                );
+                if let Some(key) = &ctx.key {
+                    self.store.drop_corrupt(key).await;
+                }
+                return Ok(false);
+            }
+        }
         if matches!(outcome, Outcome::Hit { stale: Some(_), .. }) {
             self.metrics.stale_if_error.fetch_add(1, Ordering::Relaxed);
         }
@@ -153,10 +167,21 @@ impl Edge {
             )
             .await?;
         if let HitBody::Span(span) = body {
-            let body = stored.read_body(span).map_err(|e| {
-                Error::because(ErrorType::InternalError, "reading a cached body", e)
-            })?;
-            session.write_response_body(Some(body), true).await?;
+            // In pieces off the worker when it is in a file: a large object is never
+            // read whole into memory.
+            let mut at = span.start;
+            while at < span.end {
+                let chunk = stored.read_chunk(at..span.end).await.map_err(|e| {
+                    Error::because(ErrorType::InternalError, "reading a cached body", e)
+                })?;
+                at += chunk.len();
+                if chunk.is_empty() {
+                    return Error::e_explain(ErrorType::InternalError, "a cached body ended early");
+                }
+                session
+                    .write_response_body(Some(chunk), at >= span.end)
+                    .await?;
+            }
         }
         Ok(true)
     }

@@ -37,7 +37,6 @@ impl Edge {
                 Some(CACHE_LOCK.as_ref()),
                 Some(lock_overrides(self.lock_timeout)),
             );
-            session.cache.set_max_file_size_bytes(self.max_object);
         }
     }
 
@@ -130,6 +129,15 @@ impl Edge {
             resp,
             self.clock.now(),
         );
+        let length = resp
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if length.is_some_and(|len| len > self.store.max_object()) {
+            // Proxied as it comes, never held: neither tier would keep it. (An answer
+            // without a length that grows past it is not kept either, by the store.)
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::ResponseTooLarge));
+        }
         Ok(match decision {
             ResponseDecision::Store(f) => {
                 ctx.origin.decision = Some(StoreDecision::Store(Fill {

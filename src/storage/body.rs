@@ -57,12 +57,78 @@ pub enum BodyRef<'a> {
     File { file: &'a File, offset: u64 },
 }
 
-/// An open object file of the persistent tier whose body was checked, and the
+/// An open object file of the persistent tier, the sums of its body's blocks, and the
 /// descriptor it holds from its [`FileBudget`].
 struct DiskFile {
     file: File,
     offset: u64,
+    blocks: Blocks,
     _ticket: Ticket,
+}
+
+/// The checksums of a body's blocks in its object file, and which of them this process
+/// has checked. A block is checked the first time any of it is to be sent (read once,
+/// on the blocking pool); files are never changed in place, so a checked block stays
+/// what was checked and is sent with `sendfile` from then on.
+pub(super) struct Blocks {
+    shift: u32,
+    sums: Box<[u64]>,
+    checked: Box<[AtomicBool]>,
+}
+
+impl Blocks {
+    /// Blocks of `1 << shift` bytes with these sums; `checked` when this process took the
+    /// sums from the bytes it wrote (or checked the whole file already).
+    pub(super) fn new(shift: u32, sums: Vec<u64>, checked: bool) -> Blocks {
+        let checked = sums.iter().map(|_| AtomicBool::new(checked)).collect();
+        Blocks {
+            shift,
+            sums: sums.into_boxed_slice(),
+            checked,
+        }
+    }
+
+    /// The blocks `span` touches.
+    fn of(&self, span: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        if span.is_empty() {
+            return 0..0;
+        }
+        let first = span.start >> self.shift;
+        let last = (span.end - 1) >> self.shift;
+        first..(last + 1).min(self.sums.len())
+    }
+
+    fn all_checked(&self, span: &std::ops::Range<usize>) -> bool {
+        self.of(span)
+            .all(|b| self.checked[b].load(Ordering::Relaxed))
+    }
+
+    /// Read and check each block of `span` not checked yet (`len` is the body's length):
+    /// `Ok(false)` when one does not match its sum. Blocking.
+    fn check(
+        &self,
+        file: &File,
+        offset: u64,
+        len: usize,
+        span: &std::ops::Range<usize>,
+    ) -> io::Result<bool> {
+        let size = 1usize << self.shift;
+        let mut buf = Vec::new();
+        for b in self.of(span) {
+            if self.checked[b].load(Ordering::Relaxed) {
+                continue;
+            }
+            let start = b * size;
+            let n = size.min(len - start);
+            buf.resize(n, 0);
+            std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, offset + start as u64)?;
+            if xxhash_rust::xxh3::xxh3_64(&buf) != self.sums[b] {
+                return Ok(false);
+            }
+            self.checked[b].store(true, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
 }
 
 impl Body {
@@ -109,6 +175,7 @@ impl Body {
         file: File,
         offset: u64,
         len: usize,
+        blocks: Blocks,
         budget: &Arc<FileBudget>,
     ) -> Option<Body> {
         let ticket = budget.take()?;
@@ -116,6 +183,7 @@ impl Body {
             kind: Kind::Disk(Arc::new(DiskFile {
                 file,
                 offset,
+                blocks,
                 _ticket: ticket,
             })),
             len,
@@ -168,6 +236,24 @@ impl Body {
 
     pub(super) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Every block `span` touches has been checked (always so in memory): it can be sent
+    /// without reading it first.
+    pub(super) fn checked(&self, span: &std::ops::Range<usize>) -> bool {
+        match &self.kind {
+            Kind::Heap(_) | Kind::Memory { .. } => true,
+            Kind::Disk(disk) => disk.blocks.all_checked(span),
+        }
+    }
+
+    /// Check the blocks `span` touches that are not checked yet; `Ok(false)` when one is
+    /// corrupt. Reads the file: call it on the blocking pool.
+    pub(super) fn check(&self, span: &std::ops::Range<usize>) -> io::Result<bool> {
+        match &self.kind {
+            Kind::Heap(_) | Kind::Memory { .. } => Ok(true),
+            Kind::Disk(disk) => disk.blocks.check(&disk.file, disk.offset, self.len, span),
+        }
     }
 
     /// What the body costs in memory: its length; for a memory file its whole pages plus

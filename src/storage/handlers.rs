@@ -1,31 +1,121 @@
-//! The hit and miss handlers pingora drives to read and write one [`MemoryStore`] entry.
+//! The hit handlers pingora drives to read one stored entry (the miss handler, and the
+//! reader of a fill under way, are in [`super::fill`]).
 
 use super::body::Body;
-use super::entry::{Entry, MetaParts};
-use super::MemoryStore;
+use super::entry::Entry;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_cache::key::HashBinary;
-use pingora_cache::storage::{HandleHit, HandleMiss, HitHandler, MissFinishType};
+use pingora_cache::storage::{HandleHit, HitHandler};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, Storage};
 use pingora_error::{Error, ErrorType, Result};
 use std::any::Any;
-use std::sync::Arc;
 
 /// What pingora-cache's lookup hands out for a stored entry: its meta and a hit handler.
-/// A body kept in an object file is read into memory for it (the fast path sends such
-/// bodies from the file instead).
+/// A body in memory is handed out whole; one kept in an object file is read a chunk at a
+/// time on the blocking pool, each block checked before it leaves (the fast path sends
+/// such bodies from the file instead).
 pub(super) fn hit_for(entry: &Entry) -> Result<(CacheMeta, HitHandler)> {
-    let body = entry.body.read(0..entry.body.len()).map_err(|e| {
-        Error::because(
-            ErrorType::InternalError,
-            "reading a cached body from its file",
-            e,
-        )
-    })?;
-    let hit = MemoryHit::new(body, entry.weight());
-    Ok((entry.meta.to_meta(), Box::new(hit)))
+    let hit: HitHandler = match entry.body.in_memory() {
+        Some(bytes) => Box::new(MemoryHit::new(bytes.clone(), entry.weight())),
+        None => Box::new(FileHit {
+            body: entry.body.clone(),
+            pos: 0,
+            end: entry.body.len(),
+        }),
+    };
+    Ok((entry.meta.to_meta(), hit))
+}
+
+/// Most bytes a [`FileHit`] reads at once.
+const FILE_CHUNK: usize = 1 << 20;
+
+/// Serves a body from its object file, a chunk at a time, off the worker.
+struct FileHit {
+    body: Body,
+    pos: usize,
+    end: usize,
+}
+
+#[async_trait]
+impl HandleHit for FileHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let span = self.pos..self.end.min(self.pos + FILE_CHUNK);
+        let body = self.body.clone();
+        let read = tokio::task::spawn_blocking(move || read_checked(&body, span)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => {
+                return Err(Error::because(
+                    ErrorType::InternalError,
+                    "reading a cached body from its file",
+                    e,
+                ))
+            }
+            Err(e) => {
+                return Err(Error::because(
+                    ErrorType::InternalError,
+                    "reading a cached body from its file",
+                    e,
+                ))
+            }
+        };
+        self.pos += bytes.len();
+        Ok(Some(bytes))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        if start >= len {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("range start {start} is past the end of the {len} byte cached body"),
+            );
+        }
+        self.pos = start;
+        self.end = end.map_or(len, |end| end.min(len));
+        Ok(())
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        0
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// The bytes of `span` of `body`, its blocks checked first. Blocking.
+pub(super) fn read_checked(body: &Body, span: std::ops::Range<usize>) -> std::io::Result<Bytes> {
+    if !body.check(&span)? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a block of the cached body does not match its checksum",
+        ));
+    }
+    body.read(span)
 }
 
 /// Serves one stored body, whole or one range of it, without copying it.
@@ -115,90 +205,6 @@ impl HandleHit for MemoryHit {
 
     fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
         self
-    }
-}
-
-/// Buffers one response body and stores it on `finish`, unless it grew past `max_object`.
-///
-/// Dropped without `finish` (the response failed or was cut), it stores nothing.
-pub(super) struct MemoryMiss {
-    store: &'static MemoryStore,
-    key: HashBinary,
-    key_text: Arc<str>,
-    meta: MetaParts,
-    chunks: Vec<Bytes>,
-    size: usize,
-    oversized: bool,
-    /// The store's write sequence number when this fill began; a later purge cancels it.
-    started: u64,
-}
-
-impl MemoryMiss {
-    pub(super) fn new(
-        store: &'static MemoryStore,
-        key: HashBinary,
-        key_text: Arc<str>,
-        meta: MetaParts,
-        started: u64,
-        oversized: bool,
-    ) -> MemoryMiss {
-        MemoryMiss {
-            store,
-            key,
-            key_text,
-            meta,
-            chunks: Vec::new(),
-            size: 0,
-            oversized,
-            started,
-        }
-    }
-}
-
-#[async_trait]
-impl HandleMiss for MemoryMiss {
-    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
-        if self.oversized {
-            return Ok(());
-        }
-        self.size = self.size.saturating_add(data.len());
-        if self.size > self.store.body_limit() {
-            // Not an error: the response keeps streaming to the client, it just isn't kept.
-            log::debug!(
-                "not storing a response body over {} bytes for key {}",
-                self.store.body_limit(),
-                hex(&self.key)
-            );
-            self.oversized = true;
-            self.chunks = Vec::new();
-            return Ok(());
-        }
-        if !data.is_empty() {
-            self.chunks.push(data);
-        }
-        Ok(())
-    }
-
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        Ok(self.finish_stored().0)
-    }
-}
-
-impl MemoryMiss {
-    /// Store the fill; what pingora is told, and the entry when it was stored (with
-    /// the write sequence number its fill began at).
-    pub(super) fn finish_stored(self: Box<Self>) -> (MissFinishType, Option<(Arc<Entry>, u64)>) {
-        let mut this = *self;
-        if this.oversized {
-            return (MissFinishType::Created(0), None);
-        }
-        this.meta.frame_by_length(this.size);
-        let body = Body::from_chunks(&this.chunks, this.size, &this.store.files);
-        let entry = Arc::new(Entry::new(body, this.meta, this.key_text));
-        match this.store.admit(this.key, Arc::clone(&entry), this.started) {
-            Some(weight) => (MissFinishType::Created(weight), Some((entry, this.started))),
-            None => (MissFinishType::Created(0), None),
-        }
     }
 }
 

@@ -10,20 +10,23 @@
 //! What it must never do:
 //! - hold more than its `memory` bound, as weighed by body + header estimate + a fixed
 //!   per-entry overhead (see [`MemoryStore::per_entry_overhead`]);
-//! - store a body larger than `max_object`, or fail a response because it is too large to keep:
-//!   such a response streams to the client and is simply not stored;
+//! - store a body larger than `max_object` in memory, or fail a response because it is too
+//!   large to keep: such a response is streamed to the disk tier when there is one and it
+//!   fits (see [`fill`]), and otherwise streams to the client and is simply not stored;
 //! - store a response whose miss handler was dropped unfinished, or a fill that was already
 //!   under way when its key was purged;
 //! - pair a body with another admission's headers: `update_meta` only touches the admission its
 //!   meta came from;
 //! - panic on a missing, evicted or purged entry: lookups miss and updates report `false`.
 //!
-//! Bodies being written are buffered outside the bound until the miss handler finishes (at most
-//! `max_object` each), and readers do not see partial bodies: they wait on pingora's cache lock.
+//! Bodies being written are held outside the bound until the fill ends (at most `max_object`
+//! each; a fill streamed to disk holds a few MiB). Readers follow a fill as it grows: a
+//! lookup finds the fill under way before the stored entry (see [`fill`]).
 
 mod body;
 pub mod disk;
 mod entry;
+mod fill;
 mod handlers;
 #[cfg(test)]
 mod tests;
@@ -36,7 +39,8 @@ pub use body::{raise_open_file_limit, BodyRef, FileBudget, FILE_BACKED_MIN};
 pub(crate) use entry::owned_header;
 use entry::{Displaced, Entry, EntryWeighter, EvictionCounter, MetaParts, PER_ENTRY_OVERHEAD};
 pub use entry::{Wire, WireField};
-use handlers::{hex, hit_for, MemoryMiss};
+use fill::{FillWriter, Fills};
+use handlers::{hex, hit_for};
 use http::header::CONTENT_LENGTH;
 use pingora_cache::eviction::CacheEntryKey;
 use pingora_cache::key::{CacheHashKey, HashBinary};
@@ -68,6 +72,9 @@ const LARGEST_PER_SHARD: usize = 4;
 const MAX_SHARDS: usize = 64;
 /// Average entry weight assumed to size the tables; a guess within an order of magnitude will do.
 const TYPICAL_ENTRY: usize = 16 * 1024;
+/// Most bytes read from an object file at once for a hit that is not sent with
+/// `sendfile` (TLS, HTTP/2): what a hit holds in memory, however large the object.
+pub const READ_CHUNK: usize = 1 << 20;
 /// Recently purged keys remembered to cancel fills that were under way at the purge.
 pub(crate) const PURGE_MEMORY: usize = 4096;
 /// How long `update_meta`/`expire` wait for another update of the same key to land.
@@ -90,6 +97,8 @@ pub struct MemoryStore {
     body_limit: usize,
     /// Memory files large bodies may hold.
     files: Arc<FileBudget>,
+    /// Responses being stored, which lookups join.
+    fills: Fills,
 }
 
 impl MemoryStore {
@@ -140,6 +149,7 @@ impl MemoryStore {
             max_entry_weight,
             body_limit: max_object.min(admissible),
             files,
+            fills: Fills::default(),
         }
     }
 
@@ -214,6 +224,34 @@ impl MemoryStore {
         self.body_limit
     }
 
+    fn fills(&self) -> &Fills {
+        &self.fills
+    }
+
+    /// Responses being stored right now.
+    pub fn fills_in_progress(&self) -> usize {
+        self.fills.len()
+    }
+
+    /// What a lookup of `key` finds: the newest fill under way, which readers follow as
+    /// it grows, or else the stored entry.
+    fn find(&self, key: &HashBinary) -> Option<Result<(CacheMeta, HitHandler)>> {
+        if let Some(fill) = self.fills.latest(key) {
+            return Some(Ok((fill.meta(), Box::new(fill.reader()))));
+        }
+        self.entry(key).map(|entry| hit_for(&entry))
+    }
+
+    /// The reader pingora-cache gives the client of the request that fills `key`.
+    fn own_fill(
+        &self,
+        key: &CacheKey,
+        tag: Option<&[u8]>,
+    ) -> Option<Result<(CacheMeta, HitHandler)>> {
+        let fill = self.fills.tagged(&key.combined_bin(), tag?)?;
+        Some(Ok((fill.meta(), Box::new(fill.reader()))))
+    }
+
     /// Store a finished fill unless it is too heavy or its key was purged since it began.
     /// Returns the stored weight.
     fn admit(&self, key: HashBinary, entry: Arc<Entry>, started: u64) -> Option<usize> {
@@ -275,22 +313,6 @@ impl MemoryStore {
     }
 }
 
-impl MemoryStore {
-    /// The handler that buffers one fill of `key` and stores it when it finishes.
-    fn miss_handler(&'static self, key: &CacheKey, meta: &CacheMeta) -> MemoryMiss {
-        let started = self.next_sequence();
-        let oversized = content_length(meta).is_some_and(|len| len > self.body_limit);
-        MemoryMiss::new(
-            self,
-            key.combined_bin(),
-            Arc::from(key.primary_key_str().unwrap_or_default()),
-            MetaParts::from_meta(meta),
-            started,
-            oversized,
-        )
-    }
-}
-
 /// The cache as the edge sees it: one store, whatever tiers stand behind it.
 ///
 /// The proxy, the admin listener and the metrics hold a `&'static dyn CacheStore` and
@@ -311,6 +333,22 @@ pub trait CacheStore: Storage + Send + Sync + 'static {
         None
     }
 
+    /// The largest body stored, in bytes: a response declaring more is proxied unstored.
+    fn max_object(&self) -> u64;
+
+    /// `key`'s stored copy failed a check when it was to be sent (a block of its body
+    /// does not match its sum): remove it from every tier, and count it.
+    async fn drop_corrupt(&'static self, key: &CacheKey) {
+        let span = pingora_cache::trace::Span::inactive();
+        let target = PurgeTarget::Active(&key.to_compact());
+        if let Err(e) = self
+            .purge(target, PurgeType::Invalidation, &span.handle())
+            .await
+        {
+            log::warn!("cannot drop a corrupt stored copy: {e}");
+        }
+    }
+
     /// Append this store's gauges and counters in the Prometheus text format.
     fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result;
 
@@ -322,6 +360,10 @@ pub trait CacheStore: Storage + Send + Sync + 'static {
 impl CacheStore for MemoryStore {
     fn peek(&'static self, key: &CacheKey) -> Option<StoredResponse> {
         MemoryStore::peek(self, key)
+    }
+
+    fn max_object(&self) -> u64 {
+        self.body_limit as u64
     }
 
     fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
@@ -348,6 +390,24 @@ impl CacheStore for MemoryStore {
             "holdfast_cache_evictions_total",
             "Objects evicted to stay within cache.memory.",
             self.evictions(),
+        )?;
+        gauge(
+            enc,
+            "holdfast_cache_fills",
+            "Responses being stored right now (fills other clients can follow).",
+            self.fills.len() as u64,
+        )?;
+        gauge(
+            enc,
+            "holdfast_cache_fill_readers",
+            "Clients reading a response as it is being stored (each filling request's own client too).",
+            self.fills.readers() as u64,
+        )?;
+        counter(
+            enc,
+            "holdfast_cache_fills_broken_total",
+            "Fills that broke off (origin failed, reset or cut short); none of them was stored.",
+            self.fills.broken(),
         )
     }
 
@@ -415,9 +475,43 @@ impl StoredResponse {
     }
 
     /// The bytes of `span` of the body: shared with the store when it is in memory,
-    /// read from its file otherwise.
+    /// read from its file otherwise (blocking: tests and the blocking pool only).
     pub fn read_body(&self, span: std::ops::Range<usize>) -> std::io::Result<bytes::Bytes> {
         self.0.body.read(span)
+    }
+
+    /// The first bytes of `span`: all of it when the body is in memory (shared, no
+    /// copy); else at most [`READ_CHUNK`] bytes, read from the file and their blocks
+    /// checked on the blocking pool. Send in a loop until `span` is done.
+    pub async fn read_chunk(&self, span: std::ops::Range<usize>) -> std::io::Result<bytes::Bytes> {
+        if self.0.body.in_memory().is_some() {
+            return self.0.body.read(span);
+        }
+        let span = span.start..span.end.min(span.start.saturating_add(READ_CHUNK));
+        let body = self.0.body.clone();
+        tokio::task::spawn_blocking(move || handlers::read_checked(&body, span))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Whether `span` of the body can be sent: its blocks are checked (on the blocking
+    /// pool, the first time each is sent) and match their sums. `false` for a corrupt
+    /// block, or a file that cannot be read: the object is not to be served.
+    pub async fn check(&self, span: std::ops::Range<usize>) -> bool {
+        if self.0.body.checked(&span) {
+            return true;
+        }
+        let body = self.0.body.clone();
+        let checked = tokio::task::spawn_blocking(move || body.check(&span)).await;
+        match checked {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => false,
+            Ok(Err(e)) => {
+                log::warn!("disk cache: cannot read a stored body to check it: {e}");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// The whole body (see [`StoredResponse::read_body`]).
@@ -525,9 +619,16 @@ impl Storage for MemoryStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        self.entry(&key.combined_bin())
-            .map(|entry| hit_for(&entry))
-            .transpose()
+        self.find(&key.combined_bin()).transpose()
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        tag: Option<&[u8]>,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        self.own_fill(key, tag).transpose()
     }
 
     async fn get_miss_handler(
@@ -536,7 +637,7 @@ impl Storage for MemoryStore {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        Ok(Box::new(self.miss_handler(key, meta)))
+        Ok(Box::new(FillWriter::begin(self, None, key, meta).await))
     }
 
     async fn purge(
@@ -553,6 +654,8 @@ impl Storage for MemoryStore {
         if matches!(purge_type, PurgeType::Invalidation) {
             let purged_at = self.next_sequence();
             self.purged.insert(key, purged_at);
+            // Readers no longer join a fill that began before it (it is not stored).
+            self.fills.forget(&key);
         }
         Ok(match self.entries.remove(&key) {
             Some(_) => PurgeOutcome::Purged(None),
@@ -632,8 +735,10 @@ impl Storage for MemoryStore {
         }
     }
 
+    /// Readers follow a fill as it grows (see [`fill`]): pingora-cache releases its lock
+    /// once the fill begins, and serves the filling request's own client through a reader.
     fn support_streaming_partial_write(&self) -> bool {
-        false
+        true
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {

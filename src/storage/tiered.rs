@@ -12,16 +12,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_cache::key::{CacheHashKey, HashBinary};
-use pingora_cache::storage::{
-    HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType,
-};
+use pingora_cache::storage::{HitHandler, MissHandler, PurgeOutcome, PurgeTarget, PurgeType};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, Storage};
 use pingora_error::Result;
 
 use super::disk::DiskTier;
 use super::entry::Entry;
-use super::handlers::{hit_for, MemoryMiss};
+use super::fill::FillWriter;
+use super::handlers::hit_for;
 use super::{CacheStore, MemoryStore, StoredResponse};
 use crate::metrics::{counter, gauge, get};
 use prometheus_client::encoding::DescriptorEncoder;
@@ -78,30 +77,6 @@ impl Tiered {
     }
 }
 
-/// A fill that memory stores and the disk tier then writes.
-struct TieredMiss {
-    memory: MemoryMiss,
-    store: &'static MemoryStore,
-    disk: &'static DiskTier,
-    key: HashBinary,
-}
-
-#[async_trait]
-impl HandleMiss for TieredMiss {
-    async fn write_body(&mut self, data: bytes::Bytes, eof: bool) -> Result<()> {
-        self.memory.write_body(data, eof).await
-    }
-
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let this = *self;
-        let (finish, stored) = Box::new(this.memory).finish_stored();
-        if let Some((entry, started)) = stored {
-            this.disk.write(this.key, entry, started, this.store);
-        }
-        Ok(finish)
-    }
-}
-
 #[async_trait]
 impl Storage for Tiered {
     async fn lookup(
@@ -109,10 +84,23 @@ impl Storage for Tiered {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        self.find(&key.combined_bin())
+        let key = key.combined_bin();
+        if let Some(found) = self.memory.find(&key) {
+            return found.map(Some);
+        }
+        self.read_disk(&key)
             .await
             .map(|entry| hit_for(&entry))
             .transpose()
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        tag: Option<&[u8]>,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        self.memory.own_fill(key, tag).transpose()
     }
 
     async fn get_miss_handler(
@@ -121,12 +109,9 @@ impl Storage for Tiered {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        Ok(Box::new(TieredMiss {
-            memory: self.memory.miss_handler(key, meta),
-            store: self.memory,
-            disk: self.disk,
-            key: key.combined_bin(),
-        }))
+        Ok(Box::new(
+            FillWriter::begin(self.memory, Some(self.disk), key, meta).await,
+        ))
     }
 
     async fn purge(
@@ -179,7 +164,7 @@ impl Storage for Tiered {
     }
 
     fn support_streaming_partial_write(&self) -> bool {
-        false
+        true
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
@@ -197,6 +182,27 @@ impl CacheStore for Tiered {
         self.read_disk(&key.combined_bin())
             .await
             .map(StoredResponse)
+    }
+
+    fn max_object(&self) -> u64 {
+        let memory = self.memory.body_limit() as u64;
+        if self.disk.enabled() {
+            memory.max(self.disk.max_object())
+        } else {
+            memory
+        }
+    }
+
+    async fn drop_corrupt(&'static self, key: &CacheKey) {
+        self.disk.count_corrupt();
+        let span = pingora_cache::trace::Span::inactive();
+        let target = PurgeTarget::Active(&key.to_compact());
+        if let Err(e) = self
+            .purge(target, PurgeType::Invalidation, &span.handle())
+            .await
+        {
+            log::warn!("cannot drop a corrupt stored copy: {e}");
+        }
     }
 
     fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
@@ -245,6 +251,12 @@ impl CacheStore for Tiered {
             "holdfast_disk_writes_total",
             "Objects written to the disk tier.",
             get(&stats.writes),
+        )?;
+        counter(
+            enc,
+            "holdfast_disk_streamed_bytes_total",
+            "Body bytes written to the disk tier as they arrived (objects above cache.max_object).",
+            get(&stats.streamed_bytes),
         )?;
         counter(
             enc,

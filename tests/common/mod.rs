@@ -33,6 +33,107 @@ pub enum Behavior {
     /// A document with an ETag: 304 when the request's If-None-Match names it,
     /// else 200 with the body.
     Document { etag: String, body: Vec<u8> },
+    /// A large body, as a file server sends one (see [`Stream`]).
+    Stream(Stream),
+}
+
+/// A large body sent in pieces, with `Content-Length`, `ETag` and `Accept-Ranges`: at
+/// `rate` bytes a second when set; cut off (the connection reset) after `cut_at` bytes
+/// when set; a `Range: bytes=a-b` (or `a-`) is answered 206 with those bytes.
+#[derive(Clone)]
+pub struct Stream {
+    pub cache_control: String,
+    pub body: Arc<Vec<u8>>,
+    pub rate: Option<u64>,
+    pub cut_at: Option<usize>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Stream({} bytes)", self.body.len())
+    }
+}
+
+impl Stream {
+    pub fn new(cache_control: &str, body: Arc<Vec<u8>>) -> Stream {
+        Stream {
+            cache_control: cache_control.to_string(),
+            body,
+            rate: None,
+            cut_at: None,
+        }
+    }
+
+    pub fn rate(mut self, bytes_per_sec: u64) -> Stream {
+        self.rate = Some(bytes_per_sec);
+        self
+    }
+
+    pub fn cut_at(mut self, bytes: usize) -> Stream {
+        self.cut_at = Some(bytes);
+        self
+    }
+
+    /// The span a `Range` header asks for, when it is one this origin honours.
+    fn range(&self, header: Option<&String>) -> Option<std::ops::Range<usize>> {
+        let spec = header?.strip_prefix("bytes=")?;
+        let (a, b) = spec.split_once('-')?;
+        let start: usize = a.trim().parse().ok()?;
+        let end = match b.trim() {
+            "" => self.body.len(),
+            b => b
+                .parse::<usize>()
+                .ok()?
+                .saturating_add(1)
+                .min(self.body.len()),
+        };
+        (start < end).then_some(start..end)
+    }
+
+    async fn send(&self, conn: &mut TcpStream, method: &str, range: Option<&String>) {
+        let len = self.body.len();
+        let (status, span) = match self.range(range) {
+            Some(span) => (206, span),
+            None => (200, 0..len),
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status} X\r\nCache-Control: {}\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\n",
+            self.cache_control,
+            span.len()
+        );
+        if status == 206 {
+            head.push_str(&format!(
+                "Content-Range: bytes {}-{}/{len}\r\n",
+                span.start,
+                span.end - 1
+            ));
+        }
+        head.push_str("\r\n");
+        if conn.write_all(head.as_bytes()).await.is_err() || method == "HEAD" {
+            return;
+        }
+        const PIECE: usize = 64 * 1024;
+        let began = tokio::time::Instant::now();
+        let mut sent = 0usize;
+        for piece in self.body[span].chunks(PIECE) {
+            if let Some(cut) = self.cut_at {
+                if sent + piece.len() > cut {
+                    let _ = conn.write_all(&piece[..cut - sent]).await;
+                    let _ = conn.flush().await;
+                    let _ = conn.set_zero_linger();
+                    return;
+                }
+            }
+            if conn.write_all(piece).await.is_err() {
+                return;
+            }
+            sent += piece.len();
+            if let Some(rate) = self.rate {
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                tokio::time::sleep_until(began + due).await;
+            }
+        }
+    }
 }
 
 impl Behavior {
@@ -262,6 +363,13 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
                 {
                     return;
                 }
+            }
+            Behavior::Stream(stream) => {
+                if stream.cut_at.is_some() {
+                    stream.send(&mut conn, &method, headers.get("range")).await;
+                    return;
+                }
+                stream.send(&mut conn, &method, headers.get("range")).await;
             }
             Behavior::Respond {
                 status,

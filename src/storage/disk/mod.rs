@@ -4,8 +4,9 @@
 //! Layout under `cache.disk.path`:
 //! - `objects/ab/abcdef…`: one file per object, named by the hex of its cache key hash
 //!   (the first byte picks one of 256 directories). The format is in [`format`]: the key
-//!   text, the meta and the header, then the body whole, all under one checksum.
-//! - `tmp/`: files being written. A write goes to `tmp/` and is renamed into place when
+//!   text, the meta and the header, then the body whole, then a checksum per MiB block.
+//! - `tmp/`: files being written: a whole object from memory, or a large body streamed
+//!   as it arrives ([`Spool`]). A write goes to `tmp/` and is renamed into place when
 //!   complete, so a crash leaves either the old file, the new one, or a stray temporary
 //!   that the next start removes: never half a file under an object's name.
 //!
@@ -17,13 +18,13 @@
 //! stale); lookups meanwhile open the path and find what is there.
 //!
 //! What it must never do:
-//! - serve bytes whose checksum did not match: a small body is read into memory and
-//!   checked on every read; a large one is checked the first time this process reads its
-//!   file (files it wrote itself were checksummed from the bytes written), then kept
-//!   open and sent from the file with `sendfile`, never copied through this process.
-//!   Files are never changed in place (a rewrite is a new file renamed over the old), so
-//!   an open, checked file stays what was checked. A file that fails is unlinked and
-//!   counted;
+//! - serve bytes whose checksum did not match: the head and block table are checked on
+//!   every read; a small body is read into memory and checked on every read; a large one
+//!   is kept open and each block is checked the first time this process is to send any of
+//!   it (files it wrote itself were summed from the bytes written), then sent from the
+//!   file with `sendfile`, never copied through this process. Files are never changed in
+//!   place (a rewrite is a new file renamed over the old), so an open, checked block stays
+//!   what was checked. A file that fails is unlinked and counted;
 //! - bring back what was purged: an invalidation unlinks the file at once, and a write
 //!   that began before it removes its own file again (see [`DiskTier::remove`]);
 //! - fail a request: every error here degrades to "not on disk", with a warning and a
@@ -48,8 +49,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use pingora_cache::key::HashBinary;
 
-use super::body::{Body, FileBudget, FILE_BACKED_MIN};
-use super::entry::Entry;
+use super::body::{Blocks, Body, FileBudget, FILE_BACKED_MIN};
+use super::entry::{Entry, MetaParts};
 use super::MemoryStore;
 use format::{Prefix, PREFIX_LEN};
 use index::Index;
@@ -62,14 +63,16 @@ const WRITE_QUEUE_BYTES: u64 = 64 << 20;
 /// Bytes read at once from the start of a file: the prefix, the head, and for a small
 /// object the body too, in one system call.
 const FIRST_READ: usize = 8 * 1024;
-/// Bytes read at a time to check a large body's checksum.
-const HASH_CHUNK: usize = 256 * 1024;
+/// Largest body read into memory when no descriptor is left to keep its file open.
+const HEAP_FALLBACK: usize = 16 << 20;
 /// How often the same kind of failure is logged at warning level.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The persistent tier. Build it with [`DiskTier::open`]; it lives for the process.
 pub struct DiskTier {
     root: PathBuf,
+    /// The largest body the tier takes.
+    max_object: u64,
     /// `None` when the directory could not be set up: the node runs memory-only.
     state: Option<Active>,
     stats: Stats,
@@ -97,6 +100,8 @@ struct Active {
 #[derive(Default)]
 pub struct Stats {
     pub hits: AtomicU64,
+    /// Body bytes written to disk as they arrived (fills above `cache.max_object`).
+    pub streamed_bytes: AtomicU64,
     pub writes: AtomicU64,
     pub write_failures: AtomicU64,
     pub writes_skipped: AtomicU64,
@@ -120,6 +125,67 @@ struct Written {
     size: u64,
     file: File,
     body_offset: u64,
+    sums: Vec<u64>,
+}
+
+/// A body being written to a temporary object file as it arrives (see
+/// [`DiskTier::spool`]); the temporary file goes when this is dropped unfinished.
+pub(super) struct Spool {
+    stats: &'static Stats,
+    file: File,
+    temp: PathBuf,
+    body_offset: u64,
+    written: u64,
+    sums: Vec<u64>,
+    block: xxhash_rust::xxh3::Xxh3,
+    in_block: usize,
+}
+
+impl Spool {
+    /// Append `data` to the body, summing its blocks as they fill. Blocking.
+    pub(super) fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file
+            .write_all_at(data, self.body_offset + self.written)?;
+        let size = 1usize << format::BLOCK_SHIFT;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (size - self.in_block).min(rest.len());
+            self.block.update(&rest[..n]);
+            self.in_block += n;
+            rest = &rest[n..];
+            if self.in_block == size {
+                self.sums.push(self.block.digest());
+                self.block.reset();
+                self.in_block = 0;
+            }
+        }
+        self.written += data.len() as u64;
+        self.stats
+            .streamed_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A second descriptor of the file, for readers following the fill.
+    pub(super) fn reader(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Where the body starts in the file.
+    pub(super) fn body_offset(&self) -> u64 {
+        self.body_offset
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        // Gone already when it was renamed into place.
+        if let Err(e) = std::fs::remove_file(&self.temp) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("disk cache: cannot remove {}: {e}", self.temp.display());
+            }
+        }
+    }
 }
 
 /// Why a read found nothing usable.
@@ -146,10 +212,13 @@ impl DiskTier {
     /// Set up the tier at `root` with room for `size` bytes, then start loading its index
     /// and its writer in the background. When the directory cannot be set up, the tier
     /// is disabled (logged, and `holdfast_disk_enabled 0`), never an error.
-    pub fn open(root: &Path, size: u64, max_object: usize) -> &'static DiskTier {
-        let tier = match Active::create(root, size, max_object) {
+    /// `max_object`: the largest body it takes (`cache.disk.max_object`).
+    pub fn open(root: &Path, size: u64, max_object: u64) -> &'static DiskTier {
+        let largest = usize::try_from(max_object).unwrap_or(usize::MAX);
+        let tier = match Active::create(root, size, largest) {
             Ok((active, jobs)) => DiskTier {
                 root: root.to_path_buf(),
+                max_object,
                 state: Some(active),
                 stats: Stats::default(),
                 disabled: None,
@@ -160,6 +229,7 @@ impl DiskTier {
                 log::warn!("{why}; the disk tier is off and this node caches in memory only");
                 Box::leak(Box::new(DiskTier {
                     root: root.to_path_buf(),
+                    max_object,
                     state: None,
                     stats: Stats::default(),
                     disabled: Some(why),
@@ -236,7 +306,9 @@ impl DiskTier {
         let path = active.object_path(key);
         match read_object(&path, key, active.index.verified(key), budget) {
             Ok(entry) => {
-                active.index.mark_verified(key);
+                // Not marked verified: a large body's blocks are checked as they are
+                // sent, and only those (see `read_object`).
+                active.index.touch(key);
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 Some(entry)
             }
@@ -301,6 +373,105 @@ impl DiskTier {
         }
     }
 
+    /// A body of this tier failed a block check when it was to be sent.
+    pub(super) fn count_corrupt(&self) {
+        self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The tier is in use (its directory could be set up).
+    pub fn enabled(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// The largest body the tier takes (`cache.disk.max_object`).
+    pub fn max_object(&self) -> u64 {
+        self.max_object
+    }
+
+    /// Start streaming a body for `key` into a temporary file, to become its object
+    /// when [`DiskTier::finish_spool`] is called; dropped before, the file goes. `None`
+    /// when the tier is off. Blocking (it creates a file).
+    pub(super) fn spool(
+        &'static self,
+        key: &HashBinary,
+        key_text: &str,
+        meta: &MetaParts,
+    ) -> Option<io::Result<Spool>> {
+        let active = self.state.as_ref()?;
+        let temp = active.temp_path(key);
+        Some(create_to_write(&temp).map(|file| Spool {
+            stats: &self.stats,
+            file,
+            temp,
+            body_offset: format::streamed_body_offset(key, key_text, meta),
+            written: 0,
+            sums: Vec::new(),
+            block: xxhash_rust::xxh3::Xxh3::new(),
+            in_block: 0,
+        }))
+    }
+
+    /// Make the streamed body `spool` the object of `key`, with `meta` (the final one:
+    /// framed by its length): the block table and the head go in, the file is renamed
+    /// into place and indexed. `started` is the write sequence number its fill began at:
+    /// a purge since then discards it (`Ok(None)`). Returns the file, open, and where its
+    /// body starts, with the blocks' sums. Blocking.
+    pub(super) fn finish_spool(
+        &self,
+        key: &HashBinary,
+        key_text: &str,
+        meta: &MetaParts,
+        mut spool: Spool,
+        started: u64,
+    ) -> io::Result<Option<(File, u64, Blocks)>> {
+        let Some(active) = self.state.as_ref() else {
+            return Ok(None);
+        };
+        if spool.in_block > 0 {
+            spool.sums.push(spool.block.digest());
+            spool.in_block = 0;
+        }
+        let head = format::head_at(key, key_text, meta, spool.body_offset)
+            .ok_or_else(|| io::Error::other("the object's head outgrew the room left for it"))?;
+        let table = format::table(&spool.sums);
+        let prefix = format::prefix(&head, spool.written, &spool.sums);
+        let table_at = spool.body_offset + spool.written;
+        let written = (|| {
+            spool.file.write_all_at(&table, table_at)?;
+            spool.file.write_all_at(&prefix, 0)?;
+            spool.file.write_all_at(&head, PREFIX_LEN as u64)?;
+            if active.purged_since(key, started) {
+                return Ok(false);
+            }
+            std::fs::rename(&spool.temp, active.object_path(key))?;
+            Ok(true)
+        })();
+        match written {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        self.stats.writes.fetch_add(1, Ordering::Relaxed);
+        let size = table_at + table.len() as u64;
+        active.index.insert(*key, size, true, &active.objects);
+        if active.purged_since(key, started) || !active.index.contains(key) {
+            // Purged while it was renamed, or too large for the tier as it stands.
+            active.index.forget(key);
+            remove_file(&active.object_path(key));
+            return Ok(None);
+        }
+        let file = spool.file.try_clone()?;
+        let sums = std::mem::take(&mut spool.sums);
+        Ok(Some((
+            file,
+            spool.body_offset,
+            Blocks::new(format::BLOCK_SHIFT, sums, true),
+        )))
+    }
+
     /// Remove `key`'s object now, and cancel writes of it that began before write
     /// sequence number `purged_at`. Whether there was a file to remove.
     pub(super) fn remove(&self, key: &HashBinary, purged_at: u64) -> bool {
@@ -354,9 +525,14 @@ impl DiskTier {
                             // body is; the memory file goes with the entry it leaves.
                             let len = job.entry.body.len();
                             let budget = job.memory.file_budget();
-                            if let Some(body) =
-                                Body::on_disk(written.file, written.body_offset, len, budget)
-                            {
+                            let blocks = Blocks::new(format::BLOCK_SHIFT, written.sums, true);
+                            if let Some(body) = Body::on_disk(
+                                written.file,
+                                written.body_offset,
+                                len,
+                                blocks,
+                                budget,
+                            ) {
                                 job.memory.move_body(&job.key, &job.entry, body);
                             }
                         }
@@ -472,29 +648,38 @@ impl Active {
         let entry = &job.entry;
         // A body kept in an older object file (rewritten after a revalidation) is read back.
         let body = entry.body.read(0..entry.body.len())?;
-        let head = format::encode(&job.key, &entry.key_text, &entry.meta, &body);
-        let n = self.temp_names.fetch_add(1, Ordering::Relaxed);
-        let temp = self
-            .tmp
-            .join(format!("{}.{n}", super::handlers::hex(&job.key)));
+        let head = format::head(&job.key, &entry.key_text, &entry.meta, body.len());
+        let sums = format::block_sums(&body);
+        let table = format::table(&sums);
+        let prefix = format::prefix(&head, body.len() as u64, &sums);
+        let temp = self.temp_path(&job.key);
         let written = (|| {
             let mut file = create_to_write(&temp)?;
+            file.write_all(&prefix)?;
             file.write_all(&head)?;
             file.write_all(&body)?;
+            file.write_all(&table)?;
             std::fs::rename(&temp, self.object_path(&job.key))?;
             Ok(file)
         })();
         match written {
             Ok(file) => Ok(Written {
-                size: (head.len() + body.len()) as u64,
+                size: (PREFIX_LEN + head.len() + body.len() + table.len()) as u64,
                 file,
-                body_offset: head.len() as u64,
+                body_offset: (PREFIX_LEN + head.len()) as u64,
+                sums,
             }),
             Err(e) => {
                 remove_file(&temp);
                 Err(e)
             }
         }
+    }
+
+    /// A new temporary file name for `key`.
+    fn temp_path(&self, key: &HashBinary) -> PathBuf {
+        let n = self.temp_names.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{}.{n}", super::handlers::hex(key)))
     }
 
     /// Log at warning level at most once per [`WARN_EVERY`], else at debug level.
@@ -571,11 +756,12 @@ fn check_prefix(path: &Path) -> Option<u64> {
     (len == prefix.file_len()).then_some(len)
 }
 
-/// Read and check one object file. A small body is read into memory and checked every
-/// time. A large one is checked unless `verified` (this process wrote the file or
-/// checked it since it started), by reading it through a buffer once, then left in the
-/// file, which the entry keeps open and hits send from; with no descriptor to spare in
-/// `budget`, it is read into memory instead.
+/// Read and check one object file: its prefix, head and block table always (they are
+/// small). A small body is read into memory and its blocks checked every time. A large
+/// one is left in the file, which the entry keeps open and hits send from; its blocks
+/// are checked as they are first sent (all of them already when `verified`: this
+/// process wrote the file). With no descriptor to spare in `budget`, a body of at most
+/// [`HEAP_FALLBACK`] bytes is read into memory and checked; a larger one is not served.
 fn read_object(
     path: &Path,
     key: &HashBinary,
@@ -598,67 +784,59 @@ fn read_object(
         first.extend_from_slice(&rest);
     }
     let head = &first[PREFIX_LEN..head_end];
-    let mut hasher = format::checksum_start(prefix.head_len, prefix.body_len, head);
-    let body_len = usize::try_from(prefix.body_len)
-        .map_err(|_| ReadError::Corrupt("its body length is too large"))?;
-    let offset = prefix.body_offset();
-    let small = body_len < FILE_BACKED_MIN;
-    let body = if small && first.len() >= head_end + body_len {
-        // The first read had it all.
-        Body::heap(bytes::Bytes::copy_from_slice(
-            &first[head_end..head_end + body_len],
-        ))
-    } else if small {
-        let mut bytes = vec![0u8; body_len];
-        file.read_exact_at(&mut bytes, offset)?;
-        Body::heap(bytes::Bytes::from(bytes))
-    } else {
-        if !verified {
-            hash_file(&file, offset, body_len, &mut hasher)?;
-        }
-        match Body::on_disk(file, offset, body_len, budget) {
-            Some(body) => body,
-            None => {
-                // No descriptor to keep it open: into memory, checked from that copy.
-                let file = File::open(path)?;
-                let mut bytes = vec![0u8; body_len];
-                file.read_exact_at(&mut bytes, offset)?;
-                hasher = format::checksum_start(prefix.head_len, prefix.body_len, head);
-                hasher.update(&bytes);
-                Body::heap(bytes::Bytes::from(bytes))
-            }
-        }
-    };
-    if let Some(bytes) = body.in_memory() {
-        hasher.update(bytes);
-    }
-    let checked = small || !verified || body.in_memory().is_some();
-    if checked && hasher.digest() != prefix.checksum {
+    let table_len = usize::try_from(len - prefix.table_offset())
+        .map_err(|_| ReadError::Corrupt("its block table is too large"))?;
+    let mut table = vec![0u8; table_len];
+    file.read_exact_at(&mut table, prefix.table_offset())?;
+    if !prefix.matches(head, &table) {
         return Err(ReadError::Corrupt("its checksum does not match"));
     }
     let head = format::decode_head(head).ok_or(ReadError::Corrupt("its head does not decode"))?;
     if head.key != *key {
         return Err(ReadError::Corrupt("it holds another key"));
     }
+    let body_len = usize::try_from(prefix.body_len)
+        .map_err(|_| ReadError::Corrupt("its body length is too large"))?;
+    let offset = prefix.body_offset();
+    let sums = format::parse_table(&table);
+    let in_memory = |bytes: Vec<u8>| -> Result<Body, ReadError> {
+        if format::block_sums(&bytes) != sums {
+            return Err(ReadError::Corrupt(
+                "a block of its body does not match its sum",
+            ));
+        }
+        Ok(Body::heap(bytes::Bytes::from(bytes)))
+    };
+    let body = if body_len < FILE_BACKED_MIN {
+        let at = usize::try_from(offset).unwrap_or(usize::MAX);
+        let bytes = match first.get(at..at.saturating_add(body_len)) {
+            // The first read had it all.
+            Some(bytes) => bytes.to_vec(),
+            None => {
+                let mut bytes = vec![0u8; body_len];
+                file.read_exact_at(&mut bytes, offset)?;
+                bytes
+            }
+        };
+        in_memory(bytes)?
+    } else {
+        let blocks = Blocks::new(prefix.block_shift, sums.clone(), verified);
+        match Body::on_disk(file, offset, body_len, blocks, budget) {
+            Some(body) => body,
+            None if body_len <= HEAP_FALLBACK => {
+                let file = File::open(path)?;
+                let mut bytes = vec![0u8; body_len];
+                file.read_exact_at(&mut bytes, offset)?;
+                in_memory(bytes)?
+            }
+            None => {
+                return Err(ReadError::Io(io::Error::other(
+                    "no file descriptor to spare to send a large body from",
+                )))
+            }
+        }
+    };
     Ok(Entry::new(body, head.meta, head.key_text))
-}
-
-/// Feed `len` bytes of `file` from `offset` to `hasher`, through a buffer.
-fn hash_file(
-    file: &File,
-    offset: u64,
-    len: usize,
-    hasher: &mut xxhash_rust::xxh3::Xxh3,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; HASH_CHUNK.min(len)];
-    let mut done = 0;
-    while done < len {
-        let n = buf.len().min(len - done);
-        file.read_exact_at(&mut buf[..n], offset + done as u64)?;
-        hasher.update(&buf[..n]);
-        done += n;
-    }
-    Ok(())
 }
 
 /// Unlink `path`; whether it was there.
