@@ -299,6 +299,42 @@ async fn clients_that_come_during_a_fill_are_served_from_it_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn clients_of_a_varying_response_join_the_fill_of_their_variant() {
+    let origin = Origin::start().await;
+    let large = body(7, 4 * MIB);
+    origin.route(
+        "/vary",
+        Behavior::Stream(
+            Stream::new("max-age=600", Arc::clone(&large))
+                .header("Vary", "Accept-Language")
+                .rate(4 * MIB as u64),
+        ),
+    );
+    let edge = node(&origin, "64MiB").await;
+    let began = Instant::now();
+    let first = tokio::spawn(fetch(edge.addr, "/vary", &[("Accept-Language", "de")]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let joined_at = began.elapsed();
+    let second = tokio::spawn(fetch(edge.addr, "/vary", &[("Accept-Language", "de")]));
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    let filled_at = began.elapsed();
+    assert!(first.body == *large && second.body == *large);
+    assert!(
+        joined_at + second.first_byte_at.expect("a body") + Duration::from_millis(300) < filled_at,
+        "the second client was answered from the fill"
+    );
+    assert_eq!(
+        origin.hits_for("/vary"),
+        1,
+        "one origin request for one variant"
+    );
+    // Another variant is a fill of its own.
+    let other = fetch(edge.addr, "/vary", &[("Accept-Language", "fr")]).await;
+    assert!(other.body == *large);
+    assert_eq!(origin.hits_for("/vary"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_cold_range_is_answered_before_the_fill_ends_and_the_whole_object_is_stored() {
     let origin = Origin::start().await;
     let large = body(4, 8 * MIB);

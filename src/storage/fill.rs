@@ -287,14 +287,19 @@ impl Fills {
         self.by_key.lock().remove(key);
     }
 
+    /// The fills under way.
+    fn all(&self) -> Vec<Arc<Fill>> {
+        self.by_key.lock().values().flatten().cloned().collect()
+    }
+
     /// Fills under way.
     pub(super) fn len(&self) -> usize {
-        self.by_key.lock().values().map(Vec::len).sum()
+        self.all().len()
     }
 
     /// Readers following the fills under way (each filling request's own client too).
     pub(super) fn readers(&self) -> usize {
-        let fills: Vec<Arc<Fill>> = self.by_key.lock().values().flatten().cloned().collect();
+        let fills = self.all();
         fills
             .iter()
             .map(|f| {

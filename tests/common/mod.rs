@@ -46,6 +46,7 @@ pub struct Stream {
     pub body: Arc<Vec<u8>>,
     pub rate: Option<u64>,
     pub cut_at: Option<usize>,
+    pub headers: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -61,7 +62,13 @@ impl Stream {
             body,
             rate: None,
             cut_at: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Stream {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 
     pub fn rate(mut self, bytes_per_sec: u64) -> Stream {
@@ -101,6 +108,9 @@ impl Stream {
             self.cache_control,
             span.len()
         );
+        for (k, v) in &self.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
         if status == 206 {
             head.push_str(&format!(
                 "Content-Range: bytes {}-{}/{len}\r\n",
