@@ -460,3 +460,109 @@ async fn a_corrupt_block_is_never_sent_and_the_object_is_fetched_again() {
     let m = edge.metrics().await;
     assert!(metric(&m, "holdfast_disk_checksum_failures_total") >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_ranges_on_a_cold_object_are_answered_per_rfc_from_one_fill() {
+    let origin = Origin::start().await;
+    let large = body(8, 4 * MIB);
+    origin.route(
+        "/r",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&large)).rate(8 * MIB as u64)),
+    );
+    let edge = node(&origin, "64MiB").await;
+    let many = format!(
+        "bytes={}",
+        (0..200)
+            .map(|i| format!("{}-{}", i * 10, i * 10 + 4))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let overlapping = format!(
+        "bytes={}",
+        (0..50).map(|_| "0-").collect::<Vec<_>>().join(",")
+    );
+    let cases: Vec<(&str, String)> = vec![
+        ("malformed", "bytes=abc".to_string()),
+        ("another unit", "pages=1-2".to_string()),
+        ("too many ranges", many),
+        ("overlapping", overlapping),
+        ("past the end", format!("bytes={}-", 5 * MIB)),
+    ];
+    let mut answers = Vec::new();
+    for (what, range) in cases {
+        let addr = edge.addr;
+        answers.push((
+            what,
+            tokio::spawn(async move { fetch(addr, "/r", &[("Range", range.as_str())]).await }),
+        ));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (what, answer) in answers {
+        let r = answer.await.unwrap();
+        match what {
+            "past the end" => {
+                assert_eq!(r.status, 416, "{what}: {}", r.head);
+                assert_eq!(
+                    r.header("content-range"),
+                    Some(format!("bytes */{}", large.len()).as_str()),
+                    "{what}"
+                );
+            }
+            _ => {
+                // Ignored (RFC 9110 14.2: a server may ignore a Range it does not
+                // take): the whole object.
+                assert_eq!(r.status, 200, "{what}: {}", r.head);
+                assert!(r.body == *large, "{what}: the whole body");
+            }
+        }
+    }
+    assert_eq!(origin.hits_for("/r"), 1, "one fill answered them all");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fill_cut_by_a_kill_leaves_no_object_and_its_file_goes_at_start() {
+    let origin = Origin::start().await;
+    let large = body(9, 16 * MIB);
+    origin.route(
+        "/slow",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&large)).rate(4 * MIB as u64)),
+    );
+    let mut edge = node(&origin, "64MiB").await;
+    let client = tokio::spawn(fetch(edge.addr, "/slow", &[]));
+    wait_for_metric(&edge, "holdfast_disk_streamed_bytes_total", 2 * MIB as u64).await;
+    let root = edge.dir.path().join("cache");
+    assert_eq!(
+        files(&root, "tmp").len(),
+        1,
+        "the fill's file, being written"
+    );
+    edge.kill();
+    let cut = client.await.unwrap();
+    assert!(!cut.complete, "the client's transfer broke with the node");
+    assert_eq!(
+        files(&root, "tmp").len(),
+        1,
+        "a crash leaves the partial file"
+    );
+
+    edge.restart().await;
+    assert!(files(&root, "tmp").is_empty(), "removed at start");
+    assert!(files(&root, "objects").is_empty());
+    let m = edge.metrics().await;
+    assert_eq!(
+        metric(&m, "holdfast_disk_objects"),
+        0,
+        "never counted as an object"
+    );
+    origin.route(
+        "/slow",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&large))),
+    );
+    let again = fetch(edge.addr, "/slow", &[]).await;
+    assert!(again.body == *large);
+    assert!(
+        !again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+}

@@ -282,9 +282,14 @@ impl Fills {
         }
     }
 
-    /// Take every fill of `key` out (it was purged).
+    /// `key` was purged: its fills under way are not stored and new readers no longer
+    /// join them. They stay listed until they end, for pingora-cache to find a writer's
+    /// own reader by its tag.
     pub(super) fn forget(&self, key: &HashBinary) {
-        self.by_key.lock().remove(key);
+        let fills: Vec<Arc<Fill>> = self.by_key.lock().get(key).cloned().unwrap_or_default();
+        for fill in fills {
+            fill.set_mode(Mode::Pass);
+        }
     }
 
     /// The fills under way.

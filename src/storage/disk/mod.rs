@@ -70,6 +70,9 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The persistent tier. Build it with [`DiskTier::open`]; it lives for the process.
 pub struct DiskTier {
+    /// Tests: how long each streamed write sleeps first (a disk that does not keep up).
+    #[cfg(test)]
+    write_delay: Mutex<Duration>,
     root: PathBuf,
     /// The largest body the tier takes.
     max_object: u64,
@@ -131,6 +134,8 @@ struct Written {
 /// A body being written to a temporary object file as it arrives (see
 /// [`DiskTier::spool`]); the temporary file goes when this is dropped unfinished.
 pub(super) struct Spool {
+    #[cfg(test)]
+    delay: Duration,
     stats: &'static Stats,
     file: File,
     temp: PathBuf,
@@ -144,6 +149,8 @@ pub(super) struct Spool {
 impl Spool {
     /// Append `data` to the body, summing its blocks as they fill. Blocking.
     pub(super) fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        std::thread::sleep(self.delay);
         self.file
             .write_all_at(data, self.body_offset + self.written)?;
         let size = 1usize << format::BLOCK_SHIFT;
@@ -217,6 +224,8 @@ impl DiskTier {
         let largest = usize::try_from(max_object).unwrap_or(usize::MAX);
         let tier = match Active::create(root, size, largest) {
             Ok((active, jobs)) => DiskTier {
+                #[cfg(test)]
+                write_delay: Mutex::new(Duration::ZERO),
                 root: root.to_path_buf(),
                 max_object,
                 state: Some(active),
@@ -228,6 +237,8 @@ impl DiskTier {
                 let why = format!("cannot use cache.disk.path {}: {e}", root.display());
                 log::warn!("{why}; the disk tier is off and this node caches in memory only");
                 Box::leak(Box::new(DiskTier {
+                    #[cfg(test)]
+                    write_delay: Mutex::new(Duration::ZERO),
                     root: root.to_path_buf(),
                     max_object,
                     state: None,
@@ -400,6 +411,8 @@ impl DiskTier {
         let active = self.state.as_ref()?;
         let temp = active.temp_path(key);
         Some(create_to_write(&temp).map(|file| Spool {
+            #[cfg(test)]
+            delay: *self.write_delay.lock(),
             stats: &self.stats,
             file,
             temp,
@@ -849,6 +862,13 @@ fn remove_file(path: &Path) -> bool {
             false
         }
     }
+}
+
+/// Make every streamed write of `tier` sleep `delay` first, as a disk that does not keep
+/// up would.
+#[cfg(test)]
+pub(crate) fn slow_writes(tier: &DiskTier, delay: Duration) {
+    *tier.write_delay.lock() = delay;
 }
 
 /// The threads [`DiskTier::read`] ran on, for the test that keeps reads off the

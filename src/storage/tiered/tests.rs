@@ -309,3 +309,57 @@ fn disk_reads_run_off_the_requests_worker() {
 fn table_len(len: usize) -> u64 {
     8 * len.div_ceil(1 << 20) as u64
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_that_does_not_keep_up_does_not_hold_up_the_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(8 << 20, 1 << 20)));
+    let disk = DiskTier::open(dir.path(), 64 << 20, 32 << 20);
+    crate::storage::disk::slow_writes(disk, Duration::from_secs(3));
+    let store: &'static Tiered = Box::leak(Box::new(Tiered::new(memory, disk)));
+    let body: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header
+        .append_header("Content-Length", body.len().to_string())
+        .unwrap();
+    let now = SystemTime::now();
+    let meta = CacheMeta::new(now + Duration::from_secs(300), now, 0, 0, header);
+    let k = key("/slow-disk");
+    let mut miss = store.get_miss_handler(&k, &meta, &span()).await.unwrap();
+    let (_, mut reader) = store
+        .lookup_streaming_write(&k, miss.streaming_write_tag(), &span())
+        .await
+        .unwrap()
+        .expect("the writer's own reader");
+    let began = std::time::Instant::now();
+    for chunk in body.chunks(1 << 20) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+    }
+    let took = began.elapsed();
+    // Sixteen writes of 3 s each had the fill waited for them: it gave up on the disk
+    // after DISK_STALL and went on.
+    assert!(took < Duration::from_secs(6), "the fill waited {took:?}");
+    assert!(matches!(
+        miss.finish().await.unwrap(),
+        pingora_cache::storage::MissFinishType::Created(0)
+    ));
+    let mut read = Vec::new();
+    while let Some(chunk) = reader.read_body().await.unwrap() {
+        read.extend_from_slice(&chunk);
+    }
+    assert!(read == body, "its reader got every byte");
+    assert!(get(store, &k).await.is_none(), "not stored");
+    // The abandoned file goes once the write under way returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(dir.path().join("tmp")).unwrap().count() > 0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
