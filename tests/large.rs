@@ -566,3 +566,98 @@ async fn a_fill_cut_by_a_kill_leaves_no_object_and_its_file_goes_at_start() {
         again.cache_status()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_hit_of_a_large_object_is_sent_whole_in_pieces() {
+    let origin = Origin::start().await;
+    let large = body(10, 24 * MIB);
+    origin.route(
+        "/h2.bin",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&large))),
+    );
+    let edge = Holdfast::start_h2c(&format!(
+        "cache: {{ memory: 64MiB, max_object: 1MiB, disk: {{ path: cache, size: 1GiB }} }}\n\
+         customers:\n{}",
+        customer("files", HOST, origin.addr, "", "")
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = edge.addr;
+    let get = |name: &'static str| {
+        let out = dir.path().join(name);
+        tokio::task::spawn_blocking(move || {
+            let o = std::process::Command::new("curl")
+                .args(["-s", "--http2-prior-knowledge", "-D", "-", "-o"])
+                .arg(&out)
+                .args(["-H", &format!("Host: {HOST}")])
+                .arg(format!("http://{addr}/h2.bin"))
+                .output()
+                .expect("curl runs (scripts/setup installs it)");
+            (
+                String::from_utf8_lossy(&o.stdout).to_string(),
+                std::fs::read(&out).unwrap_or_default(),
+            )
+        })
+    };
+    let (miss_head, miss) = get("miss").await.unwrap();
+    assert!(miss_head.starts_with("HTTP/2 200"), "{miss_head}");
+    assert!(miss == *large, "the miss: {} bytes", miss.len());
+    let (hit_head, hit) = get("hit").await.unwrap();
+    assert!(hit_head.contains("hit"), "{hit_head}");
+    assert!(
+        hit == *large,
+        "the hit, read from its file a MiB at a time: {} bytes",
+        hit.len()
+    );
+    assert_eq!(origin.hits_for("/h2.bin"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_reading_an_object_the_disk_evicts_gets_it_whole() {
+    let origin = Origin::start().await;
+    let a = body(11, 40 * MIB);
+    let b = body(12, 40 * MIB);
+    origin.route(
+        "/a",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&a))),
+    );
+    origin.route(
+        "/b",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&b))),
+    );
+    // Room on disk for one of them only.
+    let edge = Holdfast::start(&format!(
+        "cache: {{ memory: 64MiB, max_object: 1MiB, disk: {{ path: cache, size: 64MiB, max_object: 48MiB }} }}\n\
+         customers:\n{}",
+        customer("files", HOST, origin.addr, "", "")
+    ))
+    .await;
+    assert!(fetch(edge.addr, "/a", &[]).await.complete);
+    // A slow client of /a's hit: it reads a little, then waits while /b is stored.
+    let mut conn = TcpStream::connect(edge.addr).await.unwrap();
+    conn.write_all(
+        format!("GET /a HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    let n = conn.read(&mut got).await.unwrap();
+    got.truncate(n);
+    assert!(fetch(edge.addr, "/b", &[]).await.complete);
+    wait_for_metric(&edge, "holdfast_disk_evictions_total", 1).await;
+    assert_eq!(metric(&edge.metrics().await, "holdfast_disk_objects"), 1);
+    let kept = files(&edge.dir.path().join("cache"), "objects");
+    let kept = std::fs::read(&kept[0]).unwrap();
+    assert!(
+        kept.windows(64).any(|w| w == &b[..64]),
+        "the disk holds /b: /a's file was evicted (unlinked) while its client read it"
+    );
+    conn.read_to_end(&mut got).await.unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(
+        got[head_end..] == a[..],
+        "{} of {} bytes",
+        got.len() - head_end,
+        a.len()
+    );
+}
