@@ -661,3 +661,42 @@ async fn a_client_reading_an_object_the_disk_evicts_gets_it_whole() {
         a.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revalidated_large_object_is_rewritten_on_disk_file_to_file() {
+    let origin = Origin::start().await;
+    let large = body(13, 100 * MIB);
+    origin.route(
+        "/reval",
+        Behavior::Stream(Stream::new("max-age=1", Arc::clone(&large))),
+    );
+    let mut edge = node(&origin, "64MiB").await;
+    assert!(fetch(edge.addr, "/reval", &[]).await.complete);
+    wait_for_metric(&edge, "holdfast_disk_writes_total", 1).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = rss(edge.pid());
+    let again = fetch(edge.addr, "/reval", &[]).await;
+    assert!(again.body == *large);
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1].headers.get("if-none-match").map(String::as_str),
+        Some("\"v1\""),
+        "revalidated, not fetched again"
+    );
+    // The new meta goes to disk with the body copied in the kernel: written, not
+    // skipped for its size, and the node's memory does not take the body.
+    wait_for_metric(&edge, "holdfast_disk_writes_total", 2).await;
+    let m = edge.metrics().await;
+    assert_eq!(metric(&m, "holdfast_disk_writes_total"), 2);
+    assert_eq!(metric(&m, "holdfast_disk_writes_skipped_total"), 0);
+    let grown = rss(edge.pid()).saturating_sub(before);
+    assert!(grown < 32 * MIB as u64, "grew {} MiB", grown >> 20);
+    // Restarted with the origin down, the rewritten file serves the object whole.
+    edge.kill();
+    origin.stop();
+    edge.restart().await;
+    let after = fetch(edge.addr, "/reval", &[]).await;
+    assert_eq!(after.status, 200, "{}", after.head);
+    assert!(after.body == *large);
+}

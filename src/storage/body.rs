@@ -238,6 +238,20 @@ impl Body {
         self.len
     }
 
+    /// The object file a body is kept in: the file, where the body starts, and its
+    /// blocks' size (as a shift) and sums.
+    pub(super) fn in_file(&self) -> Option<(&File, u64, u32, &[u64])> {
+        match &self.kind {
+            Kind::Disk(disk) => Some((
+                &disk.file,
+                disk.offset,
+                disk.blocks.shift,
+                &disk.blocks.sums,
+            )),
+            Kind::Heap(_) | Kind::Memory { .. } => None,
+        }
+    }
+
     /// Every block `span` touches has been checked (always so in memory): it can be sent
     /// without reading it first.
     pub(super) fn checked(&self, span: &std::ops::Range<usize>) -> bool {

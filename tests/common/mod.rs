@@ -37,9 +37,10 @@ pub enum Behavior {
     Stream(Stream),
 }
 
-/// A large body sent in pieces, with `Content-Length`, `ETag` and `Accept-Ranges`: at
-/// `rate` bytes a second when set; cut off (the connection reset) after `cut_at` bytes
-/// when set; a `Range: bytes=a-b` (or `a-`) is answered 206 with those bytes.
+/// A large body sent in pieces, with `Content-Length`, `ETag: "v1"` and `Accept-Ranges`:
+/// at `rate` bytes a second when set; cut off (the connection reset) after `cut_at` bytes
+/// when set; a `Range: bytes=a-b` (or `a-`) is answered 206 with those bytes, and an
+/// `If-None-Match: "v1"` 304.
 #[derive(Clone)]
 pub struct Stream {
     pub cache_control: String,
@@ -97,7 +98,16 @@ impl Stream {
         (start < end).then_some(start..end)
     }
 
-    async fn send(&self, conn: &mut TcpStream, method: &str, range: Option<&String>) {
+    async fn send(&self, conn: &mut TcpStream, method: &str, headers: &HashMap<String, String>) {
+        if headers.get("if-none-match").map(String::as_str) == Some("\"v1\"") {
+            let head = format!(
+                "HTTP/1.1 304 X\r\nCache-Control: {}\r\nETag: \"v1\"\r\n\r\n",
+                self.cache_control
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            return;
+        }
+        let range = headers.get("range");
         let len = self.body.len();
         let (status, span) = match self.range(range) {
             Some(span) => (206, span),
@@ -375,11 +385,10 @@ async fn serve_conn(mut conn: TcpStream, st: Arc<Mutex<OriginState>>, hits: Arc<
                 }
             }
             Behavior::Stream(stream) => {
+                stream.send(&mut conn, &method, &headers).await;
                 if stream.cut_at.is_some() {
-                    stream.send(&mut conn, &method, headers.get("range")).await;
                     return;
                 }
-                stream.send(&mut conn, &method, headers.get("range")).await;
             }
             Behavior::Respond {
                 status,

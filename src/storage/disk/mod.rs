@@ -359,7 +359,8 @@ impl DiskTier {
         let Some(active) = self.state.as_ref() else {
             return;
         };
-        let bytes = entry.body.len() as u64;
+        // What the queue keeps alive in memory: a body already in a file costs nothing.
+        let bytes = entry.body.in_memory().map_or(0, |b| b.len() as u64);
         if active.queued_bytes.load(Ordering::Relaxed) + bytes > WRITE_QUEUE_BYTES {
             self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -519,7 +520,7 @@ impl DiskTier {
             return;
         };
         for job in jobs {
-            let bytes = job.entry.body.len() as u64;
+            let bytes = job.entry.body.in_memory().map_or(0, |b| b.len() as u64);
             if !active.purged_since(&job.key, job.started) {
                 match active.write_object(&job) {
                     Ok(written) => {
@@ -659,27 +660,47 @@ impl Active {
     /// open to read.
     fn write_object(&self, job: &Job) -> io::Result<Written> {
         let entry = &job.entry;
-        // A body kept in an older object file (rewritten after a revalidation) is read back.
-        let body = entry.body.read(0..entry.body.len())?;
-        let head = format::head(&job.key, &entry.key_text, &entry.meta, body.len());
-        let sums = format::block_sums(&body);
+        let len = entry.body.len();
+        let head = format::head(&job.key, &entry.key_text, &entry.meta, len);
+        let body_offset = (PREFIX_LEN + head.len()) as u64;
+        // A body kept in an object file already (a rewrite after a revalidation) is
+        // copied file to file by the kernel, with the sums it had: never read into
+        // memory, however large.
+        let in_file = entry
+            .body
+            .in_file()
+            .filter(|(_, _, shift, _)| *shift == format::BLOCK_SHIFT);
+        let (body, sums) = match in_file {
+            Some((_, _, _, sums)) => (None, sums.to_vec()),
+            None => {
+                let body = entry.body.read(0..len)?;
+                let sums = format::block_sums(&body);
+                (Some(body), sums)
+            }
+        };
         let table = format::table(&sums);
-        let prefix = format::prefix(&head, body.len() as u64, &sums);
+        let prefix = format::prefix(&head, len as u64, &sums);
         let temp = self.temp_path(&job.key);
         let written = (|| {
             let mut file = create_to_write(&temp)?;
             file.write_all(&prefix)?;
             file.write_all(&head)?;
-            file.write_all(&body)?;
-            file.write_all(&table)?;
+            match (&body, in_file) {
+                (Some(body), _) => file.write_all(body)?,
+                (None, Some((source, offset, _, _))) => {
+                    copy_range(source, offset, &file, body_offset, len)?
+                }
+                (None, None) => unreachable!("a body is in memory or in a file"),
+            }
+            file.write_all_at(&table, body_offset + len as u64)?;
             std::fs::rename(&temp, self.object_path(&job.key))?;
             Ok(file)
         })();
         match written {
             Ok(file) => Ok(Written {
-                size: (PREFIX_LEN + head.len() + body.len() + table.len()) as u64,
+                size: body_offset + len as u64 + table.len() as u64,
                 file,
-                body_offset: (PREFIX_LEN + head.len()) as u64,
+                body_offset,
                 sums,
             }),
             Err(e) => {
@@ -850,6 +871,19 @@ fn read_object(
         }
     };
     Ok(Entry::new(body, head.meta, head.key_text))
+}
+
+/// Copy `len` bytes of `source` from `from` into `target` at `to`, in the kernel.
+fn copy_range(source: &File, from: u64, target: &File, to: u64, len: usize) -> io::Result<()> {
+    let (mut from, mut to, mut left) = (from, to, len);
+    while left > 0 {
+        let n = rustix::fs::copy_file_range(source, Some(&mut from), target, Some(&mut to), left)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n;
+    }
+    Ok(())
 }
 
 /// Unlink `path`; whether it was there.
