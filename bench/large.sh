@@ -15,10 +15,10 @@
 # 3. Memory of cold fills: the eight cold objects are fetched at once (eight curls); the
 #    server's VmRSS is sampled every 50 ms and the peak growth over its RSS before is
 #    reported, with the wall time of the eight.
-# 4. Time to first byte of a cold range 90 % into an object: Holdfast asks the origin
-#    for the whole object and answers once the range's bytes have come; nginx's `slice`
-#    module (8m) asks only for the slice that holds it. (Holdfast's `cache.slice` is not
-#    built yet: this row measures the gap it is to close.)
+# 4. Time to first byte of a cold range 90 % into an object, with slices of 8 MiB on both
+#    sides (Holdfast's `cache.slice: 8MiB`, nginx's `slice 8m`): each asks the origin only
+#    for the slice that holds it. Then, without slices, Holdfast's whole-object fill
+#    (the range waits for the bytes before it).
 #
 # Ports from BENCH_PORT_BASE (default 29180, 3 ports); work directory under BENCH_TMP
 # (default /tmp), removed at the end unless BENCH_KEEP=1. Machine facts (CPU model) first.
@@ -64,7 +64,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/www" "$WORK/ngx-cache" "$WORK/ngx-tmp" "$WORK/origin-tmp"
-for name in hit cold1 cold2 cold3 cold4 cold5 cold6 cold7 cold8 range; do
+for name in hit cold1 cold2 cold3 cold4 cold5 cold6 cold7 cold8 range range2; do
   truncate -s "${SIZE_MIB}M" "$WORK/www/$name.bin"
 done
 SIZE=$((SIZE_MIB * 1024 * 1024))
@@ -108,6 +108,10 @@ customers:
   - name: bench
     hosts: [$HOST]
     origin: { servers: ["127.0.0.1:$ORIGIN_PORT"], read_timeout: 60s }
+  - name: sliced
+    hosts: [sliced.local]
+    origin: { servers: ["127.0.0.1:$ORIGIN_PORT"], read_timeout: 60s }
+    cache: { slice: 8MiB }
 EOF
 
 "$NGINX" -c "$WORK/origin.conf" -p "$WORK" &
@@ -184,10 +188,12 @@ done
 
 # 4. Time to first byte of a cold range 90 % into an object.
 at=$((SIZE / 10 * 9))
-for server in holdfast nginx; do
-  path=/range.bin
-  [ $server = nginx ] && path=/sliced/range.bin
-  ttfb=$(curl -fsS -o /dev/null -H "Host: $HOST" -r "$at-$((at + 1023))" -w '%{time_starttransfer}' "$(url $server $path)")
-  printf 'range     %-8s cold bytes=%d-%d: first byte after %.3f s%s\n' "$server" "$at" $((at + 1023)) "$ttfb" \
-    "$([ $server = nginx ] && echo ' (slice 8m)' || echo ' (whole-object fill)')"
-done
+ttfb() { # host url
+  curl -fsS -o /dev/null -H "Host: $1" -r "$at-$((at + 1023))" -w '%{time_starttransfer}' "$2"
+}
+printf 'range     %-8s cold bytes=%d-%d: first byte after %.3f s (cache.slice 8MiB)\n' holdfast "$at" $((at + 1023)) \
+  "$(ttfb sliced.local "$(url holdfast /range.bin)")"
+printf 'range     %-8s cold bytes=%d-%d: first byte after %.3f s (slice 8m)\n' nginx "$at" $((at + 1023)) \
+  "$(ttfb $HOST "$(url nginx /sliced/range.bin)")"
+printf 'range     %-8s cold bytes=%d-%d: first byte after %.3f s (no slices: the whole-object fill)\n' holdfast "$at" $((at + 1023)) \
+  "$(ttfb $HOST "$(url holdfast /range2.bin)")"

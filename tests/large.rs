@@ -700,3 +700,184 @@ async fn a_revalidated_large_object_is_rewritten_on_disk_file_to_file() {
     assert_eq!(after.status, 200, "{}", after.head);
     assert!(after.body == *large);
 }
+
+/// A node whose customer fetches objects in slices of 1 MiB.
+async fn sliced_node(origin: &Origin) -> Holdfast {
+    Holdfast::start(&format!(
+        "cache: {{ memory: 64MiB, max_object: 1MiB, disk: {{ path: cache, size: 1GiB }} }}\n\
+         customers:\n{}",
+        customer("files", HOST, origin.addr, "      slice: 1MiB\n", "")
+    ))
+    .await
+}
+
+/// The `Range` fields the origin was asked with, in order.
+fn ranges_asked(origin: &Origin, path: &str) -> Vec<String> {
+    origin
+        .seen()
+        .iter()
+        .filter(|s| s.path == path)
+        .map(|s| s.headers.get("range").cloned().unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slices_fetch_only_what_a_range_covers_and_assemble_the_whole() {
+    let origin = Origin::start().await;
+    let large = body(14, 20 * MIB);
+    origin.route(
+        "/movie",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&large))),
+    );
+    let edge = sliced_node(&origin).await;
+    let at = 15_000_000;
+    let range = format!("bytes={at}-{}", at + 99);
+    let part = fetch(edge.addr, "/movie", &[("Range", &range)]).await;
+    assert_eq!(part.status, 206, "{}", part.head);
+    assert_eq!(part.body, large[at..at + 100]);
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes {at}-{}/{}", at + 99, large.len()).as_str())
+    );
+    // Only the slice that holds it: the 15th MiB.
+    assert_eq!(
+        ranges_asked(&origin, "/movie"),
+        [format!("bytes={}-{}", 14 * MIB, 15 * MIB - 1)]
+    );
+
+    let whole = fetch(edge.addr, "/movie", &[]).await;
+    assert_eq!(whole.status, 200, "{}", whole.head);
+    assert_eq!(whole.header("content-length"), Some("20971520"));
+    assert!(
+        whole.complete && whole.body == *large,
+        "assembled from the slices"
+    );
+    assert_eq!(
+        origin.hits_for("/movie"),
+        20,
+        "every slice once; the 15th was stored already"
+    );
+    let again = fetch(edge.addr, "/movie", &[]).await;
+    assert!(again.body == *large);
+    assert!(
+        again.cache_status().contains("hit"),
+        "{}",
+        again.cache_status()
+    );
+    assert_eq!(origin.hits_for("/movie"), 20, "all from the stored slices");
+    // A range across a slice boundary, and a suffix.
+    let across = fetch(edge.addr, "/movie", &[("Range", "bytes=1048000-1049000")]).await;
+    assert_eq!(across.status, 206);
+    assert_eq!(across.body, large[1_048_000..1_049_001]);
+    let tail = fetch(edge.addr, "/movie", &[("Range", "bytes=-10")]).await;
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.body, large[large.len() - 10..]);
+    assert_eq!(origin.hits_for("/movie"), 20);
+    // Past the end: its slice is asked for once (the origin cannot give it), then 416.
+    let past = fetch(edge.addr, "/movie", &[("Range", "bytes=30000000-")]).await;
+    assert_eq!(past.status, 416, "{}", past.head);
+    assert_eq!(
+        past.header("content-range"),
+        Some(format!("bytes */{}", large.len()).as_str())
+    );
+    assert_eq!(origin.hits_for("/movie"), 21);
+    let head = common::request(edge.addr, "HEAD", HOST, "/movie", &[], b"").await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("20971520"));
+    assert!(head.body.is_empty());
+    let log = edge.log();
+    let slice_lines = log
+        .lines()
+        .filter(|l| l.contains("holdfast::access") && l.contains(" slice=14"))
+        .count();
+    assert!(slice_lines >= 1, "a slice's log line says which it is");
+    let m = edge.metrics().await;
+    assert_eq!(
+        metric(&m, "holdfast_requests_total"),
+        7,
+        "client requests only, not their slices"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_that_ignores_ranges_is_stored_whole_for_a_sliced_customer() {
+    let origin = Origin::start().await;
+    let whole: Vec<u8> = (*body(15, 3 * MIB)).clone();
+    origin.route(
+        "/plain",
+        Behavior::Respond {
+            status: 200,
+            headers: vec![("Cache-Control".into(), "max-age=600".into())],
+            body: whole.clone(),
+        },
+    );
+    let edge = sliced_node(&origin).await;
+    let r = fetch(edge.addr, "/plain", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.complete && r.body == whole);
+    let part = fetch(edge.addr, "/plain", &[("Range", "bytes=100-199")]).await;
+    assert_eq!(part.status, 206, "{}", part.head);
+    assert_eq!(part.body, whole[100..200]);
+    assert_eq!(
+        origin.hits_for("/plain"),
+        1,
+        "stored whole, then served from it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slices_of_an_object_that_changed_are_never_mixed() {
+    let origin = Origin::start().await;
+    let old = body(16, 3 * MIB);
+    let new = body(17, 3 * MIB);
+    origin.route(
+        "/changing",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&old)).etag("old")),
+    );
+    let edge = sliced_node(&origin).await;
+    // The first slice is stored from the old object.
+    let first = fetch(edge.addr, "/changing", &[("Range", "bytes=0-99")]).await;
+    assert_eq!(first.body, old[..100]);
+    origin.route(
+        "/changing",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&new)).etag("new")),
+    );
+    // The second slice comes from the new one: the transfer breaks rather than mix them.
+    let mixed = fetch(edge.addr, "/changing", &[]).await;
+    assert!(
+        !mixed.complete,
+        "{} bytes of {}",
+        mixed.body.len(),
+        new.len()
+    );
+    assert!(mixed.body[..] == old[..mixed.body.len()]);
+    // The stale slices were dropped: the next answer is the new object, whole.
+    let after = fetch(edge.addr, "/changing", &[]).await;
+    assert!(after.complete && after.body == *new, "{}", after.head);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_of_a_sliced_url_reaches_every_slice() {
+    let origin = Origin::start().await;
+    let large = body(18, 3 * MIB);
+    origin.route(
+        "/p",
+        Behavior::Stream(Stream::new("max-age=600", Arc::clone(&large))),
+    );
+    let edge = sliced_node(&origin).await;
+    assert!(fetch(edge.addr, "/p", &[]).await.complete);
+    assert_eq!(origin.hits_for("/p"), 3);
+    let purged = common::request(
+        edge.admin,
+        "POST",
+        &edge.admin.to_string(),
+        "/purge",
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"customer": "files", "urls": ["http://{HOST}/p"]}}"#).as_bytes(),
+    )
+    .await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    let after = fetch(edge.addr, "/p", &[]).await;
+    assert!(after.complete && after.body == *large);
+    assert_eq!(origin.hits_for("/p"), 6, "every slice fetched again");
+}

@@ -408,6 +408,8 @@ pub(super) struct CachePolicyFile {
     pub cache_set_cookie: bool,
     #[serde(default)]
     pub query: QueryFile,
+    #[serde(default)]
+    pub slice: Option<Size>,
 }
 
 impl Default for CachePolicyFile {
@@ -421,6 +423,7 @@ impl Default for CachePolicyFile {
             status_ttl: StatusTtl::default(),
             cache_set_cookie: false,
             query: QueryFile::default(),
+            slice: None,
         }
     }
 }

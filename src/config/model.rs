@@ -185,6 +185,8 @@ pub struct Customers {
     pub(crate) exact: HashMap<String, usize>,
     /// Lower-cased suffix including the leading dot (`.shop.example.com`) → index.
     pub(crate) wildcard: HashMap<String, usize>,
+    /// Some customer has `cache.slice`: requests may need subrequests.
+    pub sliced: bool,
 }
 
 impl Customers {
@@ -206,11 +208,13 @@ impl Customers {
                 }
             }
         }
+        let sliced = list.iter().any(|c| c.cache.slice.is_some());
         Customers {
             version,
             list,
             exact,
             wildcard,
+            sliced,
         }
     }
 
@@ -341,6 +345,9 @@ pub struct CachePolicy {
     pub cache_set_cookie: bool,
     /// What the cache key does with the query string.
     pub query: QueryKey,
+    /// `cache.slice`: fetch and store GET answers in pieces of this many bytes, each
+    /// asked of the origin with `Range` (see `proxy::slice`).
+    pub slice: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

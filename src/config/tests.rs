@@ -161,6 +161,7 @@ fn design_example_lands_in_the_model() {
             status_ttl: [(404, Duration::from_secs(30))].into_iter().collect(),
             cache_set_cookie: false,
             query: QueryKey::Keep,
+            slice: None,
         }
     );
     assert_eq!(shop.rules.len(), 3);
@@ -816,6 +817,25 @@ fn disk_tier() {
         &format!("cache:\n  disk: {{ path: c }}\n{MINIMAL}"),
         2,
         &["size"],
+    );
+}
+
+#[test]
+fn slices() {
+    let with = |slice: &str| {
+        MINIMAL.replace(
+            "      servers: [\"127.0.0.1:8000\"]\n",
+            &format!("      servers: [\"127.0.0.1:8000\"]\n    cache:\n      slice: {slice}\n"),
+        )
+    };
+    let c = check(&with("8MiB")).unwrap();
+    assert_eq!(c.customers.list[0].cache.slice, Some(8 << 20));
+    assert_eq!(check(MINIMAL).unwrap().customers.list[0].cache.slice, None);
+    let text = with("16KiB");
+    let e = check(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("cache.slice") && e.contains("64KiB minimum") && e.contains("slice: 8MiB"),
+        "{e}"
     );
 }
 

@@ -492,7 +492,7 @@ pub(super) fn customers(
             hosts.insert(h.0.clone(), (i, j));
         }
         let origin = origin(ctx, &at(&[Key("origin")]), &name, c.origin)?;
-        let cache = cache_policy(c.cache);
+        let cache = cache_policy(ctx, &at(&[Key("cache"), Key("slice")]), &name, c.cache)?;
         let rules = rules(ctx, &at(&[Key("rules")]), c.rules.unwrap_or_default())?;
         let methods = match c.methods {
             Some(m) => m.into_iter().map(|m| m.0).collect::<Vec<_>>(),
@@ -736,8 +736,29 @@ fn origin(ctx: &Ctx, at: &[Seg], customer: &str, f: OriginFile) -> Result<Origin
     })
 }
 
-fn cache_policy(f: CachePolicyFile) -> CachePolicy {
-    CachePolicy {
+/// Smallest `cache.slice`: below it the requests per object cost more than they save.
+const MIN_SLICE: usize = 64 * 1024;
+
+fn cache_policy(
+    ctx: &Ctx,
+    slice_at: &[Seg],
+    customer: &str,
+    f: CachePolicyFile,
+) -> Result<CachePolicy, ConfigError> {
+    if let Some(slice) = f.slice {
+        if slice.0 < MIN_SLICE {
+            return Err(ctx.err(
+                slice_at,
+                Target::Value,
+                format!(
+                    "customer {customer:?}: cache.slice ({} bytes) is below the 64KiB minimum; \
+                     use a few MiB, e.g. slice: 8MiB (or leave it out to fetch objects whole)",
+                    slice.0
+                ),
+            ));
+        }
+    }
+    Ok(CachePolicy {
         default_ttl: f.default_ttl.0,
         override_origin: f.override_origin,
         stale_while_revalidate: f.stale_while_revalidate.0,
@@ -750,7 +771,8 @@ fn cache_policy(f: CachePolicyFile) -> CachePolicy {
             QueryFile::Sort => QueryKey::Sort,
             QueryFile::Drop => QueryKey::Drop,
         },
-    }
+        slice: f.slice.map(|s| s.0 as u64),
+    })
 }
 
 fn rules(ctx: &Ctx, at: &[Seg], list: Vec<RuleFile>) -> Result<Vec<Rule>, ConfigError> {

@@ -77,6 +77,7 @@ fn policy() -> CachePolicy {
         status_ttl: BTreeMap::new(),
         cache_set_cookie: false,
         query: QueryKey::Keep,
+        slice: None,
     }
 }
 

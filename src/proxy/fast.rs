@@ -34,7 +34,10 @@ impl Edge {
             return Ok(false);
         };
         let req = session.req_header();
-        let key = key_for(&customer, req, ctx.transport.scheme());
+        let mut key = key_for(&customer, req, ctx.transport.scheme());
+        if let Some(slice) = ctx.slice {
+            key = slice.key(key);
+        }
         let stored = if self.fast_path {
             self.stored(&key).await
         } else {
@@ -45,7 +48,8 @@ impl Edge {
         let Some(mut stored) = stored else {
             return Ok(false);
         };
-        if stored.has_variance() {
+        // A slice's key carries its variance already (see `super::slice`).
+        if stored.has_variance() && ctx.slice.is_none() {
             // The primary slot holds one variant; another is stored under the key with
             // its variance, valid only when stored after the primary (pingora-cache's
             // rule: a purge of the primary slot is the tombstone of every variant).

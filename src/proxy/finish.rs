@@ -120,7 +120,12 @@ impl Edge {
     /// `logging`: the metrics and the access line, from the request's outcome.
     pub(super) fn log_request(&self, session: &Session, e: Option<&Error>, ctx: &Ctx) {
         deadline::next_request(session);
-        self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        // A slice is part of its client's request, which counts it (see `super::slice`):
+        // it is logged, with its index, but not counted again.
+        let counted = ctx.slice.is_none();
+        if counted {
+            self.metrics.requests.fetch_add(1, Ordering::Relaxed);
+        }
         let (status, bytes) = match ctx.sent_directly {
             Some(sent) => sent,
             None => (
@@ -151,7 +156,7 @@ impl Edge {
                 }
             }
         }
-        if let Some(customer) = ctx.customer() {
+        if let Some(customer) = ctx.customer().filter(|_| counted) {
             let origin_error =
                 ctx.origin.status.is_some_and(|s| s >= 500) || outcome.origin_failed();
             self.metrics
@@ -166,7 +171,7 @@ impl Edge {
         let host = request_host(req).unwrap_or("-");
         info!(
             target: "holdfast::access",
-            "customer={customer} host={host} proto={} method={} path={} status={status} cache=\"{cache}\" origin={} bytes={} ms={} config_version={}{}",
+            "customer={customer} host={host} proto={} method={} path={} status={status} cache=\"{cache}\" origin={} bytes={} ms={} config_version={}{}{}",
             ctx.transport.name(),
             req.method,
             req.uri.path(),
@@ -178,6 +183,9 @@ impl Edge {
             bytes,
             ctx.started.elapsed().as_millis(),
             ctx.config_version,
+            ctx.slice
+                .map(|s| format!(" slice={}", s.index))
+                .unwrap_or_default(),
             e.map(|e| format!(" error=\"{e}\"")).unwrap_or_default(),
         );
     }

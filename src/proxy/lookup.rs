@@ -48,11 +48,11 @@ impl Edge {
         let customer = ctx.customer().ok_or_else(|| {
             Error::explain(ErrorType::InternalError, "cache key without customer")
         })?;
-        Ok(key_for(
-            customer,
-            session.req_header(),
-            ctx.transport.scheme(),
-        ))
+        let key = key_for(customer, session.req_header(), ctx.transport.scheme());
+        Ok(match ctx.slice {
+            Some(slice) => slice.key(key),
+            None => key,
+        })
     }
 
     /// `cache_hit_filter`: whether a stored copy is used as stored, expired by a purge or a
@@ -121,12 +121,22 @@ impl Edge {
             .req_header()
             .headers
             .contains_key(header::AUTHORIZATION);
+        // A slice's 206 is stored as its 200 would be: it is one piece of the object.
+        let whole;
+        let judged = if ctx.slice.is_some() && resp.status == http::StatusCode::PARTIAL_CONTENT {
+            let mut as_whole = resp.clone();
+            as_whole.set_status(http::StatusCode::OK)?;
+            whole = as_whole;
+            &whole
+        } else {
+            resp
+        };
         let decision = policy::decide_response(
             customer,
             ctx.rule(),
             session.req_header().uri.path(),
             authorized,
-            resp,
+            judged,
             self.clock.now(),
         );
         let length = resp

@@ -25,6 +25,7 @@ mod outcome;
 mod purge;
 mod request;
 mod route;
+mod slice;
 mod status;
 mod stored;
 mod upstream;
@@ -145,6 +146,8 @@ pub struct Ctx {
     tried: u64,
     /// The cache key, built once by the fast path and handed to pingora-cache.
     key: Option<CacheKey>,
+    /// This request is one slice of a sliced answer (see [`slice`]).
+    slice: Option<slice::Slice>,
     /// What happened, once decided (see [`outcome`]).
     outcome: Option<Outcome>,
     /// The fast path wrote the answer to the socket itself: its status and body bytes
@@ -228,6 +231,7 @@ impl ProxyHttp for Edge {
             server: None,
             tried: 0,
             key: None,
+            slice: None,
             outcome: None,
             sent_directly: None,
             started: self.clock.instant(),
@@ -271,10 +275,19 @@ impl ProxyHttp for Edge {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        stored::variance(meta.headers(), req)
+        match ctx.slice {
+            Some(slice) => Some(slice.variance()),
+            None => stored::variance(meta.headers(), req),
+        }
+    }
+
+    /// Sliced answers are made of subrequests (see [`slice`]): allowed while some
+    /// customer has slices (a request of another pays nothing for it).
+    fn allow_spawning_subrequest(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        self.customers.load().sliced
     }
 
     fn should_serve_stale(
@@ -321,7 +334,11 @@ impl ProxyHttp for Edge {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        self.going_to_origin(session, upstream_request, ctx)
+        self.going_to_origin(session, upstream_request, ctx)?;
+        if let Some(slice) = ctx.slice {
+            upstream_request.insert_header(http::header::RANGE, slice.range())?;
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(

@@ -11,6 +11,7 @@ use pingora_proxy::Session;
 use super::answer::EdgeAnswer;
 use super::outcome::{Detail, Fwd};
 use super::request::{self, normalize_request, request_host, screen};
+use super::slice::Slice;
 use super::{Ctx, Edge};
 use crate::config::Customer;
 use crate::policy::{self, RequestPlan};
@@ -67,8 +68,21 @@ impl Edge {
         } else if policy::has_request_body(&req.headers) {
             ctx.bypass = Some((Fwd::Bypass, Detail::RequestBody));
         }
+        let slice = customer.cache.slice;
         ctx.customer = Some(customer);
         if ctx.bypass.is_none() {
+            if let Some(part) = Slice::of(session) {
+                // One slice of a sliced answer (see [`super::slice`]).
+                ctx.slice = Some(part);
+                Slice::clean(session.req_header_mut());
+            } else if let Some(size) = slice {
+                let method = &session.req_header().method;
+                if (method == http::Method::GET || method == http::Method::HEAD)
+                    && self.serve_sliced(session, ctx, size).await?
+                {
+                    return Ok(true);
+                }
+            }
             return self.serve_fresh_hit(session, ctx, now).await;
         }
         Ok(false)

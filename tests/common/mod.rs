@@ -37,10 +37,10 @@ pub enum Behavior {
     Stream(Stream),
 }
 
-/// A large body sent in pieces, with `Content-Length`, `ETag: "v1"` and `Accept-Ranges`:
+/// A large body sent in pieces, with `Content-Length`, an `ETag` and `Accept-Ranges`:
 /// at `rate` bytes a second when set; cut off (the connection reset) after `cut_at` bytes
 /// when set; a `Range: bytes=a-b` (or `a-`) is answered 206 with those bytes, and an
-/// `If-None-Match: "v1"` 304.
+/// `If-None-Match` naming its `ETag` 304.
 #[derive(Clone)]
 pub struct Stream {
     pub cache_control: String,
@@ -48,6 +48,8 @@ pub struct Stream {
     pub rate: Option<u64>,
     pub cut_at: Option<usize>,
     pub headers: Vec<(String, String)>,
+    /// Its `ETag` (default `"v1"`).
+    pub etag: String,
 }
 
 impl std::fmt::Debug for Stream {
@@ -64,7 +66,13 @@ impl Stream {
             rate: None,
             cut_at: None,
             headers: Vec::new(),
+            etag: "\"v1\"".to_string(),
         }
+    }
+
+    pub fn etag(mut self, etag: &str) -> Stream {
+        self.etag = format!("\"{etag}\"");
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Stream {
@@ -99,10 +107,10 @@ impl Stream {
     }
 
     async fn send(&self, conn: &mut TcpStream, method: &str, headers: &HashMap<String, String>) {
-        if headers.get("if-none-match").map(String::as_str) == Some("\"v1\"") {
+        if headers.get("if-none-match") == Some(&self.etag) {
             let head = format!(
-                "HTTP/1.1 304 X\r\nCache-Control: {}\r\nETag: \"v1\"\r\n\r\n",
-                self.cache_control
+                "HTTP/1.1 304 X\r\nCache-Control: {}\r\nETag: {}\r\n\r\n",
+                self.cache_control, self.etag
             );
             let _ = conn.write_all(head.as_bytes()).await;
             return;
@@ -114,8 +122,9 @@ impl Stream {
             None => (200, 0..len),
         };
         let mut head = format!(
-            "HTTP/1.1 {status} X\r\nCache-Control: {}\r\nETag: \"v1\"\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {status} X\r\nCache-Control: {}\r\nETag: {}\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\n",
             self.cache_control,
+            self.etag,
             span.len()
         );
         for (k, v) in &self.headers {
