@@ -37,6 +37,10 @@ pub struct Metrics {
     pub stale_if_error: AtomicU64,
     /// Hits answered straight from the store in `request_filter` (the fast path).
     pub fast_path_hits: AtomicU64,
+    /// Slices of sliced answers (`cache.slice`) served from the store, and fetched from
+    /// the origin.
+    pub slice_hits: AtomicU64,
+    pub slice_fetches: AtomicU64,
     /// Per customer, by name: created at a customer's first request or purge.
     customers: RwLock<BTreeMap<String, Arc<CustomerCounters>>>,
 }
@@ -228,6 +232,18 @@ impl Collector for Metrics {
             "holdfast_fast_path_hits_total",
             "Hits answered straight from the store, before pingora-cache's phases.",
             get(&self.fast_path_hits),
+        )?;
+        counter(
+            enc,
+            "holdfast_slice_hits_total",
+            "Slices of sliced answers (cache.slice) served from the store.",
+            get(&self.slice_hits),
+        )?;
+        counter(
+            enc,
+            "holdfast_slice_fetches_total",
+            "Slices of sliced answers (cache.slice) asked of the origin.",
+            get(&self.slice_fetches),
         )?;
         counter(
             enc,

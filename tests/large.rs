@@ -797,6 +797,9 @@ async fn slices_fetch_only_what_a_range_covers_and_assemble_the_whole() {
         7,
         "client requests only, not their slices"
     );
+    // 21 slices asked of the origin (20, and the probe past the end); the rest hits.
+    assert_eq!(metric(&m, "holdfast_slice_fetches_total"), 21);
+    assert!(metric(&m, "holdfast_slice_hits_total") >= 20);
 }
 
 #[tokio::test(flavor = "multi_thread")]

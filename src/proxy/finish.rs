@@ -156,6 +156,13 @@ impl Edge {
                 }
             }
         }
+        if !counted {
+            let slices = match outcome {
+                Outcome::Hit { .. } => &self.metrics.slice_hits,
+                _ => &self.metrics.slice_fetches,
+            };
+            slices.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(customer) = ctx.customer().filter(|_| counted) {
             let origin_error =
                 ctx.origin.status.is_some_and(|s| s >= 500) || outcome.origin_failed();
