@@ -603,7 +603,6 @@ impl HandleMiss for FillWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
-        self.finished = true;
         let weight = match self.fill.mode() {
             Mode::Memory => {
                 let (chunks, len) = self.fill.chunks();
@@ -622,7 +621,9 @@ impl HandleMiss for FillWriter {
             Mode::Disk => self.finish_disk().await,
             Mode::Pass => 0,
         };
-        // Stored (or not): lookups find the entry from now on, not the fill.
+        // Stored (or not): lookups find the entry from now on, not the fill. (A finish
+        // cut short before here, its task dropped, ends the fill `Broken` on drop.)
+        self.finished = true;
         self.memory.fills().remove(&self.fill);
         self.fill.end(End::Complete);
         Ok(MissFinishType::Created(weight))
