@@ -72,6 +72,15 @@ pub struct Explanation {
     pub next_rule_change: Option<TimeView>,
     /// Every rule whose match covers the path, in order, with its state at `at`.
     pub matching_rules: Vec<RuleView>,
+    /// The customer's `cache.slice`: GET and HEAD are answered from pieces of this
+    /// many bytes, each asked of the origin with `Range` and stored on its own.
+    pub slice: Option<SliceView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SliceView {
+    pub bytes: u64,
+    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -236,6 +245,14 @@ pub fn explain(
             .filter(|r| r.matcher.matches(&path))
             .map(|r| rule_view(r, rule, at))
             .collect(),
+        slice: customer
+            .cache
+            .slice
+            .filter(|_| cacheable)
+            .map(|bytes| SliceView {
+                bytes,
+                text: fmt_bytes(bytes),
+            }),
         bypass,
         path,
     })
@@ -508,6 +525,15 @@ fn store_view(
         },
         Ok(ResponseDecision::DontStore(reason)) => StoreView::not_stored(reason.as_str()),
         Err(_) => StoreView::not_stored("internal"),
+    }
+}
+
+/// `8MiB`, `512KiB`, or bytes.
+fn fmt_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => format!("{n} bytes"),
     }
 }
 

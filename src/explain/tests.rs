@@ -558,3 +558,19 @@ fn durations_and_relative_times_read_like_the_config() {
     assert_eq!(relative(plus(at, -3661), at), "1h 1m ago");
     assert_eq!(relative(plus(at, 86_400 * 3 + 60), at), "in 3d");
 }
+
+#[test]
+fn a_sliced_customer_says_its_slices() {
+    let customers = customers_from(&SHOP.replace(
+        "    origin: { servers: [\"127.0.0.1:8001\"] }\n",
+        "    origin: { servers: [\"127.0.0.1:8001\"] }\n    cache: { slice: 8MiB }\n",
+    ));
+    let at = ts("2026-12-01T00:00:00Z");
+    let sliced = explain(&customers, "https://blog.example.org/video.mp4", at).unwrap();
+    let view = sliced.slice.as_ref().expect("slices");
+    assert_eq!((view.bytes, view.text.as_str()), (8 << 20, "8MiB"));
+    assert!(render_text(&sliced).contains("pieces of 8MiB"));
+    let whole = explain(&customers, "https://shop.example.com/a", at).unwrap();
+    assert!(whole.slice.is_none());
+    assert!(!render_text(&whole).contains("Slices"));
+}

@@ -33,6 +33,15 @@ pub fn render_text(e: &Explanation) -> String {
         ),
         None => line("Cache", "yes"),
     }
+    if let Some(slice) = &e.slice {
+        line(
+            "Slices",
+            &format!(
+                "GET and HEAD are answered from pieces of {} (Range requests to the origin), each stored apart",
+                slice.text
+            ),
+        );
+    }
     if let Some(ttl) = &e.ttl {
         let origin = if ttl.origin_headers_win {
             "used when the origin sends no Cache-Control/Expires"
