@@ -781,6 +781,20 @@ async fn slices_fetch_only_what_a_range_covers_and_assemble_the_whole() {
         Some(format!("bytes */{}", large.len()).as_str())
     );
     assert_eq!(origin.hits_for("/movie"), 21);
+    // Conditions are the client's, answered against the object's ETag ("v1").
+    let same = fetch(edge.addr, "/movie", &[("If-None-Match", "\"v1\"")]).await;
+    assert_eq!(same.status, 304, "{}", same.head);
+    let stale_range = fetch(
+        edge.addr,
+        "/movie",
+        &[("Range", "bytes=0-9"), ("If-Range", "\"v0\"")],
+    )
+    .await;
+    assert_eq!(
+        stale_range.status, 200,
+        "If-Range of another version: the whole object"
+    );
+    assert!(stale_range.body == *large);
     let head = common::request(edge.addr, "HEAD", HOST, "/movie", &[], b"").await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some("20971520"));
@@ -794,10 +808,13 @@ async fn slices_fetch_only_what_a_range_covers_and_assemble_the_whole() {
     let m = edge.metrics().await;
     assert_eq!(
         metric(&m, "holdfast_requests_total"),
-        7,
+        9,
         "client requests only, not their slices"
     );
-    // 21 slices asked of the origin (20, and the probe past the end); the rest hits.
+    // 21 slices asked of the origin (20, and the probe past the end, whose subrequest
+    // runs to its end in the background); the rest hits.
+    wait_for_metric(&edge, "holdfast_slice_fetches_total", 21).await;
+    let m = edge.metrics().await;
     assert_eq!(metric(&m, "holdfast_slice_fetches_total"), 21);
     assert!(metric(&m, "holdfast_slice_hits_total") >= 20);
 }

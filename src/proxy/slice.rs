@@ -176,7 +176,20 @@ struct Fetched {
     header: Box<ResponseHeader>,
     /// The header was the whole answer.
     ended: bool,
-    handle: SubrequestHandle,
+    handle: Option<SubrequestHandle>,
+}
+
+impl Drop for Fetched {
+    /// A slice let go before its end (a `304`, a suffix range's first guess, a range
+    /// that ended inside it) runs to its end in the background: the subrequest is
+    /// neither cut off as an error nor is its fill.
+    fn drop(&mut self) {
+        if !self.ended {
+            if let Some(handle) = self.handle.take() {
+                handle.drain_tasks();
+            }
+        }
+    }
 }
 
 impl Fetched {
@@ -185,8 +198,11 @@ impl Fetched {
         if self.ended {
             return Ok(None);
         }
+        let Some(handle) = self.handle.as_mut() else {
+            return Ok(None);
+        };
         loop {
-            match self.handle.rx.recv().await {
+            match handle.rx.recv().await {
                 Some(HttpTask::Body(Some(bytes), end)) => {
                     self.ended = end;
                     return Ok(Some(bytes));
@@ -214,7 +230,7 @@ impl Edge {
         if session.subrequest_spawner.is_none() {
             return Ok(false);
         }
-        let want = want(session.req_header());
+        let mut want = want(session.req_header());
         let head_only = session.req_header().method == http::Method::HEAD;
         let first_index = match want {
             Want::From(a, _) => a / size,
@@ -233,14 +249,32 @@ impl Edge {
             },
             // 416 for a slice past the end (a range request beyond the object), or an
             // error: answered as the origin gave it.
-            _ => {
-                if fetched.header.status == StatusCode::RANGE_NOT_SATISFIABLE {
-                    let total = content_range_total(&fetched.header);
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let total = content_range_total(&fetched.header);
+                if total == Some(0) && want == Want::Whole {
+                    // An empty object has no first slice: it is answered empty.
+                    (0, true)
+                } else {
                     return self.unsatisfiable(session, ctx, fetched, total).await;
                 }
-                return self.relay(session, ctx, fetched).await;
             }
+            // An error: answered as the origin gave it.
+            _ => return self.relay(session, ctx, fetched).await,
         };
+        let req = session.req_header();
+        if let Some(etag) = fetched.header.headers.get(header::ETAG) {
+            if condition_matches(req.headers.get(header::IF_NONE_MATCH), etag, false) {
+                return self.not_modified(session, ctx, fetched).await;
+            }
+            // A range of another version than the client holds: the whole object.
+            if req.headers.contains_key(header::IF_RANGE)
+                && !condition_matches(req.headers.get(header::IF_RANGE), etag, true)
+            {
+                want = Want::Whole;
+            }
+        } else if req.headers.contains_key(header::IF_RANGE) {
+            want = Want::Whole;
+        }
         let span = match want {
             Want::Whole => Some(0..total),
             Want::From(a, b) if a < total => Some(a..b.map_or(total, |b| (b + 1).min(total))),
@@ -390,7 +424,7 @@ impl Edge {
                     return Ok(Fetched {
                         header,
                         ended,
-                        handle,
+                        handle: Some(handle),
                     })
                 }
                 Some(HttpTask::Failed(e)) => return Err(e),
@@ -415,9 +449,8 @@ impl Edge {
         let status = fetched.header.status.as_u16();
         ctx.outcome = Some(outcome_of(&fetched.header));
         let ended = fetched.ended;
-        session
-            .write_response_header(fetched.header.clone(), ended)
-            .await?;
+        let header = fetched.header.clone();
+        session.write_response_header(header, ended).await?;
         let mut sent = 0;
         while let Some(piece) = fetched.next().await? {
             sent += piece.len();
@@ -427,6 +460,28 @@ impl Edge {
             session.write_response_body(None, true).await?;
         }
         ctx.sent_directly = Some((status, sent));
+        Ok(true)
+    }
+
+    /// `304`: the client's `If-None-Match` names the object's `ETag`.
+    async fn not_modified(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        fetched: Fetched,
+    ) -> Result<bool> {
+        let mut header = fetched.header.clone();
+        header.set_status(StatusCode::NOT_MODIFIED)?;
+        for name in [
+            header::CONTENT_RANGE,
+            header::CONTENT_LENGTH,
+            header::TRANSFER_ENCODING,
+        ] {
+            header.remove_header(&name);
+        }
+        ctx.outcome = Some(outcome_of(&fetched.header));
+        session.write_response_header(header, true).await?;
+        ctx.sent_directly = Some((304, 0));
         Ok(true)
     }
 
@@ -455,6 +510,40 @@ impl Edge {
         ctx.sent_directly = Some((416, 0));
         Ok(true)
     }
+}
+
+/// Whether a condition field (`If-None-Match`, a list or `*`; or `If-Range`, one tag)
+/// names `etag`. `strong`: weak tags never match (RFC 9110 13.1.5, If-Range); else the
+/// weak comparison (13.1.2, If-None-Match).
+fn condition_matches(
+    field: Option<&http::HeaderValue>,
+    etag: &http::HeaderValue,
+    strong: bool,
+) -> bool {
+    let Some(field) = field.and_then(|f| f.to_str().ok()) else {
+        return false;
+    };
+    let Ok(etag) = etag.to_str() else {
+        return false;
+    };
+    let opaque = |tag: &str| -> Option<(bool, String)> {
+        let tag = tag.trim();
+        let (weak, rest) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        rest.starts_with('"').then(|| (weak, rest.to_string()))
+    };
+    let Some((etag_weak, etag_tag)) = opaque(etag) else {
+        return false;
+    };
+    if !strong && field.trim() == "*" {
+        return true;
+    }
+    field
+        .split(',')
+        .filter_map(opaque)
+        .any(|(weak, tag)| tag == etag_tag && (!strong || (!weak && !etag_weak)))
 }
 
 fn body_length(header: &ResponseHeader) -> Option<u64> {
@@ -516,6 +605,25 @@ mod tests {
         assert_eq!(want(&req("pages=1-2")), Want::Whole);
         assert_eq!(want(&req("bytes=abc")), Want::Whole);
         assert_eq!(want(&req("bytes=-0")), Want::Whole);
+    }
+
+    #[test]
+    fn conditions_compare_tags_as_rfc_9110_says() {
+        let etag = http::HeaderValue::from_static("\"v1\"");
+        let weak = http::HeaderValue::from_static("W/\"v1\"");
+        let field = |v: &'static str| http::HeaderValue::from_static(v);
+        assert!(condition_matches(Some(&field("\"v1\"")), &etag, false));
+        assert!(condition_matches(
+            Some(&field("\"x\", W/\"v1\"")),
+            &etag,
+            false
+        ));
+        assert!(condition_matches(Some(&field("*")), &etag, false));
+        assert!(!condition_matches(Some(&field("\"v2\"")), &etag, false));
+        assert!(condition_matches(Some(&field("\"v1\"")), &etag, true));
+        assert!(!condition_matches(Some(&field("W/\"v1\"")), &etag, true));
+        assert!(!condition_matches(Some(&field("\"v1\"")), &weak, true));
+        assert!(!condition_matches(None, &etag, false));
     }
 
     #[test]
