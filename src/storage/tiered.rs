@@ -1,8 +1,11 @@
 //! Memory in front of disk, as one [`CacheStore`].
 //!
-//! Every stored response goes to memory and, behind it, to the disk tier's writer. A
-//! lookup that memory misses reads the disk tier on the blocking pool, checks the
-//! object, puts it back in memory (promotion) and answers from there, so every hit,
+//! A response up to `cache.max_object` goes to memory and, behind it, to the disk tier's
+//! writer; a larger one (up to `cache.disk.max_object`) is streamed to the disk tier as
+//! it arrives and memory keeps only an entry that sends from its file (see
+//! [`super::fill`]). A lookup finds a fill under way first, then memory; one that memory
+//! misses reads the disk tier on the blocking pool, checks the object's head and block
+//! table, puts it back in memory (promotion) and answers from there, so every hit,
 //! whichever tier held it, leaves through the same code. Purges and invalidations reach
 //! both tiers before they return.
 
