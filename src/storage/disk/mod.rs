@@ -690,7 +690,9 @@ impl Active {
                 (None, Some((source, offset, _, _))) => {
                     copy_range(source, offset, &file, body_offset, len)?
                 }
-                (None, None) => unreachable!("a body is in memory or in a file"),
+                (None, None) => {
+                    return Err(io::Error::other("a body neither in memory nor in a file"))
+                }
             }
             file.write_all_at(&table, body_offset + len as u64)?;
             std::fs::rename(&temp, self.object_path(&job.key))?;
