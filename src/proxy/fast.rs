@@ -132,8 +132,9 @@ impl Edge {
                     "dropping the stored copy of {}: a block of its body does not match its checksum",
                     key_text.unwrap_or("")
                 );
+                self.store.count_corrupt();
                 if let Some(key) = &ctx.key {
-                    self.store.drop_corrupt(key).await;
+                    crate::purge::remove_now(self.store, std::slice::from_ref(key)).await;
                 }
                 return Ok(false);
             }

@@ -121,6 +121,13 @@ impl Edge {
             .req_header()
             .headers
             .contains_key(header::AUTHORIZATION);
+        if crate::storage::content_length(&resp.headers)
+            .is_some_and(|len| len > self.store.max_object())
+        {
+            // Proxied as it comes, never held: neither tier would keep it. (An answer
+            // without a length that grows past it is not kept either, by the store.)
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::ResponseTooLarge));
+        }
         // A slice's 206 is stored as its 200 would be: it is one piece of the object.
         let whole;
         let judged = if ctx.slice.is_some() && resp.status == http::StatusCode::PARTIAL_CONTENT {
@@ -139,15 +146,6 @@ impl Edge {
             judged,
             self.clock.now(),
         );
-        let length = resp
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-        if length.is_some_and(|len| len > self.store.max_object()) {
-            // Proxied as it comes, never held: neither tier would keep it. (An answer
-            // without a length that grows past it is not kept either, by the store.)
-            return Ok(RespCacheable::Uncacheable(NoCacheReason::ResponseTooLarge));
-        }
         Ok(match decision {
             ResponseDecision::Store(f) => {
                 ctx.origin.decision = Some(StoreDecision::Store(Fill {

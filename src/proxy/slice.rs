@@ -56,13 +56,8 @@ impl Slice {
     /// What keys the slice apart from the object's other slices (pingora-cache's
     /// variance: the same primary key, so purges of the URL reach every slice).
     pub(super) fn variance(&self) -> HashBinary {
-        let text = format!("holdfast slice {} of {}", self.index, self.size);
-        let digest = blake2b_simd::Params::new()
-            .hash_length(16)
-            .hash(text.as_bytes());
-        let mut out = [0u8; 16];
-        out.copy_from_slice(digest.as_bytes());
-        out
+        // The same 16-byte BLAKE2b as key texts, of a text naming the slice.
+        crate::storage::primary_hash(&format!("holdfast slice {} of {}", self.index, self.size))
     }
 
     /// `base` (the object's key) made this slice's.
@@ -243,7 +238,7 @@ impl Edge {
                 None => return self.relay(session, ctx, fetched).await,
             },
             // The origin ignored the range: this is the whole object.
-            StatusCode::OK => match body_length(&fetched.header) {
+            StatusCode::OK => match crate::storage::content_length(&fetched.header.headers) {
                 Some(total) => (total, true),
                 None => return self.relay(session, ctx, fetched).await,
             },
@@ -544,17 +539,6 @@ fn condition_matches(
         .split(',')
         .filter_map(opaque)
         .any(|(weak, tag)| tag == etag_tag && (!strong || (!weak && !etag_weak)))
-}
-
-fn body_length(header: &ResponseHeader) -> Option<u64> {
-    header
-        .headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn content_range_total(header: &ResponseHeader) -> Option<u64> {

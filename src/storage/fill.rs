@@ -180,16 +180,18 @@ impl Fill {
         }
     }
 
-    fn push(&self, data: Bytes) -> u64 {
+    /// Append `data`; the fill's mode, bytes received and bytes memory holds after it,
+    /// read under the same lock.
+    fn push(&self, data: Bytes) -> (Mode, u64, u64) {
         let mut state = self.state.lock();
         let at = state.received;
         state.received += data.len() as u64;
         state.chunks.push_back((at, data));
         state.trim();
-        let backlog = state.backlog();
+        let after = (state.mode, state.received, state.backlog());
         drop(state);
         self.changed.notify_waiters();
-        backlog
+        after
     }
 
     fn end(&self, end: End) {
@@ -349,10 +351,10 @@ impl FillWriter {
         meta: &CacheMeta,
     ) -> FillWriter {
         let started = memory.next_sequence();
-        let length = super::content_length(meta);
+        let length = super::content_length(meta.headers());
         let mode = match length {
-            Some(len) if len > memory.body_limit() => {
-                if disk.is_some_and(|d| d.enabled() && len as u64 <= d.max_object()) {
+            Some(len) if len > memory.body_limit() as u64 => {
+                if disk.is_some_and(|d| d.enabled() && len <= d.max_object()) {
                     Mode::Disk
                 } else {
                     Mode::Pass
@@ -563,10 +565,9 @@ impl HandleMiss for FillWriter {
         if data.is_empty() {
             return Ok(());
         }
-        let backlog = self.fill.push(data);
-        match self.fill.mode() {
+        let (mode, received, backlog) = self.fill.push(data);
+        match mode {
             Mode::Memory => {
-                let received = self.fill.state.lock().received;
                 if received > self.memory.body_limit() as u64 {
                     // Longer than it said, or it said nothing: on to disk when it fits.
                     if self
@@ -582,7 +583,6 @@ impl HandleMiss for FillWriter {
                 }
             }
             Mode::Disk => {
-                let received = self.fill.state.lock().received;
                 if self.disk.is_some_and(|d| received > d.max_object()) {
                     self.pass("larger than cache.disk.max_object");
                 } else {
@@ -731,22 +731,18 @@ impl HandleHit for FillReader {
                         file.read_exact_at(&mut buf, at).map(|()| buf)
                     })
                     .await;
-                    return match read {
-                        Ok(Ok(buf)) => {
-                            self.advance(buf.len());
-                            Ok(Some(Bytes::from(buf)))
-                        }
-                        Ok(Err(e)) => Err(Error::because(
-                            ErrorType::InternalError,
-                            "reading a body being filled",
-                            e,
-                        )),
-                        Err(e) => Err(Error::because(
-                            ErrorType::InternalError,
-                            "reading a body being filled",
-                            e,
-                        )),
-                    };
+                    let buf = read
+                        .map_err(std::io::Error::other)
+                        .and_then(|read| read)
+                        .map_err(|e| {
+                            Error::because(
+                                ErrorType::InternalError,
+                                "reading a body being filled",
+                                e,
+                            )
+                        })?;
+                    self.advance(buf.len());
+                    return Ok(Some(Bytes::from(buf)));
                 }
                 Next::Done => return Ok(None),
                 Next::Broken => {

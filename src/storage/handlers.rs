@@ -47,23 +47,16 @@ impl HandleHit for FileHit {
         let span = self.pos..self.end.min(self.pos + FILE_CHUNK);
         let body = self.body.clone();
         let read = tokio::task::spawn_blocking(move || read_checked(&body, span)).await;
-        let bytes = match read {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => {
-                return Err(Error::because(
+        let bytes = read
+            .map_err(std::io::Error::other)
+            .and_then(|read| read)
+            .map_err(|e| {
+                Error::because(
                     ErrorType::InternalError,
                     "reading a cached body from its file",
                     e,
-                ))
-            }
-            Err(e) => {
-                return Err(Error::because(
-                    ErrorType::InternalError,
-                    "reading a cached body from its file",
-                    e,
-                ))
-            }
-        };
+                )
+            })?;
         self.pos += bytes.len();
         Ok(Some(bytes))
     }
@@ -82,15 +75,8 @@ impl HandleHit for FileHit {
     }
 
     fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        let len = self.body.len();
-        if start >= len {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!("range start {start} is past the end of the {len} byte cached body"),
-            );
-        }
-        self.pos = start;
-        self.end = end.map_or(len, |end| end.min(len));
+        let span = seek_span(start, end, self.body.len())?;
+        (self.pos, self.end) = (span.start, span.end);
         Ok(())
     }
 
@@ -105,6 +91,26 @@ impl HandleHit for FileHit {
     fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
         self
     }
+}
+
+/// The span a hit handler's `seek(start, end)` selects of a body of `len` bytes: `end`
+/// exclusive and clamped to the body. A start at or past the end of the body, or an end
+/// before the start, is an error.
+fn seek_span(start: usize, end: Option<usize>, len: usize) -> Result<std::ops::Range<usize>> {
+    if start >= len {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            format!("range start {start} is past the end of the {len} byte cached body"),
+        );
+    }
+    let end = end.map_or(len, |end| end.min(len));
+    if end < start {
+        return Error::e_explain(
+            ErrorType::InternalError,
+            format!("range end {end} is before its start {start}"),
+        );
+    }
+    Ok(start..end)
 }
 
 /// The bytes of `span` of `body`, its blocks checked first. Blocking.
@@ -151,22 +157,8 @@ impl MemoryHit {
     /// Select `start..end` (end exclusive, clamped to the body) and rewind, so one handler can
     /// serve several ranges. A start at or past the end of the body is an error.
     pub(super) fn select(&mut self, start: usize, end: Option<usize>) -> Result<()> {
-        let len = self.body.len();
-        if start >= len {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!("range start {start} is past the end of the {len} byte cached body"),
-            );
-        }
-        let end = end.map_or(len, |end| end.min(len));
-        if end < start {
-            return Error::e_explain(
-                ErrorType::InternalError,
-                format!("range end {end} is before its start {start}"),
-            );
-        }
-        self.start = start;
-        self.end = end;
+        let span = seek_span(start, end, self.body.len())?;
+        (self.start, self.end) = (span.start, span.end);
         self.done = false;
         Ok(())
     }

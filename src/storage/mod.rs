@@ -336,18 +336,9 @@ pub trait CacheStore: Storage + Send + Sync + 'static {
     /// The largest body stored, in bytes: a response declaring more is proxied unstored.
     fn max_object(&self) -> u64;
 
-    /// `key`'s stored copy failed a check when it was to be sent (a block of its body
-    /// does not match its sum): remove it from every tier, and count it.
-    async fn drop_corrupt(&'static self, key: &CacheKey) {
-        let span = pingora_cache::trace::Span::inactive();
-        let target = PurgeTarget::Active(&key.to_compact());
-        if let Err(e) = self
-            .purge(target, PurgeType::Invalidation, &span.handle())
-            .await
-        {
-            log::warn!("cannot drop a corrupt stored copy: {e}");
-        }
-    }
+    /// A stored copy failed a check when it was to be sent (a block of its body does not
+    /// match its sum): count it. The caller removes it from every tier (a purge).
+    fn count_corrupt(&self) {}
 
     /// Append this store's gauges and counters in the Prometheus text format.
     fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result;
@@ -431,7 +422,7 @@ pub fn key(primary: String) -> CacheKey {
 /// computed by `blake2b_simd`, which gives the same digest with the CPU's vector
 /// instructions: every request hashes its key once, and the portable code pingora-cache
 /// uses took 2,100 instructions of a 1 KiB hit's 49,000 for it.
-fn primary_hash(primary: &str) -> HashBinary {
+pub(crate) fn primary_hash(primary: &str) -> HashBinary {
     let digest = blake2b_simd::Params::new()
         .hash_length(16)
         .hash(primary.as_bytes());
@@ -596,9 +587,10 @@ pub(crate) fn shard_count(memory: usize, max_object: usize) -> usize {
     shards
 }
 
-/// Content-Length of a response, when it is there and a number.
-fn content_length(meta: &CacheMeta) -> Option<usize> {
-    meta.headers()
+/// The `Content-Length` a response's fields declare, when there is one and a number:
+/// what the store decides by (and the edge, before it asks the store for a fill).
+pub fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)?
         .to_str()
         .ok()?

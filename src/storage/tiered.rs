@@ -196,16 +196,8 @@ impl CacheStore for Tiered {
         }
     }
 
-    async fn drop_corrupt(&'static self, key: &CacheKey) {
+    fn count_corrupt(&self) {
         self.disk.count_corrupt();
-        let span = pingora_cache::trace::Span::inactive();
-        let target = PurgeTarget::Active(&key.to_compact());
-        if let Err(e) = self
-            .purge(target, PurgeType::Invalidation, &span.handle())
-            .await
-        {
-            log::warn!("cannot drop a corrupt stored copy: {e}");
-        }
     }
 
     fn encode_metrics(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
