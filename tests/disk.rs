@@ -8,22 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{customer, metric, request, Behavior, Holdfast, Origin};
+use common::{body, customer, metric, request, Behavior, Holdfast, Origin};
 
 const HOST: &str = "shop.test";
-
-/// A body of `len` bytes that differs from every other `seed`'s.
-fn body(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn ok(cache_control: &str, body: Vec<u8>) -> Behavior {
     Behavior::Respond {

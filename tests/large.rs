@@ -20,19 +20,9 @@ use tokio::net::TcpStream;
 const HOST: &str = "files.test";
 const MIB: usize = 1 << 20;
 
-/// A body of `len` bytes that differs from every other `seed`'s.
+/// A body of `len` bytes that differs from every other `seed`'s, shared with the origin.
 fn body(seed: u32, len: usize) -> Arc<Vec<u8>> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    Arc::new(
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect(),
-    )
+    Arc::new(common::body(seed, len))
 }
 
 /// A node that keeps at most 1 MiB objects in a memory tier of `memory`, and streams
